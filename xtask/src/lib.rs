@@ -1,0 +1,18 @@
+//! The vSwarm-u resources tool: every stage is a module of its own, and data
+//! flows one way: release lookup → asset selection → download → unpack →
+//! convert → verify. `main.rs` only parses flags and dispatches here; tests and
+//! fuzz targets call the same functions.
+
+pub mod assets;
+pub mod convert;
+pub mod download;
+pub mod fsutil;
+pub mod http;
+pub mod merge;
+pub mod opts;
+pub mod pipeline;
+pub mod progress;
+pub mod qcow2;
+pub mod release;
+pub mod unpack;
+pub mod verify;
