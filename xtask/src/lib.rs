@@ -14,5 +14,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod qcow2;
 pub mod release;
+pub mod testkit;
 pub mod unpack;
 pub mod verify;

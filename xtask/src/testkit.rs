@@ -1,0 +1,1 @@
+//! testkit (stub, being written): a loopback GitHub for tests and the benchmark.
