@@ -54,6 +54,13 @@ pub fn client_name(arch: Arch) -> String {
 pub fn disk_base(os: Os, arch: Arch) -> String {
     format!("disk-image-{os}-{arch}.qcow2")
 }
+/// `disk-image-focal-amd64.qcow2.tar.gz` → `disk-image-focal-amd64.qcow2`.
+pub fn disk_base_of(archive: &str) -> String {
+    match archive.find(".qcow2") {
+        Some(i) => archive[..i + ".qcow2".len()].to_string(),
+        None => archive.to_string(),
+    }
+}
 pub fn sums_name(os: Os, arch: Arch) -> String {
     format!("{}.sums", disk_base(os, arch))
 }

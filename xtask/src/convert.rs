@@ -1,7 +1,7 @@
 //! convert (stub, being written)
 use crate::opts::Opts;
 use anyhow::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 pub fn run(
     _opts: &Opts,
     _input: Option<PathBuf>,
@@ -10,4 +10,11 @@ pub fn run(
     _sparse_detect: bool,
 ) -> Result<()> {
     anyhow::bail!("convert: not yet implemented")
+}
+pub struct ConvertStats {
+    pub virtual_size: u64,
+    pub data_bytes: u64,
+}
+pub fn convert_native(_input: &Path, _output: &Path, _sparse_detect: bool) -> Result<ConvertStats> {
+    anyhow::bail!("stub")
 }

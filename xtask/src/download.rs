@@ -1,1 +1,826 @@
-//! download (stub)
+//! The download engine: fetches a list of assets over several connections,
+//! large ones as parallel Range segments scheduled in file order, into hidden
+//! `.name.partial` files that survive interruption. Each asset is read back
+//! through an [`AssetReader`] as soon as a contiguous prefix has arrived; the
+//! reader hashes what it hands out and, at the end, checks size and digest and
+//! only then renames the file to its final name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::fsutil::{self, hex};
+use crate::http::{Failure, Http};
+use crate::progress::Progress;
+
+/// Segment size: large enough that a request's overhead is noise, small
+/// enough that several connections share one 500 MiB part.
+pub const SEGMENT: u64 = 32 << 20;
+const TRIES: u32 = 6;
+const BUF: usize = 256 << 10;
+
+/// One asset to fetch.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub name: String,
+    pub url: String,
+    pub size: u64,
+    /// From the release's `digest` field, when it has one.
+    pub sha256: Option<[u8; 32]>,
+    /// Final name; the download lives at `fsutil::partial_path(dest)` until checked.
+    pub dest: PathBuf,
+}
+
+/// Parses the API's `sha256:<hex>` digest field.
+pub fn parse_digest(field: Option<&str>, asset: &str) -> Result<Option<[u8; 32]>> {
+    let Some(field) = field else { return Ok(None) };
+    let Some(hexs) = field.strip_prefix("sha256:") else {
+        // Another algorithm: nothing we can check, and not an error.
+        return Ok(None);
+    };
+    parse_hex32(hexs).map(Some).ok_or_else(|| {
+        anyhow!("asset {asset}: the release's digest `{field}` is not a sha256 hex string")
+    })
+}
+
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SegState {
+    Pending,
+    InFlight,
+    Done,
+}
+
+#[derive(Debug)]
+struct Seg {
+    start: u64,
+    end: u64,
+    written: u64,
+    state: SegState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// The final file exists from an earlier run; the reader re-checks it.
+    Cached,
+    /// One stream; resumes from the partial file's length.
+    Single,
+    /// Segments; the first request tells whether the server honours ranges.
+    Probe,
+    Ranged,
+}
+
+struct AssetState {
+    job: Job,
+    partial: PathBuf,
+    segs_path: PathBuf,
+    file: Option<Arc<File>>,
+    mode: Mode,
+    segs: Vec<Seg>,
+    error: Option<String>,
+}
+
+impl AssetState {
+    /// Bytes from the start of the file that are written.
+    fn contiguous(&self) -> u64 {
+        if self.mode == Mode::Cached {
+            return self.job.size;
+        }
+        let mut n = 0;
+        for s in &self.segs {
+            if s.state == SegState::Done {
+                n = s.end;
+            } else {
+                return s.start + s.written;
+            }
+        }
+        n
+    }
+
+    fn complete(&self) -> bool {
+        self.mode == Mode::Cached || self.segs.iter().all(|s| s.state == SegState::Done)
+    }
+}
+
+struct Inner {
+    assets: Vec<AssetState>,
+    abort: Option<String>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+    http: Http,
+    progress: Progress,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fail(&self, asset: usize, msg: String) {
+        let mut g = self.lock();
+        if g.assets[asset].error.is_none() {
+            g.assets[asset].error = Some(msg.clone());
+        }
+        if g.abort.is_none() {
+            g.abort = Some(msg);
+        }
+        drop(g);
+        self.changed.notify_all();
+    }
+}
+
+/// Downloads in flight. Dropping it aborts what is left.
+pub struct Downloads {
+    shared: Arc<Shared>,
+    workers: Vec<thread::JoinHandle<()>>,
+}
+
+/// Starts `connections` workers on `jobs`. Assets whose final file already
+/// exists with the right size are not fetched again (their reader re-checks
+/// the digest); `--force` is the caller's: it deletes them first.
+pub fn start(http: Http, jobs: Vec<Job>, connections: usize, what: &str) -> Result<Downloads> {
+    let mut assets = Vec::with_capacity(jobs.len());
+    let mut have = 0u64;
+    let total: u64 = jobs.iter().map(|j| j.size).sum();
+    for job in jobs {
+        let a = prepare(job)?;
+        have += a.contiguous();
+        assets.push(a);
+    }
+    let shared = Arc::new(Shared {
+        inner: Mutex::new(Inner {
+            assets,
+            abort: None,
+        }),
+        changed: Condvar::new(),
+        http,
+        progress: Progress::new(what, total, have),
+    });
+    let workers = (0..connections.max(1))
+        .map(|i| {
+            let s = Arc::clone(&shared);
+            thread::Builder::new()
+                .name(format!("download-{i}"))
+                .spawn(move || worker(&s))
+                .expect("spawn download worker")
+        })
+        .collect();
+    Ok(Downloads { shared, workers })
+}
+
+/// Opens or resumes the partial file of one asset.
+fn prepare(job: Job) -> Result<AssetState> {
+    let partial = fsutil::partial_path(&job.dest);
+    let segs_path = partial.with_file_name(format!(
+        "{}.segs",
+        partial.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if let Some(dir) = job.dest.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if let Ok(meta) = fs::metadata(&job.dest) {
+        if meta.is_file() && meta.len() == job.size {
+            return Ok(AssetState {
+                job,
+                partial,
+                segs_path,
+                file: None,
+                mode: Mode::Cached,
+                segs: Vec::new(),
+                error: None,
+            });
+        }
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&partial)
+        .with_context(|| format!("cannot open {}", partial.display()))?;
+    let len = file.metadata()?.len();
+    let size = job.size;
+    let (mode, segs) = if size <= SEGMENT {
+        // One stream, resumed from where the file ends.
+        let written = if len > size {
+            file.set_len(0)?;
+            0
+        } else {
+            len
+        };
+        let state = if written == size {
+            SegState::Done
+        } else {
+            SegState::Pending
+        };
+        let seg = Seg {
+            start: 0,
+            end: size,
+            written,
+            state,
+        };
+        (Mode::Single, vec![seg])
+    } else {
+        let mut segs: Vec<Seg> = (0..size.div_ceil(SEGMENT))
+            .map(|i| Seg {
+                start: i * SEGMENT,
+                end: ((i + 1) * SEGMENT).min(size),
+                written: 0,
+                state: SegState::Pending,
+            })
+            .collect();
+        let done = read_segs(&segs_path, size);
+        if len == size && !done.is_empty() {
+            for i in done {
+                if let Some(s) = segs.get_mut(i) {
+                    s.state = SegState::Done;
+                    s.written = s.end - s.start;
+                }
+            }
+        } else {
+            // No record of what is in the file: start it over.
+            file.set_len(0)?;
+            file.set_len(size)?;
+            let _ = fs::remove_file(&segs_path);
+        }
+        (Mode::Probe, segs)
+    };
+    Ok(AssetState {
+        job,
+        partial,
+        segs_path,
+        file: Some(Arc::new(file)),
+        mode,
+        segs,
+        error: None,
+    })
+}
+
+/// The segments an earlier run finished: a header line `segments SEG SIZE`,
+/// then one index a line. Anything else means we know nothing.
+fn read_segs(path: &Path, size: u64) -> Vec<usize> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(&format!("segments {SEGMENT} {size}")) {
+        return Vec::new();
+    }
+    // A torn last line (power loss) is simply not counted.
+    lines.filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+struct Task {
+    asset: usize,
+    seg: usize,
+}
+
+fn worker(shared: &Shared) {
+    loop {
+        let task = {
+            let mut g = shared.lock();
+            loop {
+                if g.abort.is_some() {
+                    return;
+                }
+                match pick(&mut g) {
+                    Pick::Task(t) => break t,
+                    Pick::Wait => {
+                        g = shared.changed.wait(g).unwrap_or_else(|e| e.into_inner());
+                    }
+                    Pick::Finished => return,
+                }
+            }
+        };
+        if let Err(msg) = fetch(shared, &task) {
+            shared.fail(task.asset, msg);
+            return;
+        }
+    }
+}
+
+enum Pick {
+    Task(Task),
+    Wait,
+    Finished,
+}
+
+/// The first pending segment in file order; segments after a range probe
+/// wait until the probe has answered.
+fn pick(g: &mut Inner) -> Pick {
+    let mut waiting = false;
+    for (ai, a) in g.assets.iter_mut().enumerate() {
+        if a.mode == Mode::Cached || a.error.is_some() {
+            continue;
+        }
+        if a.mode == Mode::Probe && a.segs.iter().any(|s| s.state == SegState::InFlight) {
+            waiting = true;
+            continue;
+        }
+        if let Some(si) = a.segs.iter().position(|s| s.state == SegState::Pending) {
+            a.segs[si].state = SegState::InFlight;
+            return Pick::Task(Task { asset: ai, seg: si });
+        }
+        if !a.complete() {
+            waiting = true;
+        }
+    }
+    if waiting {
+        Pick::Wait
+    } else {
+        Pick::Finished
+    }
+}
+
+/// Fetches one segment with retries. Err is the message for the user.
+fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), String> {
+    let (job, file, mode, start, end, segs_path) = {
+        let g = shared.lock();
+        let a = &g.assets[task.asset];
+        let s = &a.segs[task.seg];
+        (
+            a.job.clone(),
+            Arc::clone(a.file.as_ref().expect("non-cached asset has a file")),
+            a.mode,
+            s.start,
+            s.end,
+            a.segs_path.clone(),
+        )
+    };
+    let mut tries = 0;
+    let mut pos = {
+        let g = shared.lock();
+        let s = &g.assets[task.asset].segs[task.seg];
+        s.start + s.written
+    };
+    let mut end = end;
+    let mut start = start;
+    loop {
+        if let Some(why) = shared.lock().abort.clone() {
+            return Err(why);
+        }
+        let before = pos;
+        match stream(shared, task, &job, &file, mode, start, &mut pos, &mut end) {
+            Ok(()) => break,
+            Err(Failure::Fatal(m)) => return Err(format!("asset {}: {m}", job.name)),
+            Err(Failure::Transient(m)) => {
+                // Whole-file fallback may have reset the segment.
+                {
+                    let g = shared.lock();
+                    start = g.assets[task.asset].segs[task.seg].start;
+                }
+                if pos > before {
+                    tries = 0;
+                }
+                tries += 1;
+                if tries >= TRIES {
+                    return Err(format!(
+                        "asset {}: giving up after {TRIES} tries: {m}; re-run to resume from what was downloaded",
+                        job.name
+                    ));
+                }
+                let wait = Duration::from_millis(250u64 << (tries - 1).min(5));
+                eprintln!(
+                    "  {}: {m}; retrying in {:.1} s",
+                    job.name,
+                    wait.as_secs_f64()
+                );
+                thread::sleep(wait);
+            }
+        }
+    }
+    let mut g = shared.lock();
+    let ranged = g.assets[task.asset].mode == Mode::Ranged;
+    drop(g);
+    if ranged {
+        // The record may only claim what is on disk.
+        file.sync_data()
+            .and_then(|()| append_seg(&segs_path, job.size, task.seg))
+            .map_err(|e| format!("cannot record progress in {}: {e}", segs_path.display()))?;
+    }
+    g = shared.lock();
+    let s = &mut g.assets[task.asset].segs[task.seg];
+    s.state = SegState::Done;
+    s.written = s.end - s.start;
+    drop(g);
+    shared.changed.notify_all();
+    Ok(())
+}
+
+fn append_seg(path: &Path, size: u64, seg: usize) -> io::Result<()> {
+    let new = !path.exists();
+    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    if new {
+        writeln!(f, "segments {SEGMENT} {size}")?;
+    }
+    writeln!(f, "{seg}")?;
+    f.sync_data()
+}
+
+/// One request: from `*pos` to `*end`, writing into `file` and publishing
+/// progress. Returns when the range is complete.
+#[allow(clippy::too_many_arguments)]
+fn stream(
+    shared: &Shared,
+    task: &Task,
+    job: &Job,
+    file: &File,
+    mode: Mode,
+    start: u64,
+    pos: &mut u64,
+    end: &mut u64,
+) -> std::result::Result<(), Failure> {
+    let whole_from_zero = *pos == 0 && start == 0 && *end == job.size;
+    let range = if whole_from_zero && mode == Mode::Single {
+        None
+    } else {
+        Some((*pos, *end - 1))
+    };
+    let resp = shared.http.asset_get(&job.url, range)?;
+    let status = resp.status().as_u16();
+    if status == 206 {
+        let cr = resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match parse_content_range(cr) {
+            Some((a, _, total)) if a == *pos && total.is_none_or(|t| t == job.size) => {}
+            _ => {
+                return Err(Failure::Fatal(format!(
+                    "{} answered a range request for bytes {}- with `Content-Range: {cr}`; \
+                     the file on the server does not match the release (size {})",
+                    job.url, *pos, job.size
+                )))
+            }
+        }
+        if mode == Mode::Probe {
+            let mut g = shared.lock();
+            if g.assets[task.asset].mode == Mode::Probe {
+                g.assets[task.asset].mode = Mode::Ranged;
+            }
+            drop(g);
+            shared.changed.notify_all();
+        }
+    } else {
+        // 200: the whole file from byte 0, whatever we asked for.
+        if let Some(len) = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len != job.size {
+                return Err(Failure::Fatal(format!(
+                    "{} is {len} bytes but the release says {}; the release is inconsistent, \
+                     try again later or choose another --version",
+                    job.url, job.size
+                )));
+            }
+        }
+        if !whole_from_zero {
+            go_whole(shared, task, job, file).map_err(Failure::Fatal)?;
+            *pos = 0;
+            *end = job.size;
+        }
+    }
+    let mut body = resp.into_body().into_reader();
+    let mut buf = vec![0u8; BUF];
+    while *pos < *end {
+        if shared.lock().abort.is_some() {
+            return Err(Failure::Fatal("aborted".into()));
+        }
+        let want = ((*end - *pos) as usize).min(BUF);
+        let n = match body.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(Failure::Transient(format!(
+                    "{}: the connection closed after byte {} of {}",
+                    crate::http::authority(&job.url),
+                    *pos,
+                    job.size
+                )))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Failure::Transient(format!(
+                    "{}: {e} at byte {} of {}",
+                    crate::http::authority(&job.url),
+                    *pos,
+                    job.size
+                )))
+            }
+        };
+        file.write_all_at(&buf[..n], *pos).map_err(|e| {
+            Failure::Fatal(format!(
+                "cannot write {}: {e}",
+                fsutil::partial_path(&job.dest).display()
+            ))
+        })?;
+        *pos += n as u64;
+        {
+            let mut g = shared.lock();
+            let s = &mut g.assets[task.asset].segs[task.seg];
+            s.written = *pos - s.start;
+        }
+        shared.changed.notify_all();
+        shared.progress.advance(&job.name, job.size, n as u64);
+    }
+    Ok(())
+}
+
+/// The server ignored our range: fetch this asset as one stream instead.
+fn go_whole(
+    shared: &Shared,
+    task: &Task,
+    job: &Job,
+    file: &File,
+) -> std::result::Result<(), String> {
+    let mut g = shared.lock();
+    let a = &mut g.assets[task.asset];
+    // Only the first request of an asset may find out; later segments of a
+    // ranged download are already being written elsewhere in the file.
+    if a.mode == Mode::Ranged {
+        return Err(format!(
+            "{} stopped honouring range requests in the middle of the download; re-run",
+            job.url
+        ));
+    }
+    let _ = fs::remove_file(&a.segs_path);
+    file.set_len(0)
+        .map_err(|e| format!("cannot truncate {}: {e}", a.partial.display()))?;
+    a.mode = Mode::Single;
+    a.segs = vec![Seg {
+        start: 0,
+        end: job.size,
+        written: 0,
+        state: SegState::InFlight,
+    }];
+    Ok(())
+}
+
+/// `bytes A-B/TOTAL` (TOTAL may be `*`).
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let total = if total == "*" {
+        None
+    } else {
+        Some(total.parse().ok()?)
+    };
+    Some((a.parse().ok()?, b.parse().ok()?, total))
+}
+
+impl Downloads {
+    /// A reader of asset `index` (in the order given to [`start`]).
+    pub fn reader(&self, index: usize) -> AssetReader {
+        let g = self.shared.lock();
+        let a = &g.assets[index];
+        AssetReader {
+            shared: Arc::clone(&self.shared),
+            index,
+            name: a.job.name.clone(),
+            size: a.job.size,
+            pos: 0,
+            hasher: Sha256::new(),
+            file: None,
+            finished: false,
+        }
+    }
+
+    /// Reads every asset to its end (checking and committing it) on the
+    /// calling thread and its helpers, then waits for the workers.
+    pub fn finish_all(self) -> Result<()> {
+        let count = self.shared.lock().assets.len();
+        let results: Vec<Result<()>> = thread::scope(|s| {
+            let handles: Vec<_> = (0..count)
+                .map(|i| {
+                    let mut r = self.reader(i);
+                    s.spawn(move || -> Result<()> {
+                        io::copy(&mut r, &mut io::sink()).map_err(anyhow::Error::from)?;
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a check thread panicked")))
+                })
+                .collect()
+        });
+        let first_err = results.into_iter().find_map(Result::err);
+        self.wait()?;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the workers; the first failure, if any.
+    pub fn wait(mut self) -> Result<()> {
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        self.shared.progress.finish();
+        let g = self.shared.lock();
+        if let Some(e) = &g.abort {
+            bail!("{e}");
+        }
+        Ok(())
+    }
+
+    /// Stops the workers (used when a consumer failed).
+    pub fn abort(&self, why: &str) {
+        let mut g = self.shared.lock();
+        if g.abort.is_none() {
+            g.abort = Some(why.to_string());
+        }
+        drop(g);
+        self.shared.changed.notify_all();
+    }
+}
+
+impl Drop for Downloads {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.abort("stopped");
+            for w in self.workers.drain(..) {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+/// Streams one asset as it arrives. At the end it checks size and digest and
+/// renames the file to its final name; a mismatch deletes it and is an error.
+pub struct AssetReader {
+    shared: Arc<Shared>,
+    index: usize,
+    name: String,
+    size: u64,
+    pos: u64,
+    hasher: Sha256,
+    file: Option<File>,
+    finished: bool,
+}
+
+impl AssetReader {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fail(&self, msg: String) -> io::Error {
+        self.shared.fail(self.index, msg.clone());
+        io::Error::other(msg)
+    }
+
+    /// Waits until bytes past `pos` exist; how many.
+    fn available(&mut self) -> io::Result<u64> {
+        let mut g = self.shared.lock();
+        loop {
+            let a = &g.assets[self.index];
+            if let Some(e) = &a.error {
+                return Err(io::Error::other(e.clone()));
+            }
+            let have = a.contiguous();
+            if have > self.pos {
+                if self.file.is_none() {
+                    let path = if a.mode == Mode::Cached {
+                        a.job.dest.clone()
+                    } else {
+                        a.partial.clone()
+                    };
+                    drop(g);
+                    let f = File::open(&path).map_err(|e| {
+                        io::Error::other(format!("cannot open {}: {e}", path.display()))
+                    })?;
+                    self.file = Some(f);
+                    return Ok(have - self.pos);
+                }
+                return Ok(have - self.pos);
+            }
+            if let Some(e) = &g.abort {
+                return Err(io::Error::other(e.clone()));
+            }
+            g = self
+                .shared
+                .changed
+                .wait(g)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Size and digest check, then the rename to the final name.
+    fn finish(&mut self) -> io::Result<()> {
+        self.finished = true;
+        let digest: [u8; 32] = self.hasher.clone().finalize().into();
+        let (job, mode, partial, segs_path) = {
+            let g = self.shared.lock();
+            let a = &g.assets[self.index];
+            (
+                a.job.clone(),
+                a.mode,
+                a.partial.clone(),
+                a.segs_path.clone(),
+            )
+        };
+        if let Some(want) = job.sha256 {
+            if want != digest {
+                let bad = if mode == Mode::Cached {
+                    job.dest.clone()
+                } else {
+                    partial.clone()
+                };
+                let _ = fs::remove_file(&bad);
+                let _ = fs::remove_file(&segs_path);
+                return Err(self.fail(format!(
+                    "asset {}: sha256 mismatch: the release says {}, the download is {}; \
+                     the bad file was deleted, re-run to download it again",
+                    job.name,
+                    hex(&want),
+                    hex(&digest)
+                )));
+            }
+        }
+        if mode != Mode::Cached {
+            let r = File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(anyhow::Error::from)
+                .and_then(|()| fsutil::rename_durable(&partial, &job.dest));
+            if let Err(e) = r {
+                return Err(self.fail(format!("asset {}: {e:#}", job.name)));
+            }
+            let _ = fs::remove_file(&segs_path);
+        }
+        self.shared.progress.item_done(
+            &job.name,
+            if mode == Mode::Cached {
+                "already there, checked"
+            } else {
+                "done, checked"
+            },
+        );
+        Ok(())
+    }
+
+    pub fn sha256(&self) -> Option<[u8; 32]> {
+        self.finished.then(|| self.hasher.clone().finalize().into())
+    }
+}
+
+impl Read for AssetReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.size {
+            if !self.finished {
+                self.finish()?;
+            }
+            return Ok(0);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let avail = self.available()?;
+        let want = (avail as usize).min(buf.len());
+        let n = self
+            .file
+            .as_ref()
+            .expect("opened in available()")
+            .read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(self.fail(format!(
+                "asset {}: the downloaded file ended early at byte {}",
+                self.name, self.pos
+            )));
+        }
+        self.hasher.update(&buf[..n]);
+        self.pos += n as u64;
+        if self.pos == self.size {
+            self.finish()?;
+        }
+        Ok(n)
+    }
+}

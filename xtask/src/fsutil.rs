@@ -130,6 +130,39 @@ pub fn ensure_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Holds an exclusive lock on `dir/.lock` while alive, so two runs on one
+/// output directory never interleave their writes.
+pub struct Lock {
+    _file: File,
+}
+
+pub fn lock(dir: &Path) -> Result<Lock> {
+    use std::os::fd::AsRawFd;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            bail!(
+                "another `cargo xtask resources` is working on {} (it holds {}); \
+                 wait for it to finish, then run again",
+                dir.parent().unwrap_or(dir).display(),
+                path.display()
+            );
+        }
+        return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    Ok(Lock { _file: file })
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod download;
 pub mod fsutil;
 pub mod http;
+pub mod manifest;
 pub mod merge;
 pub mod opts;
 pub mod pipeline;

@@ -1,1 +1,129 @@
-//! progress (stub)
+//! Progress reporting for long transfers: bars on a terminal (one per active
+//! item plus a total), plain lines every few seconds when stderr is a log.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::fsutil::human_bytes;
+
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Progress {
+    bars: Option<Bars>,
+    plain: Mutex<Plain>,
+    total: u64,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    items: Mutex<Vec<(String, ProgressBar)>>,
+}
+
+struct Plain {
+    done: u64,
+    last_line: Instant,
+    started: Instant,
+}
+
+fn use_bars() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
+}
+
+impl Progress {
+    /// `total` bytes are expected, `done` of them are already there.
+    pub fn new(what: &str, total: u64, done: u64) -> Progress {
+        let bars = use_bars().then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let colour = std::env::var_os("NO_COLOR").is_none();
+            let tmpl = if colour {
+                "{msg:>12.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
+            } else {
+                "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
+            };
+            let total_bar = multi.add(ProgressBar::new(total));
+            total_bar.set_style(
+                ProgressStyle::with_template(tmpl)
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            total_bar.set_message(what.to_string());
+            total_bar.set_position(done);
+            Bars {
+                multi,
+                total: total_bar,
+                items: Mutex::new(Vec::new()),
+            }
+        });
+        Progress {
+            bars,
+            plain: Mutex::new(Plain {
+                done,
+                last_line: Instant::now(),
+                started: Instant::now(),
+            }),
+            total,
+        }
+    }
+
+    /// `n` more bytes of `item` (of `size`) are done.
+    pub fn advance(&self, item: &str, size: u64, n: u64) {
+        if let Some(b) = &self.bars {
+            b.total.inc(n);
+            let mut items = b.items.lock().unwrap_or_else(|e| e.into_inner());
+            match items.iter().find(|(name, _)| name == item) {
+                Some((_, bar)) => bar.inc(n),
+                None => {
+                    let bar = b.multi.insert_before(&b.total, ProgressBar::new(size));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{msg:>40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_message(item.to_string());
+                    bar.inc(n);
+                    items.push((item.to_string(), bar));
+                }
+            }
+            return;
+        }
+        let mut p = self.plain.lock().unwrap_or_else(|e| e.into_inner());
+        p.done += n;
+        if p.last_line.elapsed() >= LINE_EVERY {
+            p.last_line = Instant::now();
+            let secs = p.started.elapsed().as_secs_f64().max(0.001);
+            eprintln!(
+                "  {} of {} ({:.0}%), {}/s",
+                human_bytes(p.done),
+                human_bytes(self.total),
+                100.0 * p.done as f64 / self.total.max(1) as f64,
+                human_bytes((p.done as f64 / secs) as u64)
+            );
+        }
+    }
+
+    /// `item` is complete (and checked).
+    pub fn item_done(&self, item: &str, note: &str) {
+        if let Some(b) = &self.bars {
+            let mut items = b.items.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = items.iter().position(|(name, _)| name == item) {
+                let (_, bar) = items.remove(i);
+                bar.finish_and_clear();
+            }
+            b.multi.suspend(|| eprintln!("  {item}: {note}"));
+            return;
+        }
+        eprintln!("  {item}: {note}");
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bars {
+            b.total.finish_and_clear();
+        }
+    }
+}

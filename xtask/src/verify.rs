@@ -1,6 +1,222 @@
-//! verify (stub)
+//! `verify`: checks the installed set against `manifest.json` and what each
+//! file must be (ELF of the right architecture, a qcow2 matching the sums, a
+//! raw image of the qcow2's virtual size), one line per file.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use crate::fsutil::hex;
+use crate::manifest::{self, FileEntry, Manifest};
 use crate::opts::Opts;
-use anyhow::Result;
-pub fn run(_opts: &Opts, _deep: bool, _quick: bool) -> Result<()> {
-    anyhow::bail!("verify: not yet implemented")
+use crate::pipeline::{CLIENT, KERNEL, QCOW2, RAW};
+use crate::qcow2;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Depth {
+    /// Sizes and modification times against the manifest, file types.
+    Quick,
+    /// Also every recorded sha256.
+    Normal,
+    /// Also the raw image's content against the qcow2's guest content.
+    Deep,
+}
+
+/// `cargo xtask resources verify`
+pub fn run(opts: &Opts, deep: bool, quick: bool) -> Result<()> {
+    let depth = if deep {
+        Depth::Deep
+    } else if quick {
+        Depth::Quick
+    } else {
+        Depth::Normal
+    };
+    let m = manifest::load(&opts.output).map_err(|e| {
+        anyhow::anyhow!("{e:#}; run `cargo xtask resources` to install the resources")
+    })?;
+    println!(
+        "{} {}/{} from {} in {}",
+        m.tag,
+        m.os,
+        m.arch,
+        m.repo,
+        opts.output.display()
+    );
+    check_installed(&opts.output, &m, depth)
+}
+
+/// Checks every file; prints one line each; Err when any is wrong.
+pub fn check_installed(out: &Path, m: &Manifest, depth: Depth) -> Result<()> {
+    // Hash the files in parallel: the qcow2 dominates, the rest rides along.
+    let results: Vec<(String, Result<String, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = m
+            .files
+            .iter()
+            .map(|f| {
+                let path = out.join(&f.name);
+                s.spawn(move || (f.name.clone(), check_file(&path, f, m, out, depth)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| ("?".into(), Err("check panicked".into())))
+            })
+            .collect()
+    });
+    let mut bad = Vec::new();
+    for (name, r) in &results {
+        match r {
+            Ok(note) => println!("  ok       {name:<18} {note}"),
+            Err(why) => {
+                println!("  FAILED   {name:<18} {why}");
+                bad.push(name.clone());
+            }
+        }
+    }
+    for name in [KERNEL, CLIENT, QCOW2, RAW] {
+        if !m.files.iter().any(|f| f.name == name) {
+            println!("  FAILED   {name:<18} not in the manifest");
+            bad.push(name.to_string());
+        }
+    }
+    for extra in extra_files(out, m) {
+        println!("  note     {extra:<18} is not part of the installed set (not in the manifest)");
+    }
+    if !bad.is_empty() {
+        bail!(
+            "{} of {} files failed verification ({}); run `cargo xtask resources --force` to reinstall",
+            bad.len(),
+            m.files.len().max(bad.len()),
+            bad.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn extra_files(out: &Path, m: &Manifest) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(out) else {
+        return Vec::new();
+    };
+    let mut extra: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && n != manifest::FILE && n != "gem5")
+        .filter(|n| !m.files.iter().any(|f| &f.name == n))
+        .collect();
+    extra.sort();
+    extra
+}
+
+fn check_file(
+    path: &Path,
+    f: &FileEntry,
+    m: &Manifest,
+    out: &Path,
+    depth: Depth,
+) -> Result<String, String> {
+    let (size, ns) = match manifest::modified_ns(path) {
+        Ok(x) => x,
+        Err(_) => return Err(format!("missing ({})", path.display())),
+    };
+    if size != f.size {
+        return Err(format!(
+            "size is {size}, the manifest says {} (truncated or replaced)",
+            f.size
+        ));
+    }
+    let mut notes = vec![crate::fsutil::human_bytes(size)];
+    match f.name.as_str() {
+        KERNEL | CLIENT => {
+            let want = elf_machine(&m.arch);
+            match read_elf_machine(path) {
+                Some(got) if Some(got) == want => notes.push(format!("ELF {}", m.arch)),
+                Some(got) => {
+                    return Err(format!(
+                        "ELF for machine {} ({}), not {}: wrong architecture",
+                        got,
+                        machine_name(got),
+                        m.arch
+                    ))
+                }
+                None => return Err("not an ELF file".into()),
+            }
+        }
+        QCOW2 => {
+            qcow2::Image::open(path).map_err(|e| format!("not a readable qcow2: {e:#}"))?;
+        }
+        RAW => {
+            let virt = qcow2::Image::open(&out.join(QCOW2))
+                .map(|i| i.virtual_size())
+                .map_err(|e| format!("cannot read the qcow2 beside it: {e:#}"))?;
+            if size != virt {
+                return Err(format!(
+                    "size {size} differs from the qcow2's virtual size {virt}"
+                ));
+            }
+            if depth == Depth::Deep {
+                match qcow2::compare_with_raw(&out.join(QCOW2), path) {
+                    Ok(None) => notes.push("content equals the qcow2's".into()),
+                    Ok(Some(at)) => {
+                        return Err(format!(
+                            "content differs from the qcow2's guest content at byte {at}"
+                        ))
+                    }
+                    Err(e) => return Err(format!("cannot compare with the qcow2: {e:#}")),
+                }
+            }
+        }
+        _ => {}
+    }
+    if depth == Depth::Quick {
+        if ns != f.modified_ns {
+            return Err("modified since it was installed (modification time changed)".into());
+        }
+        return Ok(notes.join(", "));
+    }
+    if let Some(want) = &f.sha256 {
+        let got = manifest::sha256_file(path).map_err(|e| format!("{e:#}"))?;
+        if &hex(&got) != want {
+            return Err(format!("sha256 is {}, the manifest says {want}", hex(&got)));
+        }
+        notes.push("sha256 ok".into());
+    }
+    Ok(notes.join(", "))
+}
+
+fn elf_machine(arch: &str) -> Option<u16> {
+    match arch {
+        "amd64" => Some(62),
+        "arm64" => Some(183),
+        _ => None,
+    }
+}
+
+fn machine_name(m: u16) -> &'static str {
+    match m {
+        3 => "x86",
+        40 => "ARM",
+        62 => "x86-64",
+        183 => "AArch64",
+        243 => "RISC-V",
+        _ => "other",
+    }
+}
+
+/// e_machine of a little-endian ELF file, if it is one.
+fn read_elf_machine(path: &Path) -> Option<u16> {
+    let mut head = [0u8; 20];
+    fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    if &head[..4] != b"\x7fELF" {
+        return None;
+    }
+    let m = if head[5] == 2 {
+        u16::from_be_bytes([head[18], head[19]])
+    } else {
+        u16::from_le_bytes([head[18], head[19]])
+    };
+    Some(m)
 }

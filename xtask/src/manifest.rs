@@ -1,0 +1,247 @@
+//! `manifest.json`: what set is installed in the output directory (repo, tag,
+//! os/arch) and, per file, its size, sha256, modification time and the
+//! assets it came from. Written last and atomically; read back by re-runs
+//! (to do nothing when nothing changed) and by `verify`.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::fsutil::hex;
+use crate::opts::Opts;
+use crate::pipeline::{self, Plan, CLIENT, KERNEL, QCOW2, RAW};
+use crate::release::Asset;
+use crate::unpack::Unpacked;
+
+pub const FILE: &str = "manifest.json";
+/// Manifests are small; a larger file is not ours.
+const MAX_LEN: u64 = 1 << 20;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub format: u32,
+    pub repo: String,
+    pub tag: String,
+    pub arch: String,
+    pub os: String,
+    /// UTC, RFC 3339.
+    pub installed_at: String,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    pub name: String,
+    pub size: u64,
+    /// Hex. None for the raw image: it is checked against the qcow2's guest
+    /// content instead (`verify --deep`), since hashing GiBs of holes costs
+    /// more than it tells.
+    pub sha256: Option<String>,
+    /// Nanoseconds since the Unix epoch.
+    pub modified_ns: u128,
+    pub sources: Vec<Source>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Source {
+    pub name: String,
+    pub size: u64,
+    pub digest: Option<String>,
+}
+
+impl From<&Asset> for Source {
+    fn from(a: &Asset) -> Source {
+        Source {
+            name: a.name.clone(),
+            size: a.size,
+            digest: a.digest.clone(),
+        }
+    }
+}
+
+pub fn load(out: &Path) -> Result<Manifest> {
+    let path = out.join(FILE);
+    let mut text = String::new();
+    fs::File::open(&path)
+        .with_context(|| format!("no {} ({})", path.display(), "nothing installed yet"))?
+        .take(MAX_LEN)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is damaged; run `cargo xtask resources --force`",
+            path.display()
+        )
+    })
+}
+
+pub fn store(out: &Path, m: &Manifest) -> Result<()> {
+    let mut json = serde_json::to_string_pretty(m).expect("manifest serialises");
+    json.push('\n');
+    pipeline::write_small(&out.join(FILE), json.as_bytes())
+}
+
+pub fn remove(out: &Path) -> Result<()> {
+    match fs::remove_file(out.join(FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", out.join(FILE).display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn modified_ns(path: &Path) -> Result<(u64, u128)> {
+    let meta = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    let ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Ok((meta.len(), ns))
+}
+
+pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
+    let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// The manifest of a staged set (times are filled in after installing).
+pub fn build(opts: &Opts, plan: &Plan, unpacked: &Unpacked) -> Result<Manifest> {
+    let sel = &plan.sel;
+    let work = &plan.work;
+    let kernel = work.join(&sel.kernel.name);
+    let client = work.join(&sel.client.name);
+    let mut disk_sources: Vec<Source> = sel.disk.iter().map(Source::from).collect();
+    disk_sources.push(Source::from(&sel.sums));
+    let entry = |name: &str, path: &Path, sha: Option<String>, sources: Vec<Source>| {
+        let (size, _) = modified_ns(path)?;
+        Ok::<_, anyhow::Error>(FileEntry {
+            name: name.to_string(),
+            size,
+            sha256: sha,
+            modified_ns: 0,
+            sources,
+        })
+    };
+    Ok(Manifest {
+        format: 1,
+        repo: opts.repo.clone(),
+        tag: plan.release.tag_name.clone(),
+        arch: opts.arch.to_string(),
+        os: opts.os.to_string(),
+        installed_at: rfc3339_now(),
+        files: vec![
+            entry(
+                KERNEL,
+                &kernel,
+                Some(hex(&sha256_file(&kernel)?)),
+                vec![Source::from(&sel.kernel)],
+            )?,
+            entry(
+                CLIENT,
+                &client,
+                Some(hex(&sha256_file(&client)?)),
+                vec![Source::from(&sel.client)],
+            )?,
+            entry(
+                QCOW2,
+                &unpacked.path,
+                Some(hex(&unpacked.sha256)),
+                disk_sources.clone(),
+            )?,
+            entry(RAW, &work.join(RAW), None, disk_sources)?,
+        ],
+    })
+}
+
+impl Manifest {
+    /// Records the installed files' modification times.
+    pub fn with_installed_times(mut self, out: &Path) -> Result<Manifest> {
+        for f in &mut self.files {
+            let (size, ns) = modified_ns(&out.join(&f.name))?;
+            f.size = size;
+            f.modified_ns = ns;
+        }
+        Ok(self)
+    }
+
+    /// Same repo/os/arch, and the same tag when one was asked for.
+    pub fn matches_request(&self, opts: &Opts) -> bool {
+        self.repo == opts.repo
+            && self.arch == opts.arch.as_str()
+            && self.os == opts.os.as_str()
+            && (opts.version == "latest" || opts.version == self.tag)
+    }
+
+    pub fn matches_release(&self, opts: &Opts, tag: &str) -> bool {
+        self.matches_request(opts) && self.tag == tag
+    }
+
+    /// Every file is there with the size and modification time recorded.
+    pub fn unchanged(&self, out: &Path) -> bool {
+        self.files.iter().all(|f| {
+            modified_ns(&out.join(&f.name))
+                .map(|(size, ns)| size == f.size && ns == f.modified_ns)
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// Now as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T08:26:40Z");
+    }
+}
