@@ -1,0 +1,123 @@
+//! Shared by the integration tests: run the real `xtask` binary against a
+//! loopback GitHub from `xtask::testkit`, with a clean environment.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+
+use xtask::testkit::{fake_elf, AssetSpec, ReleaseSpec};
+
+pub const REPO: &str = "vhive-serverless/vSwarm-u";
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> &Run {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+    pub fn failed(&self) -> &Run {
+        assert_ne!(self.code, 0, "expected failure\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `xtask ARGS` with a clean environment plus `envs`.
+pub fn xtask(args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args);
+    for k in [
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "RESOURCES",
+        "GITHUB_API_URL",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "VSWARM_RESOURCES_SOURCE",
+    ] {
+        cmd.env_remove(k);
+    }
+    // Plain progress lines, and a short read timeout so stall tests are quick.
+    cmd.env("CI", "1").env("VSWARM_HTTP_TIMEOUT", "2");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run xtask");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `resources STEP --output DIR --github-api URL EXTRA…`
+pub fn resources(step: Option<&str>, out: &Path, api: &str, extra: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut args = vec!["resources"];
+    if let Some(s) = step {
+        args.push(s);
+    }
+    let out = out.to_str().unwrap().to_string();
+    args.extend(["--output", &out, "--github-api", api]);
+    args.extend_from_slice(extra);
+    xtask(&args, envs)
+}
+
+/// Deterministic bytes that do not compress to nothing.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A release with the upstream names whose disk "parts" are plain bytes: for
+/// tests of the download step, which does not look inside them.
+pub fn bytes_release(tag: &str, os: &str, arch: &str, parts: &[usize]) -> ReleaseSpec {
+    let mut assets = vec![
+        AssetSpec::bytes(&format!("vmlinux-{os}-{arch}"), fake_elf(arch)),
+        AssetSpec::bytes(&format!("test-client-{arch}"), fake_elf(arch)),
+    ];
+    for (i, len) in parts.iter().enumerate() {
+        let suffix = format!("a{}", (b'a' + i as u8) as char);
+        assets.push(AssetSpec::bytes(
+            &format!("disk-image-{os}-{arch}.qcow2.tar.gz.{suffix}"),
+            noise(*len, i as u64 + 1),
+        ));
+    }
+    assets.push(AssetSpec::bytes(
+        &format!("disk-image-{os}-{arch}.qcow2.sums"),
+        format!("{}  temp/disk-image.qcow2\n", "0".repeat(64)).into_bytes(),
+    ));
+    ReleaseSpec::new(tag, assets)
+}
+
+/// Files (not directories) directly in `dir`, sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
