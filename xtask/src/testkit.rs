@@ -1,1 +1,0 @@
-//! testkit (stub, being written): a loopback GitHub for tests and the benchmark.
