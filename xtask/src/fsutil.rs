@@ -134,6 +134,18 @@ pub fn ensure_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
 /// output directory never interleave their writes.
 pub struct Lock {
     _file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Removes the lock file and its directory, if nothing else is in it,
+    /// while still holding the lock: a finished run leaves no working files.
+    pub fn remove(self) {
+        let _ = fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
 }
 
 pub fn lock(dir: &Path) -> Result<Lock> {
@@ -160,7 +172,7 @@ pub fn lock(dir: &Path) -> Result<Lock> {
         }
         return Err(err).with_context(|| format!("cannot lock {}", path.display()));
     }
-    Ok(Lock { _file: file })
+    Ok(Lock { _file: file, path })
 }
 
 pub fn human_bytes(n: u64) -> String {

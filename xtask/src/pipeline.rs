@@ -326,7 +326,7 @@ pub fn decompress(opts: &Opts) -> Result<()> {
 /// `cargo xtask resources`: everything, fused.
 pub fn run(opts: &Opts) -> Result<()> {
     let started = Instant::now();
-    let _lock = fsutil::lock(&downloads_root(opts))?;
+    let lock = fsutil::lock(&downloads_root(opts))?;
     let http = Http::new(&opts.api, opts.jobs);
 
     // An installed set that still matches its manifest needs no network
@@ -339,6 +339,7 @@ pub fn run(opts: &Opts) -> Result<()> {
             && m.unchanged(&opts.output)
         {
             println!("{}", up_to_date(m, &opts.output, started));
+            lock.remove();
             return Ok(());
         }
     }
@@ -349,6 +350,7 @@ pub fn run(opts: &Opts) -> Result<()> {
             && m.unchanged(&opts.output)
         {
             println!("{}", up_to_date(m, &opts.output, started));
+            lock.remove();
             return Ok(());
         }
     }
@@ -396,7 +398,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         fs::remove_dir_all(&plan.work)
             .with_context(|| format!("cannot remove {}", plan.work.display()))?;
         let _ = fs::remove_file(downloads_root(opts).join(LAST_TAG));
-        let _ = fs::remove_dir(downloads_root(opts));
+        lock.remove();
     }
     print_summary(opts, &m, started);
     Ok(())
