@@ -748,7 +748,7 @@ fn extract_tar(
             if let Some(prev) = &found {
                 bail!(
                     "{} holds more than one qcow2 image ({} and {name}); cannot tell which \
-                     to use. Members: {}",
+                     to use (members: {}); {REDO}, or pick another --version",
                     ctx.content(),
                     prev.member,
                     list_members(&members, member_count)
@@ -800,7 +800,7 @@ fn extract_tar(
         Some(w) => Ok(w),
         None if !refused.is_empty() => bail!(
             "{} holds no usable qcow2 image: refused {} (links, devices and paths outside \
-             the archive are never extracted); members: {}; {REDO}",
+             the archive are never extracted); members: {}; {REDO}, or pick another --version",
             ctx.content(),
             refused.join(", "),
             list_members(&members, member_count)
@@ -810,7 +810,7 @@ fn extract_tar(
             ctx.content()
         ),
         None => bail!(
-            "{} holds no .qcow2 file; members: {}; {REDO}",
+            "{} holds no .qcow2 file (members: {}); {REDO}, or pick another --version",
             ctx.content(),
             list_members(&members, member_count)
         ),
