@@ -30,6 +30,7 @@ const BATCH: usize = 1 << 16;
 /// Buffers in flight between the reader thread and the writer.
 const BUFFERS: usize = 3;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvertStats {
     pub virtual_size: u64,
     /// Guest bytes actually written (allocated, not all-zero).

@@ -283,7 +283,7 @@ impl<R: ReadAt> Image<R> {
             );
         }
         if l1_needed > 0
-            && (hdr.l1_table_offset % cluster_size != 0
+            && (!hdr.l1_table_offset.is_multiple_of(cluster_size)
                 || hdr.l1_table_offset == 0
                 || hdr
                     .l1_table_offset
@@ -529,7 +529,7 @@ impl<R: ReadAt> Extents<'_, R> {
             if l2_off == 0 {
                 continue;
             }
-            if l2_off % cs != 0 {
+            if !l2_off.is_multiple_of(cs) {
                 bail!("{}: L1 entry {idx} points at an unaligned L2 table ({l2_off:#x}); the file is damaged", img.name);
             }
             self.l2.resize(cs as usize, 0);
@@ -579,7 +579,7 @@ impl<R: ReadAt> Extents<'_, R> {
             return Ok(());
         }
         let host = entry & OFFSET_MASK;
-        if host % cs != 0 {
+        if !host.is_multiple_of(cs) {
             bail!("{}: the L2 entry for guest offset {guest:#x} points at an unaligned cluster ({host:#x}); the file is damaged", img.name);
         }
         if !hdr.extended_l2 {
