@@ -59,7 +59,9 @@ fn entries(dir: &Path) -> Vec<String> {
 #[test]
 fn full_pipeline_installs_exactly_the_set() {
     let fx = TempDir::new("pl-full-fx");
-    let Some(d) = disk(fx.path(), Compression::Gzip, 1 << 20) else { return };
+    let Some(d) = disk(fx.path(), Compression::Gzip, 300_000) else {
+        return;
+    };
     assert!(d.assets.len() > 3, "several parts");
     let server = Server::start(REPO, vec![release("v1.0.0", &d)]);
     let out = TempDir::new("pl-full");
@@ -67,28 +69,61 @@ fn full_pipeline_installs_exactly_the_set() {
     run.ok();
     assert_eq!(
         entries(out.path()),
-        ["client", "disk-image.img", "disk-image.qcow2", "kernel", "manifest.json"]
+        [
+            "client",
+            "disk-image.img",
+            "disk-image.qcow2",
+            "kernel",
+            "manifest.json"
+        ]
     );
-    assert_eq!(sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(), d.sha256_hex);
+    assert_eq!(
+        sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(),
+        d.sha256_hex
+    );
     let raw = fx.path().join("qemu.raw");
     qemu_raw(&d.qcow2, &raw);
     assert!(fs::read(&raw).unwrap() == fs::read(out.path().join("disk-image.img")).unwrap());
-    assert_eq!(fs::read(out.path().join("kernel")).unwrap(), fake_elf("amd64"));
+    assert_eq!(
+        fs::read(out.path().join("kernel")).unwrap(),
+        fake_elf("amd64")
+    );
     let manifest = fs::read_to_string(out.path().join("manifest.json")).unwrap();
     assert!(manifest.contains("\"tag\": \"v1.0.0\""), "{manifest}");
     assert!(manifest.contains(&d.sha256_hex), "{manifest}");
-    assert!(run.stdout.contains("Installed v1.0.0 focal/amd64"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Installed v1.0.0 focal/amd64"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("gem5"), "{}", run.stdout);
 
     // The same request again: no network at all, and quick.
     let before = server.request_count();
-    let again = resources(None, out.path(), &server.api_url(), &["--version", "v1.0.0"], &[]);
+    let again = resources(
+        None,
+        out.path(),
+        &server.api_url(),
+        &["--version", "v1.0.0"],
+        &[],
+    );
     again.ok();
-    assert_eq!(server.request_count(), before, "a re-run of a pinned tag asks nothing");
+    assert_eq!(
+        server.request_count(),
+        before,
+        "a re-run of a pinned tag asks nothing"
+    );
     assert!(again.stdout.contains("Up to date"), "{}", again.stdout);
 
     // verify: all fine, deep too.
-    resources(Some("verify"), out.path(), &server.api_url(), &["--deep"], &[]).ok();
+    resources(
+        Some("verify"),
+        out.path(),
+        &server.api_url(),
+        &["--deep"],
+        &[],
+    )
+    .ok();
 }
 
 #[test]
@@ -98,19 +133,35 @@ fn xz_release_and_kept_downloads() {
         return;
     }
     let fx = TempDir::new("pl-xz-fx");
-    let Some(d) = disk(fx.path(), Compression::Xz, 700_000) else { return };
+    let Some(d) = disk(fx.path(), Compression::Xz, 700_000) else {
+        return;
+    };
     let server = Server::start(REPO, vec![release("v2", &d)]);
     let out = TempDir::new("pl-xz");
-    resources(None, out.path(), &server.api_url(), &["--keep-downloads"], &[]).ok();
-    assert_eq!(sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(), d.sha256_hex);
+    resources(
+        None,
+        out.path(),
+        &server.api_url(),
+        &["--keep-downloads"],
+        &[],
+    )
+    .ok();
+    assert_eq!(
+        sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(),
+        d.sha256_hex
+    );
     let work = out.path().join(".downloads/v2");
-    assert!(work.join("disk-image-focal-amd64.qcow2.tar.xz.aa").is_file());
+    assert!(work
+        .join("disk-image-focal-amd64.qcow2.tar.xz.aa")
+        .is_file());
 }
 
 #[test]
 fn merge_then_decompress_gives_the_same_image() {
     let fx = TempDir::new("pl-merge-fx");
-    let Some(d) = disk(fx.path(), Compression::Gzip, 1 << 20) else { return };
+    let Some(d) = disk(fx.path(), Compression::Gzip, 1 << 20) else {
+        return;
+    };
     let server = Server::start(REPO, vec![release("v1", &d)]);
     let out = TempDir::new("pl-merge");
     let api = server.api_url();
@@ -122,17 +173,25 @@ fn merge_then_decompress_gives_the_same_image() {
     // Merge, then decompress the merged archive: no network for either.
     let before = server.request_count();
     resources(Some("merge"), out.path(), &api, &[], &[]).ok();
-    let merged = out.path().join(".downloads/v1/disk-image-focal-amd64.qcow2.tar.gz");
+    let merged = out
+        .path()
+        .join(".downloads/v1/disk-image-focal-amd64.qcow2.tar.gz");
     let mut cat = Vec::new();
     for a in d.assets.iter().filter(|a| a.name.contains(".tar.gz.")) {
         cat.extend(fs::read(out.path().join(".downloads/v1").join(&a.name)).unwrap());
     }
-    assert!(fs::read(&merged).unwrap() == cat, "merged archive is the parts in order");
+    assert!(
+        fs::read(&merged).unwrap() == cat,
+        "merged archive is the parts in order"
+    );
     resources(Some("decompress"), out.path(), &api, &[], &[]).ok();
     assert_eq!(server.request_count(), before);
     let from_merged = fs::read(out.path().join("disk-image.qcow2")).unwrap();
     assert!(from_parts == from_merged);
-    assert_eq!(sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(), d.sha256_hex);
+    assert_eq!(
+        sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(),
+        d.sha256_hex
+    );
     // And convert as its own step.
     resources(Some("convert"), out.path(), &api, &[], &[]).ok();
     let raw = fx.path().join("qemu.raw");
@@ -143,20 +202,29 @@ fn merge_then_decompress_gives_the_same_image() {
 /// A good set is installed; then a bad release must leave it as it was.
 fn install_good(out: &Path) -> (Server, DiskFixture, TempDir) {
     let fx = TempDir::new("pl-good-fx");
-    let d = disk(fx.path(), Compression::Gzip, 1 << 20).unwrap();
+    let d = disk(fx.path(), Compression::Gzip, 256 << 10).unwrap();
     let server = Server::start(REPO, vec![release("v1", &d)]);
     resources(None, out, &server.api_url(), &["--version", "v1"], &[]).ok();
     (server, d, fx)
 }
 
 fn snapshot(out: &Path) -> Vec<(String, Vec<u8>)> {
-    ["kernel", "client", "disk-image.qcow2", "disk-image.img", "manifest.json"]
-        .iter()
-        .map(|n| (n.to_string(), fs::read(out.join(n)).unwrap()))
-        .collect()
+    [
+        "kernel",
+        "client",
+        "disk-image.qcow2",
+        "disk-image.img",
+        "manifest.json",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), fs::read(out.join(n)).unwrap()))
+    .collect()
 }
 
-fn assert_bad_release_keeps_good_set(make_bad: impl FnOnce(&DiskFixture, &Path) -> ReleaseSpec, needle: &str) {
+fn assert_bad_release_keeps_good_set(
+    make_bad: impl FnOnce(&DiskFixture, &Path) -> ReleaseSpec,
+    needle: &str,
+) {
     if !have("qemu-img") {
         eprintln!("skipped: qemu-img is not installed");
         return;
@@ -166,9 +234,19 @@ fn assert_bad_release_keeps_good_set(make_bad: impl FnOnce(&DiskFixture, &Path) 
     let good = snapshot(out.path());
     let bad = make_bad(&d, fx.path());
     server.set_releases(vec![bad, release("v1", &d)]);
-    let run = resources(None, out.path(), &server.api_url(), &["--version", "v2"], &[]);
+    let run = resources(
+        None,
+        out.path(),
+        &server.api_url(),
+        &["--version", "v2"],
+        &[],
+    );
     run.failed();
-    assert!(run.stderr.contains(needle), "expected `{needle}` in:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains(needle),
+        "expected `{needle}` in:\n{}",
+        run.stderr
+    );
     assert!(snapshot(out.path()) == good, "the installed set changed");
     // Nothing half-written under a final name anywhere in the output dir.
     let stray: Vec<String> = entries(out.path())
@@ -196,21 +274,28 @@ fn sums_mismatch_keeps_the_old_set() {
     assert_bad_release_keeps_good_set(
         |d, _| {
             with_disk(d, |assets| {
-                let sums = assets.iter_mut().find(|a| a.name.ends_with(".sums")).unwrap();
+                let sums = assets
+                    .iter_mut()
+                    .find(|a| a.name.ends_with(".sums"))
+                    .unwrap();
                 *sums = AssetSpec::bytes(
                     &sums.name.clone(),
                     format!("{}  temp/disk-image.qcow2\n", "ab".repeat(32)).into_bytes(),
                 );
             })
         },
-        "sha256",
+        "published checksum",
     );
 }
 
 #[test]
 fn missing_part_is_named() {
     assert_bad_release_keeps_good_set(
-        |d, _| with_disk(d, |assets| assets.retain(|a| !a.name.ends_with(".tar.gz.ab"))),
+        |d, _| {
+            with_disk(d, |assets| {
+                assets.retain(|a| !a.name.ends_with(".tar.gz.ab"))
+            })
+        },
         "disk-image-focal-amd64.qcow2.tar.gz.ab is missing",
     );
 }
@@ -221,7 +306,10 @@ fn truncated_archive_is_an_error() {
         |d, _| {
             with_disk(d, |assets| {
                 // Drop the last part: the sequence has no gap, the archive ends early.
-                let last = assets.iter().rposition(|a| a.name.contains(".tar.gz.")).unwrap();
+                let last = assets
+                    .iter()
+                    .rposition(|a| a.name.contains(".tar.gz."))
+                    .unwrap();
                 assets.remove(last);
             })
         },
@@ -234,7 +322,10 @@ fn corrupt_gzip_names_the_archive() {
     assert_bad_release_keeps_good_set(
         |d, _| {
             with_disk(d, |assets| {
-                let part = assets.iter_mut().find(|a| a.name.ends_with(".tar.gz.aa")).unwrap();
+                let part = assets
+                    .iter_mut()
+                    .find(|a| a.name.ends_with(".tar.gz.aa"))
+                    .unwrap();
                 let mut data = bytes_of(part);
                 let mid = data.len() / 2;
                 for b in &mut data[mid..mid + 64] {
@@ -278,12 +369,22 @@ fn hostile_tar_members_write_nothing_outside() {
         ),
         (
             "symlink",
-            vec![("temp/disk-image.qcow2", tar::EntryType::Symlink, &b""[..], Some("/etc/passwd"))],
+            vec![(
+                "temp/disk-image.qcow2",
+                tar::EntryType::Symlink,
+                &b""[..],
+                Some("/etc/passwd"),
+            )],
             "temp/disk-image.qcow2",
         ),
         (
             "none",
-            vec![("temp/readme.txt", tar::EntryType::Regular, &b"hello"[..], None)],
+            vec![(
+                "temp/readme.txt",
+                tar::EntryType::Regular,
+                &b"hello"[..],
+                None,
+            )],
             "temp/readme.txt",
         ),
     ] {
@@ -304,7 +405,11 @@ fn hostile_tar_members_write_nothing_outside() {
         let run = resources(None, &out, &server.api_url(), &[], &[]);
         run.failed();
         assert!(run.stderr.contains(needle), "{what}: {}", run.stderr);
-        assert_eq!(entries(root.path()), ["out"], "{what}: wrote outside the output dir");
+        assert_eq!(
+            entries(root.path()),
+            ["out"],
+            "{what}: wrote outside the output dir"
+        );
         assert!(!out.join("disk-image.qcow2").exists(), "{what}");
         assert!(!out.join("evil.qcow2").exists(), "{what}");
     }
@@ -313,19 +418,51 @@ fn hostile_tar_members_write_nothing_outside() {
 #[test]
 fn switching_tags_replaces_the_whole_set() {
     let fx = TempDir::new("pl-switch-fx");
-    let Some(d1) = disk(fx.path(), Compression::Gzip, 1 << 20) else { return };
+    let Some(d1) = disk(fx.path(), Compression::Gzip, 1 << 20) else {
+        return;
+    };
     let fx2 = TempDir::new("pl-switch-fx2");
     let img2 = fx2.path().join("two.qcow2");
     make_qcow2(&img2, 32, 3).unwrap();
-    let d2 = pack_disk(&img2, "focal", "amd64", 1 << 20, Compression::Gzip, fx2.path()).unwrap();
+    let d2 = pack_disk(
+        &img2,
+        "focal",
+        "amd64",
+        1 << 20,
+        Compression::Gzip,
+        fx2.path(),
+    )
+    .unwrap();
     let server = Server::start(REPO, vec![release("v2", &d2), release("v1", &d1)]);
     let out = TempDir::new("pl-switch");
-    resources(None, out.path(), &server.api_url(), &["--version", "v1"], &[]).ok();
-    resources(None, out.path(), &server.api_url(), &["--version", "v2"], &[]).ok();
-    assert_eq!(sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(), d2.sha256_hex);
+    resources(
+        None,
+        out.path(),
+        &server.api_url(),
+        &["--version", "v1"],
+        &[],
+    )
+    .ok();
+    resources(
+        None,
+        out.path(),
+        &server.api_url(),
+        &["--version", "v2"],
+        &[],
+    )
+    .ok();
+    assert_eq!(
+        sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(),
+        d2.sha256_hex
+    );
     let m = fs::read_to_string(out.path().join("manifest.json")).unwrap();
     assert!(m.contains("\"tag\": \"v2\""));
-    assert_eq!(fs::metadata(out.path().join("disk-image.img")).unwrap().len(), 32 << 20);
+    assert_eq!(
+        fs::metadata(out.path().join("disk-image.img"))
+            .unwrap()
+            .len(),
+        32 << 20
+    );
     resources(Some("verify"), out.path(), &server.api_url(), &[], &[]).ok();
 }
 
@@ -350,7 +487,12 @@ fn verify_names_what_is_wrong() {
     drop(f);
     let run = verify(&["--deep"]);
     run.failed();
-    assert!(run.stdout.contains("differs from the qcow2's guest content at byte 4096"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("differs from the qcow2's guest content at byte 4096"),
+        "{}",
+        run.stdout
+    );
     fs::write(&raw, &pristine).unwrap();
 
     // A kernel of the wrong architecture.
@@ -365,15 +507,26 @@ fn verify_names_what_is_wrong() {
     // A truncated qcow2.
     let q = out.path().join("disk-image.qcow2");
     let good_q = fs::read(&q).unwrap();
-    fs::File::create(&q).unwrap().write_all(&good_q[..good_q.len() / 2]).unwrap();
+    fs::File::create(&q)
+        .unwrap()
+        .write_all(&good_q[..good_q.len() / 2])
+        .unwrap();
     let run = verify(&["--quick"]);
     run.failed();
-    assert!(run.stdout.contains("disk-image.qcow2") && run.stdout.contains("truncated"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("disk-image.qcow2") && run.stdout.contains("truncated"),
+        "{}",
+        run.stdout
+    );
     fs::write(&q, &good_q).unwrap();
 
     // A missing file.
     fs::remove_file(out.path().join("client")).unwrap();
     let run = verify(&[]);
     run.failed();
-    assert!(run.stdout.contains("client") && run.stdout.contains("missing"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("client") && run.stdout.contains("missing"),
+        "{}",
+        run.stdout
+    );
 }

@@ -18,11 +18,19 @@ pub struct Run {
 
 impl Run {
     pub fn ok(&self) -> &Run {
-        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
     pub fn failed(&self) -> &Run {
-        assert_ne!(self.code, 0, "expected failure\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "expected failure\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
     pub fn all(&self) -> String {
@@ -63,7 +71,13 @@ pub fn xtask(args: &[&str], envs: &[(&str, &str)]) -> Run {
 }
 
 /// `resources STEP --output DIR --github-api URL EXTRA…`
-pub fn resources(step: Option<&str>, out: &Path, api: &str, extra: &[&str], envs: &[(&str, &str)]) -> Run {
+pub fn resources(
+    step: Option<&str>,
+    out: &Path,
+    api: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Run {
     let mut args = vec!["resources"];
     if let Some(s) = step {
         args.push(s);
@@ -76,7 +90,10 @@ pub fn resources(step: Option<&str>, out: &Path, api: &str, extra: &[&str], envs
 
 /// Deterministic bytes that do not compress to nothing.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
