@@ -114,7 +114,10 @@ fn parse_release(json: String, url: &str, note: Option<String>) -> Result<Resolv
 
 /// One page of the release list, each release with its own JSON, and the
 /// next page's URL from the `Link` header.
-fn list_page(http: &Http, url: &str) -> Result<(Vec<(Release, String)>, Option<String>)> {
+/// Releases of one page, each with its own JSON, and the next page's URL.
+type Page = (Vec<(Release, String)>, Option<String>);
+
+fn list_page(http: &Http, url: &str) -> Result<Page> {
     let resp = http.api_get(url)?;
     if let Some(err) = http::api_refusal(&resp, url, http.has_token()) {
         return Err(err);
