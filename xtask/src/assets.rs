@@ -85,7 +85,11 @@ pub fn check_name(name: &str) -> Result<()> {
 /// then zaaa…zyzz, then zzaaaa…, each group two letters longer.
 pub fn split_suffix_index(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() < 2 || !b.len().is_multiple_of(2) || b.len() > 16 || !b.iter().all(u8::is_ascii_lowercase) {
+    if b.len() < 2
+        || !b.len().is_multiple_of(2)
+        || b.len() > 16
+        || !b.iter().all(u8::is_ascii_lowercase)
+    {
         return None;
     }
     let k = (b.len() - 2) / 2;

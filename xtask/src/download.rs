@@ -451,6 +451,85 @@ fn stream(
     pos: &mut u64,
     end: &mut u64,
 ) -> std::result::Result<(), Failure> {
+    let mut body = match job.url.strip_prefix("file://") {
+        Some(path) => open_local(Path::new(path), job, *pos)?,
+        None => open_http(shared, task, job, file, mode, start, pos, end)?,
+    };
+    let mut buf = vec![0u8; BUF];
+    while *pos < *end {
+        if shared.lock().abort.is_some() {
+            return Err(Failure::Fatal("aborted".into()));
+        }
+        let want = ((*end - *pos) as usize).min(BUF);
+        let n = match body.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(Failure::Transient(format!(
+                    "{}: the connection closed after byte {} of {}",
+                    crate::http::authority(&job.url),
+                    *pos,
+                    job.size
+                )))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Failure::Transient(format!(
+                    "{}: {e} at byte {} of {}",
+                    crate::http::authority(&job.url),
+                    *pos,
+                    job.size
+                )))
+            }
+        };
+        file.write_all_at(&buf[..n], *pos).map_err(|e| {
+            Failure::Fatal(format!(
+                "cannot write {}: {e}",
+                fsutil::partial_path(&job.dest).display()
+            ))
+        })?;
+        *pos += n as u64;
+        {
+            let mut g = shared.lock();
+            let s = &mut g.assets[task.asset].segs[task.seg];
+            s.written = *pos - s.start;
+        }
+        shared.changed.notify_all();
+        shared.progress.advance(&job.name, job.size, n as u64);
+    }
+    Ok(())
+}
+
+/// Reads an asset from a local mirror directory: ranges are free.
+fn open_local(path: &Path, job: &Job, pos: u64) -> std::result::Result<Box<dyn Read>, Failure> {
+    let mut f = File::open(path)
+        .map_err(|e| Failure::Fatal(format!("cannot open {}: {e}", path.display())))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len != job.size {
+        return Err(Failure::Fatal(format!(
+            "{} is {len} bytes but the release says {}; the mirror is incomplete, \
+             run `cargo xtask resources mirror` again",
+            path.display(),
+            job.size
+        )));
+    }
+    io::Seek::seek(&mut f, io::SeekFrom::Start(pos))
+        .map_err(|e| Failure::Fatal(format!("cannot read {}: {e}", path.display())))?;
+    Ok(Box::new(f))
+}
+
+/// Sends the request for `*pos..*end` and checks the answer; a server that
+/// ignores ranges switches the asset to one whole-file stream.
+#[allow(clippy::too_many_arguments)]
+fn open_http(
+    shared: &Shared,
+    task: &Task,
+    job: &Job,
+    file: &File,
+    mode: Mode,
+    start: u64,
+    pos: &mut u64,
+    end: &mut u64,
+) -> std::result::Result<Box<dyn Read>, Failure> {
     let whole_from_zero = *pos == 0 && start == 0 && *end == job.size;
     let range = if whole_from_zero && mode == Mode::Single {
         None
@@ -505,49 +584,7 @@ fn stream(
             *end = job.size;
         }
     }
-    let mut body = resp.into_body().into_reader();
-    let mut buf = vec![0u8; BUF];
-    while *pos < *end {
-        if shared.lock().abort.is_some() {
-            return Err(Failure::Fatal("aborted".into()));
-        }
-        let want = ((*end - *pos) as usize).min(BUF);
-        let n = match body.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(Failure::Transient(format!(
-                    "{}: the connection closed after byte {} of {}",
-                    crate::http::authority(&job.url),
-                    *pos,
-                    job.size
-                )))
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Failure::Transient(format!(
-                    "{}: {e} at byte {} of {}",
-                    crate::http::authority(&job.url),
-                    *pos,
-                    job.size
-                )))
-            }
-        };
-        file.write_all_at(&buf[..n], *pos).map_err(|e| {
-            Failure::Fatal(format!(
-                "cannot write {}: {e}",
-                fsutil::partial_path(&job.dest).display()
-            ))
-        })?;
-        *pos += n as u64;
-        {
-            let mut g = shared.lock();
-            let s = &mut g.assets[task.asset].segs[task.seg];
-            s.written = *pos - s.start;
-        }
-        shared.changed.notify_all();
-        shared.progress.advance(&job.name, job.size, n as u64);
-    }
-    Ok(())
+    Ok(Box::new(resp.into_body().into_reader()))
 }
 
 /// The server ignored our range: fetch this asset as one stream instead.

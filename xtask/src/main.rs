@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use xtask::opts::{self, Arch, Opts, Os};
-use xtask::{convert, merge, pipeline, release, verify};
+use xtask::{convert, merge, mirror, pipeline, release, verify};
 
 const HELP: &str = "\
 cargo xtask — developer tasks for vSwarm-u
@@ -36,6 +36,7 @@ STEPS:
     convert      write the raw disk-image.img that gem5 reads from disk-image.qcow2
     verify       check the installed files
     list         list the repository's releases and what each contains
+    mirror       copy a release's assets into a directory others can use as --source
 
 FLAGS:
     --version TAG        release tag, or `latest` (default: latest)
@@ -47,6 +48,8 @@ FLAGS:
     --jobs N             parallel connections (default: 4)
     --keep-downloads     keep the downloaded parts after the disk image is checked
     --force              download and check everything again
+    --source DIR|URL     read releases from a mirror made by `mirror` instead of GitHub
+                         (default: $VSWARM_RESOURCES_SOURCE)
     -h, --help           print help (also after a step: `cargo xtask resources download --help`)
 
 ENVIRONMENT:
@@ -54,6 +57,8 @@ ENVIRONMENT:
     RESOURCES                default output directory
     GITHUB_API_URL           default API base
     HTTPS_PROXY, NO_PROXY    proxy settings
+    VSWARM_RESOURCES_SOURCE  default --source
+    VSWARM_HTTP_TIMEOUT      seconds a connection may stay silent before a retry (default 30)
 ";
 
 const DOWNLOAD_HELP: &str = "\
@@ -119,6 +124,18 @@ Lists the repository's releases, newest first, with what each contains for every
 os/arch, then the documentation's support table.
 
 Takes --repo, --github-api.
+";
+
+const MIRROR_HELP: &str = "\
+cargo xtask resources mirror --output MIRROR_DIR [FLAGS]
+
+Stores a release's JSON and the assets of one os/arch set (or `--arch all`,
+`--os-version all` for every set), each checked against its digest, as
+MIRROR_DIR/<tag>/release.json + asset files, and MIRROR_DIR/latest naming the tag.
+Other machines then run `cargo xtask resources --source MIRROR_DIR` (or serve
+MIRROR_DIR with any static web server and pass its URL).
+
+Takes --version, --arch, --os-version, --repo, --github-api, --jobs, --source.
 ";
 
 /// An error in how the command was called: exit code 2, one line.
@@ -197,12 +214,19 @@ fn resources(mut args: pico_args::Arguments) -> Result<()> {
                 Some("convert") => CONVERT_HELP,
                 Some("verify") => VERIFY_HELP,
                 Some("list") => LIST_HELP,
+                Some("mirror") => MIRROR_HELP,
                 Some(other) => return Err(usage(format!("unknown step `{other}`"))),
             }
         );
         return Ok(());
     }
 
+    // `mirror` alone takes `all` for --arch and --os-version.
+    let (mut arches, mut oses) = (None, None);
+    if step.as_deref() == Some("mirror") {
+        arches = take_all(&mut args, "--arch", &Arch::ALL, Arch::parse)?;
+        oses = take_all(&mut args, "--os-version", &Os::ALL, Os::parse)?;
+    }
     let opts = parse_opts(&mut args)?;
     match step.as_deref() {
         None => {
@@ -242,8 +266,14 @@ fn resources(mut args: pico_args::Arguments) -> Result<()> {
             finish(args)?;
             release::list(&opts)
         }
+        Some("mirror") => {
+            finish(args)?;
+            let arches = arches.unwrap_or_else(|| vec![opts.arch]);
+            let oses = oses.unwrap_or_else(|| vec![opts.os]);
+            mirror::run(&opts, &arches, &oses)
+        }
         Some(other) => Err(usage(format!(
-            "unknown step `{other}`: expected download, merge, decompress, convert, verify or list"
+            "unknown step `{other}`: expected download, merge, decompress, convert, verify, list or mirror"
         ))),
     }
 }
@@ -285,6 +315,11 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         },
         None => 4,
     };
+    let source = flag(args, "--source")?.or_else(|| {
+        std::env::var("VSWARM_RESOURCES_SOURCE")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
     let keep_downloads = args.contains("--keep-downloads");
     let force = args.contains("--force");
     Ok(Opts {
@@ -297,7 +332,25 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         jobs,
         keep_downloads,
         force,
+        source,
     })
+}
+
+/// `FLAG all` → every value, `FLAG one` → that one, absent → None.
+fn take_all<T: Copy>(
+    args: &mut pico_args::Arguments,
+    flag: &'static str,
+    all: &[T],
+    parse: fn(&str) -> Result<T>,
+) -> Result<Option<Vec<T>>> {
+    let v: Option<String> = args
+        .opt_value_from_str(flag)
+        .map_err(|e| usage(format!("{flag}: {e}")))?;
+    match v.as_deref() {
+        Some("all") => Ok(Some(all.to_vec())),
+        Some(one) => Ok(Some(vec![parse(one).map_err(|e| usage(e.to_string()))?])),
+        None => Ok(None),
+    }
 }
 
 fn free_path(args: &mut pico_args::Arguments) -> Result<Option<PathBuf>> {

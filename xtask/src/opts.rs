@@ -129,6 +129,8 @@ pub struct Opts {
     pub jobs: usize,
     pub keep_downloads: bool,
     pub force: bool,
+    /// `--source`/`VSWARM_RESOURCES_SOURCE`: a mirror directory or URL.
+    pub source: Option<String>,
 }
 
 impl Opts {

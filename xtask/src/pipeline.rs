@@ -17,6 +17,7 @@ use crate::http::Http;
 use crate::manifest::{self, Manifest};
 use crate::opts::Opts;
 use crate::release::{self, Release};
+use crate::source::Source;
 use crate::{convert, unpack, verify};
 
 pub const KERNEL: &str = "kernel";
@@ -43,7 +44,7 @@ fn downloads_root(opts: &Opts) -> PathBuf {
 
 /// Looks the release up on the API and picks our assets.
 fn plan_online(opts: &Opts, http: &Http) -> Result<Plan> {
-    let resolved = release::resolve(http, &opts.repo, &opts.version)?;
+    let resolved = Source::from_opts(opts).resolve(http, opts)?;
     if let Some(note) = &resolved.note {
         eprintln!("note: {note}");
     }
@@ -91,14 +92,18 @@ pub(crate) fn plan_offline(opts: &Opts) -> Result<Plan> {
     plan_from(opts, release, json)
 }
 
-fn jobs(plan: &Plan) -> Result<Vec<Job>> {
+fn jobs(plan: &Plan, opts: &Opts) -> Result<Vec<Job>> {
+    let source = Source::from_opts(opts);
     plan.sel
         .all()
         .map(|a| {
-            crate::http::check_url(&a.browser_download_url, &a.name)?;
+            let url = source.asset_url(&plan.release.tag_name, a);
+            if !url.starts_with("file://") {
+                crate::http::check_url(&url, &a.name)?;
+            }
             Ok(Job {
                 name: a.name.clone(),
-                url: a.browser_download_url.clone(),
+                url,
                 size: a.size,
                 sha256: download::parse_digest(a.digest.as_deref(), &a.name)?,
                 dest: plan.work.join(&a.name),
@@ -175,7 +180,7 @@ pub fn download(opts: &Opts) -> Result<()> {
         human_bytes(plan.sel.total_size()),
         plan.work.display()
     );
-    let dl = download::start(http, jobs(&plan)?, opts.jobs, "download")?;
+    let dl = download::start(http, jobs(&plan, opts)?, opts.jobs, "download")?;
     dl.finish_all()?;
     install_link(
         &plan.work.join(&plan.sel.kernel.name),
@@ -308,7 +313,7 @@ pub fn decompress(opts: &Opts) -> Result<()> {
         }
         // All present: the engine only re-reads and checks them.
         let http = Http::new(&opts.api, 1);
-        let dl = download::start(http, jobs(&plan)?, 1, "check")?;
+        let dl = download::start(http, jobs(&plan, opts)?, 1, "check")?;
         let readers: Vec<AssetReader> =
             (3..3 + plan.sel.disk.len()).map(|i| dl.reader(i)).collect();
         let r = unpack_disk(&plan, Chain::new(readers), &dest, 0);
@@ -367,7 +372,7 @@ pub fn run(opts: &Opts) -> Result<()> {
 
     let staged_qcow2 = plan.work.join(QCOW2);
     let staged_raw = plan.work.join(RAW);
-    let jobs = jobs(&plan)?;
+    let jobs = jobs(&plan, opts)?;
     let to_download: u64 = jobs
         .iter()
         .filter(|j| !j.dest.is_file())
