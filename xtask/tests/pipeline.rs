@@ -378,6 +378,26 @@ fn hostile_tar_members_write_nothing_outside() {
             "temp/disk-image.qcow2",
         ),
         (
+            "absolute",
+            vec![(
+                "/tmp/abs-evil.qcow2",
+                tar::EntryType::Regular,
+                &fake[..],
+                None,
+            )],
+            "/tmp/abs-evil.qcow2",
+        ),
+        (
+            "hardlink",
+            vec![(
+                "temp/disk-image.qcow2",
+                tar::EntryType::Link,
+                &b""[..],
+                Some("/etc/passwd"),
+            )],
+            "temp/disk-image.qcow2",
+        ),
+        (
             "none",
             vec![(
                 "temp/readme.txt",
