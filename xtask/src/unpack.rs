@@ -827,7 +827,10 @@ fn list_members(listed: &[String], total: usize) -> String {
 
 /// PAX records: `<decimal length> <key>=<value>\n`, the length counting the
 /// whole record.
-fn parse_pax(data: &[u8]) -> std::result::Result<Vec<(&[u8], &[u8])>, &'static str> {
+/// One PAX record: key and value bytes.
+type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
+fn parse_pax(data: &[u8]) -> std::result::Result<Vec<PaxRecord<'_>>, &'static str> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
