@@ -736,10 +736,12 @@ fn extract_tar(
         let kind = MemberKind::of(etype);
         member_count += 1;
         if members.len() < LIST_MAX {
+            // Names may be long (PAX); errors only need a recognisable prefix.
+            let short = shorten(&name, 200);
             members.push(if kind == MemberKind::Regular {
-                name.clone()
+                short
             } else {
-                format!("{name} ({})", kind.label())
+                format!("{short} ({})", kind.label())
             });
         }
 
@@ -790,7 +792,10 @@ fn extract_tar(
             } else {
                 "path with `..`"
             };
-            refused.push(format!("{name} ({why})"));
+            // Bounded: a hostile archive may hold millions of these.
+            if refused.len() < LIST_MAX {
+                refused.push(format!("{} ({why})", shorten(&name, 200)));
+            }
         }
         skip_exact(dec, padded, ctx, pos)?;
         pos += padded;
@@ -827,7 +832,10 @@ fn list_members(listed: &[String], total: usize) -> String {
 
 /// PAX records: `<decimal length> <key>=<value>\n`, the length counting the
 /// whole record.
-fn parse_pax(data: &[u8]) -> std::result::Result<Vec<(&[u8], &[u8])>, &'static str> {
+/// One PAX record: key and value bytes.
+type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
+fn parse_pax(data: &[u8]) -> std::result::Result<Vec<PaxRecord<'_>>, &'static str> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
