@@ -383,6 +383,12 @@ pub fn run(opts: &Opts) -> Result<()> {
     let unpacked = match unpacked {
         Ok(u) => {
             dl.wait()?;
+            if !opts.keep_downloads {
+                // The image is checked: the parts only take space the raw image needs.
+                for a in &plan.sel.disk {
+                    let _ = fs::remove_file(plan.work.join(&a.name));
+                }
+            }
             u
         }
         Err(e) => {
