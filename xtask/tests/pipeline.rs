@@ -501,7 +501,7 @@ fn verify_names_what_is_wrong() {
     // One flipped byte in the raw image: only --deep reads the content.
     let raw = out.path().join("disk-image.img");
     let pristine = fs::read(&raw).unwrap();
-    let mut f = fs::OpenOptions::new().write(true).open(&raw).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&raw).unwrap();
     use std::os::unix::fs::FileExt;
     f.write_all_at(&[pristine[4096] ^ 1], 4096).unwrap();
     drop(f);
