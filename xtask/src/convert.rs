@@ -256,6 +256,22 @@ fn copy_data<R: ReadAt + Sync, W: WriteAt + ?Sized>(
         return Ok(0);
     }
     let groups = groups(data);
+    let write_group = |g: &Group, buf: &[u8]| -> Result<u64> {
+        let mut written = 0;
+        for &(at, guest, len) in &g.pieces {
+            let at = at as usize;
+            written += write_nonzero(out, &buf[at..at + len as usize], guest, sparse)
+                .context("write failed")?;
+            progress(len);
+        }
+        Ok(written)
+    };
+    if groups.len() == 1 {
+        // Nothing to overlap: skip the thread.
+        let mut buf = vec![0u8; groups[0].span as usize];
+        img.read_padded(&mut buf, groups[0].host)?;
+        return write_group(&groups[0], &buf);
+    }
     let stop = AtomicBool::new(false);
     // The reader thread fills buffers while this thread scans and writes them.
     std::thread::scope(|s| {
@@ -287,17 +303,12 @@ fn copy_data<R: ReadAt + Sync, W: WriteAt + ?Sized>(
                 Ok(Err(e)) => return Err(e),
                 Err(_) => bail!("{}: reader thread stopped", img.name()),
             };
-            for &(at, guest, len) in &groups[i].pieces {
-                let at = at as usize;
-                let r = write_nonzero(out, &buf[at..at + len as usize], guest, sparse);
-                match r {
-                    Ok(n) => written += n,
-                    Err(e) => {
-                        stop.store(true, Ordering::Relaxed);
-                        return Err(e).context("write failed");
-                    }
+            match write_group(&groups[i], &buf) {
+                Ok(n) => written += n,
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
                 }
-                progress(len);
             }
             let _ = free_tx.send(buf);
         }
@@ -371,6 +382,10 @@ fn copy_compressed<R: ReadAt + Sync, W: WriteAt + ?Sized>(
             }
         }
     };
+    if workers == 1 {
+        work()?;
+        return Ok(written.into_inner());
+    }
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
