@@ -6,12 +6,11 @@
 //! structures is `qcow2.rs`'s.
 
 use std::fs::File;
-use std::io::IsTerminal;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -162,7 +161,7 @@ pub fn convert_native(input: &Path, output: &Path, sparse_detect: bool) -> Resul
     tmp.file()
         .set_len(vsize)
         .with_context(|| format!("{}: cannot set the size", tmp.path().display()))?;
-    let progress = Progress::new(total);
+    let progress = crate::progress::Progress::new("convert", total, 0);
     let data_bytes = copy_image(&img, tmp.file(), sparse_detect, &|n| progress.add(n))
         .with_context(|| format!("cannot write {}", output.display()))?;
     progress.finish();
@@ -445,68 +444,6 @@ fn write_nonzero<W: WriteAt + ?Sized>(
         written += (buf.len() - s) as u64;
     }
     Ok(written)
-}
-
-/// A bar on a terminal; elsewhere a plain line every few seconds and at the end.
-struct Progress {
-    total: u64,
-    done: AtomicU64,
-    bar: Option<indicatif::ProgressBar>,
-    last: Mutex<Instant>,
-}
-
-impl Progress {
-    fn new(total: u64) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "convert {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        Progress {
-            total,
-            done: AtomicU64::new(0),
-            bar,
-            last: Mutex::new(Instant::now()),
-        }
-    }
-
-    fn add(&self, n: u64) {
-        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
-        if let Some(bar) = &self.bar {
-            bar.inc(n);
-            return;
-        }
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.elapsed() >= Duration::from_secs(5) {
-            *last = Instant::now();
-            eprintln!("{}", self.line(done));
-        }
-    }
-
-    fn line(&self, done: u64) -> String {
-        let pct = if self.total == 0 {
-            100.0
-        } else {
-            done as f64 * 100.0 / self.total as f64
-        };
-        format!(
-            "convert: {} of {} ({pct:.0}%)",
-            human_bytes(done),
-            human_bytes(self.total)
-        )
-    }
-
-    fn finish(&self) {
-        match &self.bar {
-            Some(bar) => bar.finish_and_clear(),
-            None => eprintln!("{}", self.line(self.done.load(Ordering::Relaxed))),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -69,6 +69,15 @@ impl Progress {
         }
     }
 
+    /// `n` more bytes are done, counted on the total alone (one-item work).
+    pub fn add(&self, n: u64) {
+        if let Some(b) = &self.bars {
+            b.total.inc(n);
+        } else {
+            self.plain_line(n);
+        }
+    }
+
     /// `n` more bytes of `item` (of `size`) are done.
     pub fn advance(&self, item: &str, size: u64, n: u64) {
         if let Some(b) = &self.bars {
@@ -92,6 +101,10 @@ impl Progress {
             }
             return;
         }
+        self.plain_line(n);
+    }
+
+    fn plain_line(&self, n: u64) {
         let mut p = self.plain.lock().unwrap_or_else(|e| e.into_inner());
         p.done += n;
         if p.last_line.elapsed() >= LINE_EVERY {
