@@ -29,32 +29,16 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
     crate::opts::check_tag(tag)?;
     let dir = out.join(tag);
 
-    let mut names: Vec<&crate::release::Asset> = Vec::new();
+    let mut names: Vec<crate::release::Asset> = Vec::new();
     let single = arches.len() == 1 && oses.len() == 1;
     for &os in oses {
         for &arch in arches {
             match assets::select(release, os, arch) {
                 Ok(sel) => {
-                    for a in [&sel.kernel, &sel.client, &sel.sums] {
+                    // Sets share assets (the client is per arch only).
+                    for a in sel.all() {
                         if !names.iter().any(|n| n.name == a.name) {
-                            names.push(
-                                release
-                                    .assets
-                                    .iter()
-                                    .find(|x| x.name == a.name)
-                                    .expect("selected from release"),
-                            );
-                        }
-                    }
-                    for a in &sel.disk {
-                        if !names.iter().any(|n| n.name == a.name) {
-                            names.push(
-                                release
-                                    .assets
-                                    .iter()
-                                    .find(|x| x.name == a.name)
-                                    .expect("selected from release"),
-                            );
+                            names.push(a.clone());
                         }
                     }
                 }
