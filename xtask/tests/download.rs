@@ -342,12 +342,7 @@ fn cut_connection_resumes_with_range() {
     let dir = TempDir::new("dl-cut");
     resources(Some("download"), dir.path(), &server.api_url(), &[], &[]).ok();
     assert_downloaded(dir.path(), &spec);
-    let ranges: Vec<String> = server
-        .requests()
-        .into_iter()
-        .filter(|r| r.host == "assets" && r.path.ends_with(PART))
-        .filter_map(|r| r.header("range").map(str::to_string))
-        .collect();
+    let ranges = asset_ranges(&server, PART, 0);
     assert!(
         ranges.iter().any(|r| r == "bytes=1000000-2999999"),
         "{ranges:?}"
@@ -490,12 +485,7 @@ fn large_asset_is_fetched_as_parallel_ranges() {
     )
     .ok();
     assert_downloaded(dir.path(), &spec);
-    let ranges: Vec<String> = server
-        .requests()
-        .into_iter()
-        .filter(|r| r.host == "assets" && r.path.ends_with(PART))
-        .filter_map(|r| r.header("range").map(str::to_string))
-        .collect();
+    let ranges = asset_ranges(&server, PART, 0);
     assert_eq!(ranges.len(), 2, "{ranges:?}");
     assert!(
         ranges.contains(&"bytes=0-33554431".to_string()),
@@ -540,11 +530,7 @@ fn interrupted_download_resumes_on_the_next_run() {
     let before = server.requests().len();
     resources(Some("download"), dir.path(), &server.api_url(), &[], &[]).ok();
     assert_downloaded(dir.path(), &spec);
-    let ranges: Vec<String> = server.requests()[before..]
-        .iter()
-        .filter(|r| r.host == "assets" && r.path.ends_with(PART))
-        .filter_map(|r| r.header("range").map(str::to_string))
-        .collect();
+    let ranges = asset_ranges(&server, PART, before);
     assert_eq!(ranges, ["bytes=700000-1999999"]);
 }
 
@@ -600,4 +586,14 @@ fn usage_errors_exit_2_with_one_line() {
             run.stderr
         );
     }
+}
+
+/// The Range headers of the asset host's requests for `asset`, from the
+/// `from`-th logged request on.
+fn asset_ranges(server: &Server, asset: &str, from: usize) -> Vec<String> {
+    server.requests()[from..]
+        .iter()
+        .filter(|r| r.host == "assets" && r.path.ends_with(asset))
+        .filter_map(|r| r.header("range").map(str::to_string))
+        .collect()
 }
