@@ -330,6 +330,18 @@ fn rows_full(r: &mut Round) {
         Basis::Archive,
         None,
     );
+    r.row(
+        "ours_fused",
+        "ours:   download+gunzip+untar+sha256 (fused)",
+        Basis::Archive,
+        None,
+    );
+    r.row(
+        "ours_convert",
+        "ours:   convert (after the fused phase)",
+        Basis::Data,
+        None,
+    );
 }
 
 fn rows_old_stages(r: &mut Round, tools: &Tools) {

@@ -140,7 +140,12 @@ pub fn render(round: &Round, bytes: &Bytes, derived: &[Derived]) -> String {
             r.samples.len(),
             median,
             mbs,
-            format!("{} MiB", rss / 1024),
+            // 0 = not measured (phases the pipeline timed itself).
+            if rss == 0 {
+                "-".to_string()
+            } else {
+                format!("{} MiB", rss / 1024)
+            },
             ratio
         ));
         if let Some(n) = &r.note {
@@ -168,8 +173,8 @@ pub fn round_json(round: &Round, bytes: &Bytes, derived: &[Derived]) -> Value {
                 "runs_s": r.samples.iter().map(|s| s.secs).collect::<Vec<_>>(),
                 "median_s": have.then_some(median),
                 "bytes": b,
-                "mb_per_s": b.filter(|_| have).map(|b| b as f64 / median / 1e6),
-                "peak_rss_kib": have.then_some(rss),
+                "mb_per_s": b.filter(|_| have && median > 0.0).map(|b| b as f64 / median / 1e6),
+                "peak_rss_kib": (have && rss > 0).then_some(rss),
                 "ratio_of": r.ratio_of,
                 "ratio": r.ratio_of.and_then(|k| round.median(k)).filter(|_| have).map(|m| m / median),
                 "note": r.note,
