@@ -4,6 +4,7 @@
 //! fuzz targets call the same functions.
 
 pub mod assets;
+pub mod bench;
 pub mod convert;
 pub mod download;
 pub mod fsutil;

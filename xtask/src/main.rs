@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use xtask::opts::{self, Arch, Opts, Os};
-use xtask::{convert, merge, mirror, pipeline, release, verify};
+use xtask::{bench, convert, merge, mirror, pipeline, release, verify};
 
 const HELP: &str = "\
 cargo xtask — developer tasks for vSwarm-u
@@ -17,6 +17,7 @@ USAGE:
 
 TASKS:
     resources    get the kernel, disk image and test client (see `cargo xtask resources --help`)
+    bench        time `resources` against the old tool pipeline (see `cargo xtask bench --help`)
 
 OPTIONS:
     -h, --help   print this help
@@ -138,6 +139,27 @@ MIRROR_DIR with any static web server and pass its URL).
 Takes --version, --arch, --os-version, --repo, --github-api, --jobs, --source.
 ";
 
+const BENCH_HELP: &str = "\
+cargo xtask bench — time `resources` against the old pipeline and the tools' limits
+
+USAGE:
+    cargo xtask bench [--size small|large] [--keep]
+
+Builds a synthetic release like upstream's (qemu-img qcow2, tar | pigz | split; cached
+in target/bench/cache-<size>/), serves it on loopback, and times, alternating: our full
+pipeline; the old steps (curl, cat | pigz -dc | tar x, qemu-img convert -O raw); each
+tool alone; our converter vs qemu-img; a no-op re-run. Then again with every connection
+capped at 20 MB/s. Prints medians, MB/s and peak RSS, and writes
+target/bench/<size>-<unix time>.json and <size>-latest.json. Needs qemu-img; curl and
+pigz are used when present.
+
+FLAGS:
+    --size SIZE   small: 2 GiB virtual / 150 MiB data, 5 runs (default)
+                  large: 16 GiB virtual / 1.5 GiB data, 3 runs (needs ~8 GiB free)
+    --keep        keep each run's output directory under target/bench/runs-*/
+    -h, --help    print this help
+";
+
 /// An error in how the command was called: exit code 2, one line.
 struct Usage(String);
 
@@ -186,10 +208,26 @@ fn run(args: Vec<OsString>) -> Result<()> {
             Ok(())
         }
         Some("resources") => resources(args),
+        Some("bench") => bench(args),
         Some(other) => Err(usage(format!(
             "unknown task `{other}`; try `cargo xtask --help`"
         ))),
     }
+}
+
+fn bench(mut args: pico_args::Arguments) -> Result<()> {
+    if args.contains(["-h", "--help"]) {
+        print!("{BENCH_HELP}");
+        return Ok(());
+    }
+    let size = args
+        .opt_value_from_str::<_, String>("--size")
+        .map_err(|e| usage(format!("--size: {e}")))?
+        .unwrap_or_else(|| "small".into());
+    let size = bench::Size::parse(&size).map_err(|e| usage(e.to_string()))?;
+    let keep = args.contains("--keep");
+    finish(args)?;
+    bench::run(bench::Args { size, keep })
 }
 
 fn resources(mut args: pico_args::Arguments) -> Result<()> {
