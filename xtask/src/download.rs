@@ -36,6 +36,10 @@ pub struct Job {
     pub sha256: Option<[u8; 32]>,
     /// Final name; the download lives at `fsutil::partial_path(dest)` until checked.
     pub dest: PathBuf,
+    /// Deleted as soon as the run has used it (disk parts in the full run):
+    /// not forced to disk, since after a power loss the digest check on
+    /// re-reading catches a part that did not survive.
+    pub transient: bool,
 }
 
 /// Parses the API's `sha256:<hex>` digest field.
@@ -414,9 +418,14 @@ fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), String> {
     let ranged = g.assets[task.asset].mode == Mode::Ranged;
     drop(g);
     if ranged {
-        // The record may only claim what is on disk.
-        file.sync_data()
-            .and_then(|()| append_seg(&segs_path, job.size, task.seg))
+        // A durable record may only claim what is on disk.
+        let synced = if job.transient {
+            Ok(())
+        } else {
+            file.sync_data()
+        };
+        synced
+            .and_then(|()| append_seg(&segs_path, job.size, task.seg, !job.transient))
             .map_err(|e| format!("cannot record progress in {}: {e}", segs_path.display()))?;
     }
     g = shared.lock();
@@ -428,14 +437,17 @@ fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn append_seg(path: &Path, size: u64, seg: usize) -> io::Result<()> {
+fn append_seg(path: &Path, size: u64, seg: usize, durable: bool) -> io::Result<()> {
     let new = !path.exists();
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     if new {
         writeln!(f, "segments {SEGMENT} {size}")?;
     }
     writeln!(f, "{seg}")?;
-    f.sync_data()
+    if durable {
+        f.sync_data()?;
+    }
+    Ok(())
 }
 
 /// One request: from `*pos` to `*end`, writing into `file` and publishing
@@ -804,10 +816,14 @@ impl AssetReader {
             }
         }
         if mode != Mode::Cached {
-            let r = File::open(&partial)
-                .and_then(|f| f.sync_all())
-                .map_err(anyhow::Error::from)
-                .and_then(|()| fsutil::rename_durable(&partial, &job.dest));
+            let r = if job.transient {
+                fs::rename(&partial, &job.dest).map_err(anyhow::Error::from)
+            } else {
+                File::open(&partial)
+                    .and_then(|f| f.sync_all())
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| fsutil::rename_durable(&partial, &job.dest))
+            };
             if let Err(e) = r {
                 return Err(self.fail(format!("asset {}: {e:#}", job.name)));
             }

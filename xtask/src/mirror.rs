@@ -62,6 +62,7 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
                 size: a.size,
                 sha256: download::parse_digest(a.digest.as_deref(), &a.name)?,
                 dest: dir.join(&a.name),
+                transient: false,
             })
         })
         .collect::<Result<_>>()?;

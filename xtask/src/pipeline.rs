@@ -92,7 +92,9 @@ pub(crate) fn plan_offline(opts: &Opts) -> Result<Plan> {
     plan_from(opts, release, json)
 }
 
-fn jobs(plan: &Plan, opts: &Opts) -> Result<Vec<Job>> {
+/// The downloads of a plan. `transient_disk`: the disk parts are deleted once
+/// the image is checked (the full run without `--keep-downloads`).
+fn jobs(plan: &Plan, opts: &Opts, transient_disk: bool) -> Result<Vec<Job>> {
     let source = Source::from_opts(opts);
     plan.sel
         .all()
@@ -107,6 +109,7 @@ fn jobs(plan: &Plan, opts: &Opts) -> Result<Vec<Job>> {
                 size: a.size,
                 sha256: download::parse_digest(a.digest.as_deref(), &a.name)?,
                 dest: plan.work.join(&a.name),
+                transient: transient_disk && plan.sel.disk.iter().any(|d| d.name == a.name),
             })
         })
         .collect()
@@ -180,7 +183,7 @@ pub fn download(opts: &Opts) -> Result<()> {
         human_bytes(plan.sel.total_size()),
         plan.work.display()
     );
-    let dl = download::start(http, jobs(&plan, opts)?, opts.jobs, "download")?;
+    let dl = download::start(http, jobs(&plan, opts, false)?, opts.jobs, "download")?;
     dl.finish_all()?;
     install_link(
         &plan.work.join(&plan.sel.kernel.name),
@@ -313,7 +316,7 @@ pub fn decompress(opts: &Opts) -> Result<()> {
         }
         // All present: the engine only re-reads and checks them.
         let http = Http::new(&opts.api, 1);
-        let dl = download::start(http, jobs(&plan, opts)?, 1, "check")?;
+        let dl = download::start(http, jobs(&plan, opts, false)?, 1, "check")?;
         let readers: Vec<AssetReader> =
             (3..3 + plan.sel.disk.len()).map(|i| dl.reader(i)).collect();
         let r = unpack_disk(&plan, Chain::new(readers), &dest, 0);
@@ -372,29 +375,40 @@ pub fn run(opts: &Opts) -> Result<()> {
 
     let staged_qcow2 = plan.work.join(QCOW2);
     let staged_raw = plan.work.join(RAW);
-    let jobs = jobs(&plan, opts)?;
-    let to_download: u64 = jobs
-        .iter()
-        .filter(|j| !j.dest.is_file())
-        .map(|j| j.size)
-        .sum();
-    let dl = download::start(http, jobs, opts.jobs, "download")?;
-    let unpacked = fused(&plan, &dl, &staged_qcow2, to_download);
-    let unpacked = match unpacked {
-        Ok(u) => {
-            dl.wait()?;
-            if !opts.keep_downloads {
-                // The image is checked: the parts only take space the raw image needs.
-                for a in &plan.sel.disk {
-                    let _ = fs::remove_file(plan.work.join(&a.name));
-                }
-            }
+    let mut jobs = jobs(&plan, opts, !opts.keep_downloads)?;
+    let unpacked = match staged_image(&plan, &staged_qcow2) {
+        // An interrupted run already unpacked and checked the image (and
+        // may have deleted the parts): only the small assets are needed.
+        Some(u) => {
+            eprintln!("  {QCOW2}: already unpacked and checked by an interrupted run");
+            jobs.truncate(3);
+            download::start(http, jobs, opts.jobs, "download")?.finish_all()?;
             u
         }
-        Err(e) => {
-            dl.abort("stopped after an error");
-            let _ = dl.wait();
-            return Err(e);
+        None => {
+            let to_download: u64 = jobs
+                .iter()
+                .filter(|j| !j.dest.is_file())
+                .map(|j| j.size)
+                .sum();
+            let dl = download::start(http, jobs, opts.jobs, "download")?;
+            match fused(&plan, &dl, &staged_qcow2, to_download) {
+                Ok(u) => {
+                    dl.wait()?;
+                    if !opts.keep_downloads {
+                        // The image is checked: the parts only take space the raw image needs.
+                        for a in &plan.sel.disk {
+                            let _ = fs::remove_file(plan.work.join(&a.name));
+                        }
+                    }
+                    u
+                }
+                Err(e) => {
+                    dl.abort("stopped after an error");
+                    let _ = dl.wait();
+                    return Err(e);
+                }
+            }
         }
     };
 
@@ -415,6 +429,26 @@ pub fn run(opts: &Opts) -> Result<()> {
     }
     print_summary(opts, &m, started);
     Ok(())
+}
+
+/// The staged image of an interrupted run, if it is there and matches the
+/// sums (the sums file stays in the working directory until the end).
+fn staged_image(plan: &Plan, staged: &Path) -> Option<unpack::Unpacked> {
+    if !staged.is_file() || !plan.work.join(&plan.sel.sums.name).is_file() {
+        return None;
+    }
+    let expected = expected_sha(plan).ok()?;
+    let got = manifest::sha256_file(staged).ok()?;
+    if got != expected {
+        let _ = fs::remove_file(staged);
+        return None;
+    }
+    Some(unpack::Unpacked {
+        path: staged.to_path_buf(),
+        size: fs::metadata(staged).ok()?.len(),
+        sha256: got,
+        member: String::new(),
+    })
 }
 
 /// Download and unpack in one pass: the small assets are checked on their

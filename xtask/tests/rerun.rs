@@ -337,3 +337,61 @@ fn mirror_all_sets_and_a_missing_tag() {
         run.stderr
     );
 }
+
+#[test]
+fn a_run_that_stopped_after_unpacking_reuses_the_image() {
+    if !have_qemu() {
+        eprintln!("skipped: qemu-img is not installed");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let fx = TempDir::new("rr-staged-fx");
+    let d = disk(fx.path());
+    let server = Server::start(
+        REPO,
+        vec![ReleaseSpec::new(
+            "v1",
+            upstream_assets("focal", "amd64", &d),
+        )],
+    );
+    let dir = TempDir::new("rr-staged");
+    // The 64 MiB raw image cannot be written under a 16 MiB file-size limit,
+    // while the parts and the qcow2 can: the run stops after unpacking.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["resources", "--output"])
+        .arg(dir.path())
+        .args(["--github-api", &server.api_url()])
+        .env("CI", "1");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 16 << 20,
+                rlim_max: 16 << 20,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert!(!o.status.success());
+    assert!(dir.path().join(".downloads/v1/disk-image.qcow2").is_file());
+    let before = server.requests().len();
+    let run = resources(None, dir.path(), &server.api_url(), &[], &[]);
+    run.ok();
+    assert!(
+        run.stderr.contains("already unpacked and checked"),
+        "{}",
+        run.stderr
+    );
+    let parts = server.requests()[before..]
+        .iter()
+        .filter(|r| r.host == "assets" && r.path.contains(".tar.gz."))
+        .count();
+    assert_eq!(parts, 0, "the parts were fetched again");
+    assert_eq!(
+        sha256_file_hex(&dir.path().join("disk-image.qcow2")).unwrap(),
+        d.sha256_hex
+    );
+}
