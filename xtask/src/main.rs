@@ -143,7 +143,7 @@ const BENCH_HELP: &str = "\
 cargo xtask bench — time `resources` against the old pipeline and the tools' limits
 
 USAGE:
-    cargo xtask bench [--size small|large] [--keep]
+    cargo xtask bench [--size small|large] [--keep] [--serve]
 
 Builds a synthetic release like upstream's (qemu-img qcow2, tar | pigz | split; cached
 in target/bench/cache-<size>/), serves it on loopback, and times, alternating: our full
@@ -157,6 +157,8 @@ FLAGS:
     --size SIZE   small: 2 GiB virtual / 150 MiB data, 5 runs (default)
                   large: 16 GiB virtual / 1.5 GiB data, 3 runs (needs ~8 GiB free)
     --keep        keep each run's output directory under target/bench/runs-*/
+    --serve       only serve the synthetic release on loopback until interrupted, for
+                  timing single commands by hand (prints the --github-api URL)
     -h, --help    print this help
 ";
 
@@ -226,7 +228,11 @@ fn bench(mut args: pico_args::Arguments) -> Result<()> {
         .unwrap_or_else(|| "small".into());
     let size = bench::Size::parse(&size).map_err(|e| usage(e.to_string()))?;
     let keep = args.contains("--keep");
+    let serve = args.contains("--serve");
     finish(args)?;
+    if serve {
+        return bench::serve(size);
+    }
     bench::run(bench::Args { size, keep })
 }
 

@@ -103,6 +103,24 @@ pub struct Args {
     pub keep: bool,
 }
 
+/// Serves the size's release until the process is interrupted.
+pub fn serve(size: Size) -> Result<()> {
+    let p = size.params();
+    let tools = Tools::detect()?;
+    let exe = std::env::current_exe().context("find the running xtask binary")?;
+    let root = bench_dir(&exe)?;
+    let img = image::get(&root.join(format!("cache-{}", size.name())), &p, &tools)?;
+    let server = Server::start(REPO, vec![ReleaseSpec::new(TAG, img.assets())]);
+    println!(
+        "serving {TAG} ({}) until interrupted; try:\n  cargo xtask resources --github-api {} --version {TAG} --output DIR",
+        size.name(),
+        server.api_url()
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let p = args.size.params();
     let tools = Tools::detect()?;
