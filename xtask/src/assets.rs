@@ -32,6 +32,9 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// How many assets [`Selection::all`] yields before the disk parts.
+    pub const SMALL: usize = 3;
+
     pub fn total_size(&self) -> u64 {
         self.all().map(|a| a.size).sum()
     }

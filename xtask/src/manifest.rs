@@ -190,10 +190,6 @@ impl Manifest {
             && (opts.version == "latest" || opts.version == self.tag)
     }
 
-    pub fn matches_release(&self, opts: &Opts, tag: &str) -> bool {
-        self.matches_request(opts) && self.tag == tag
-    }
-
     /// Every file is there with the size and modification time recorded.
     pub fn unchanged(&self, out: &Path) -> bool {
         self.files.iter().all(|f| {

@@ -317,8 +317,7 @@ pub fn decompress(opts: &Opts) -> Result<()> {
         // All present: the engine only re-reads and checks them.
         let http = Http::new(&opts.api, 1);
         let dl = download::start(http, jobs(&plan, opts, false)?, 1, "check")?;
-        let readers: Vec<AssetReader> =
-            (3..3 + plan.sel.disk.len()).map(|i| dl.reader(i)).collect();
+        let readers = disk_readers(&plan, &dl);
         let r = unpack_disk(&plan, Chain::new(readers), &dest, 0);
         if let Err(e) = r {
             dl.abort("unpack failed");
@@ -339,28 +338,19 @@ pub fn run(opts: &Opts) -> Result<()> {
 
     // An installed set that still matches its manifest needs no network
     // for a pinned tag, and one API call for `latest`.
-    let installed = manifest::load(&opts.output).ok();
-    if let Some(m) = &installed {
-        if !opts.force
-            && m.matches_request(opts)
-            && opts.version != "latest"
-            && m.unchanged(&opts.output)
-        {
-            println!("{}", up_to_date(m, &opts.output, started));
-            lock.remove();
-            return Ok(());
-        }
+    let installed = manifest::load(&opts.output)
+        .ok()
+        .filter(|m| !opts.force && m.matches_request(opts) && m.unchanged(&opts.output));
+    if let Some(m) = installed.as_ref().filter(|_| opts.version != "latest") {
+        println!("{}", up_to_date(m, &opts.output, started));
+        lock.remove();
+        return Ok(());
     }
     let plan = plan_online(opts, &http)?;
-    if let Some(m) = &installed {
-        if !opts.force
-            && m.matches_release(opts, &plan.release.tag_name)
-            && m.unchanged(&opts.output)
-        {
-            println!("{}", up_to_date(m, &opts.output, started));
-            lock.remove();
-            return Ok(());
-        }
+    if let Some(m) = installed.filter(|m| m.tag == plan.release.tag_name) {
+        println!("{}", up_to_date(&m, &opts.output, started));
+        lock.remove();
+        return Ok(());
     }
     warn_support(opts);
     prepare_work(opts, &plan)?;
@@ -381,7 +371,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         // may have deleted the parts): only the small assets are needed.
         Some(u) => {
             eprintln!("  {QCOW2}: already unpacked and checked by an interrupted run");
-            jobs.truncate(3);
+            jobs.truncate(Selection::SMALL);
             download::start(http, jobs, opts.jobs, "download")?.finish_all()?;
             u
         }
@@ -456,7 +446,7 @@ fn staged_image(plan: &Plan, staged: &Path) -> Option<unpack::Unpacked> {
 /// unpacker as they arrive.
 fn fused(plan: &Plan, dl: &Downloads, dest: &Path, to_download: u64) -> Result<unpack::Unpacked> {
     std::thread::scope(|s| {
-        let small: Vec<_> = (0..3)
+        let small: Vec<_> = (0..Selection::SMALL)
             .map(|i| {
                 let mut r = dl.reader(i);
                 s.spawn(move || io::copy(&mut r, &mut io::sink()).map(|_| ()))
@@ -482,9 +472,16 @@ fn fused(plan: &Plan, dl: &Downloads, dest: &Path, to_download: u64) -> Result<u
         if let Some(e) = failed {
             return Err(e);
         }
-        let parts: Vec<AssetReader> = (3..3 + plan.sel.disk.len()).map(|i| dl.reader(i)).collect();
+        let parts = disk_readers(plan, dl);
         unpack_disk(plan, Chain::new(parts), dest, to_download)
     })
+}
+
+/// Readers of the disk parts, in archive order.
+fn disk_readers(plan: &Plan, dl: &Downloads) -> Vec<AssetReader> {
+    (Selection::SMALL..Selection::SMALL + plan.sel.disk.len())
+        .map(|i| dl.reader(i))
+        .collect()
 }
 
 /// Moves the staged set into the output directory and writes the manifest

@@ -186,6 +186,12 @@ pub fn run(args: Args) -> Result<()> {
         Some("convert_ours"),
     );
     plain.row(
+        "convert_qemu_sync",
+        "limit: qemu-img convert -O raw, then sync",
+        Basis::Data,
+        Some("convert_ours"),
+    );
+    plain.row(
         "convert_ours",
         "ours: resources convert IN OUT",
         Basis::Data,
@@ -193,6 +199,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     plain.row("rerun", "ours: re-run, nothing to do", Basis::None, None);
     plain.note("convert_qemu", "ratio: ours convert ÷ this");
+    plain.note("convert_qemu_sync", "like for like: ours fsyncs its output");
     skip_missing(&mut plain, &tools);
     if tools.sha256sum.is_none() {
         plain.note("limit_sha256", "skipped: sha256sum not found in PATH");
