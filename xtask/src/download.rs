@@ -20,9 +20,20 @@ use crate::fsutil::{self, hex};
 use crate::http::{Failure, Http};
 use crate::progress::Progress;
 
-/// Segment size: large enough that a request's overhead is noise, small
-/// enough that several connections share one 500 MiB part.
-pub const SEGMENT: u64 = 32 << 20;
+/// Segment sizes: at least 4 MiB so a request's overhead (a redirect, maybe
+/// a new connection) stays small against its transfer, at most 32 MiB so
+/// several connections share one 500 MiB part, and about an eighth of an
+/// asset in between so a 50 MiB part still spreads over the connections.
+const MIN_SEGMENT: u64 = 4 << 20;
+const MAX_SEGMENT: u64 = 32 << 20;
+
+/// The segment size of an asset of `size` bytes; depends on nothing else,
+/// so an interrupted download resumes with the same segments.
+pub fn segment_size(size: u64) -> u64 {
+    size.div_ceil(8)
+        .next_multiple_of(1 << 20)
+        .clamp(MIN_SEGMENT, MAX_SEGMENT)
+}
 const TRIES: u32 = 6;
 const BUF: usize = 256 << 10;
 
@@ -64,6 +75,20 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
         *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_sizes() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(segment_size(MIB), 4 * MIB);
+        assert_eq!(segment_size(50 * MIB), 7 * MIB);
+        assert_eq!(segment_size(500 * MIB), 32 * MIB);
+        assert_eq!(segment_size(u64::MAX), 32 * MIB);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -225,7 +250,8 @@ fn prepare(job: Job) -> Result<AssetState> {
         .with_context(|| format!("cannot open {}", partial.display()))?;
     let len = file.metadata()?.len();
     let size = job.size;
-    let (mode, segs) = if size <= SEGMENT {
+    let seg = segment_size(size);
+    let (mode, segs) = if size <= seg {
         // One stream, resumed from where the file ends.
         let written = if len > size {
             file.set_len(0)?;
@@ -246,10 +272,10 @@ fn prepare(job: Job) -> Result<AssetState> {
         };
         (Mode::Single, vec![seg])
     } else {
-        let mut segs: Vec<Seg> = (0..size.div_ceil(SEGMENT))
+        let mut segs: Vec<Seg> = (0..size.div_ceil(seg))
             .map(|i| Seg {
-                start: i * SEGMENT,
-                end: ((i + 1) * SEGMENT).min(size),
+                start: i * seg,
+                end: ((i + 1) * seg).min(size),
                 written: 0,
                 state: SegState::Pending,
             })
@@ -288,7 +314,7 @@ fn read_segs(path: &Path, size: u64) -> Vec<usize> {
         return Vec::new();
     };
     let mut lines = text.lines();
-    if lines.next() != Some(&format!("segments {SEGMENT} {size}")) {
+    if lines.next() != Some(&format!("segments {} {size}", segment_size(size))) {
         return Vec::new();
     }
     // A torn last line (power loss) is simply not counted.
@@ -441,7 +467,7 @@ fn append_seg(path: &Path, size: u64, seg: usize, durable: bool) -> io::Result<(
     let new = !path.exists();
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     if new {
-        writeln!(f, "segments {SEGMENT} {size}")?;
+        writeln!(f, "segments {} {size}", segment_size(size))?;
     }
     writeln!(f, "{seg}")?;
     if durable {
