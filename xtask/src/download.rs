@@ -822,10 +822,6 @@ pub struct AssetReader {
 }
 
 impl AssetReader {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn fail(&self, msg: String) -> io::Error {
         self.shared.fail(self.index, msg.clone());
         io::Error::other(msg)

@@ -57,10 +57,6 @@ impl TempFile {
         &self.tmp
     }
 
-    pub fn dest(&self) -> &Path {
-        &self.dest
-    }
-
     /// fsync, rename over the final name, fsync the directory.
     pub fn commit(mut self) -> Result<()> {
         let file = self.file.take().expect("commit once");

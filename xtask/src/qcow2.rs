@@ -149,15 +149,6 @@ pub struct Image<R = File> {
     l1_needed: u64,
 }
 
-/// Cheap check for the qcow2 magic; false for unreadable or short files.
-pub fn is_qcow2(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    File::open(path)
-        .and_then(|f| FileExt::read_exact_at(&f, &mut magic, 0))
-        .is_ok()
-        && magic == MAGIC
-}
-
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
 }
