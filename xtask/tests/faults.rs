@@ -6,7 +6,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -113,28 +112,20 @@ fn disk_full_mid_run_keeps_the_old_set() {
     // A file-size limit stands in for a full disk: every write past 4 MiB
     // fails with EFBIG, as it would with ENOSPC. The parts (1 MiB) fit; the
     // unpacked image does not.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(["resources", "--version", "v2", "--output"])
-        .arg(out.path())
-        .args(["--github-api", &server.api_url()])
-        .env("CI", "1")
-        .env_remove("GITHUB_TOKEN");
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 4 << 20,
-                rlim_max: 4 << 20,
-            };
-            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
-            // Without this the kernel kills the process instead of failing the write.
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            Ok(())
-        });
-    }
-    let o = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{stderr}");
+    let o = xtask_with_file_limit(
+        &[
+            "resources",
+            "--version",
+            "v2",
+            "--output",
+            out.path().to_str().unwrap(),
+            "--github-api",
+            &server.api_url(),
+        ],
+        4 << 20,
+    );
+    let stderr = &o.stderr;
+    assert_ne!(o.code, 0, "{stderr}");
     assert!(
         stderr.contains("disk-image"),
         "the message names the file: {stderr}"

@@ -344,7 +344,6 @@ fn a_run_that_stopped_after_unpacking_reuses_the_image() {
         eprintln!("skipped: qemu-img is not installed");
         return;
     }
-    use std::os::unix::process::CommandExt;
     let fx = TempDir::new("rr-staged-fx");
     let d = disk(fx.path());
     let server = Server::start(
@@ -357,25 +356,17 @@ fn a_run_that_stopped_after_unpacking_reuses_the_image() {
     let dir = TempDir::new("rr-staged");
     // The 64 MiB raw image cannot be written under a 16 MiB file-size limit,
     // while the parts and the qcow2 can: the run stops after unpacking.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(["resources", "--output"])
-        .arg(dir.path())
-        .args(["--github-api", &server.api_url()])
-        .env("CI", "1");
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 16 << 20,
-                rlim_max: 16 << 20,
-            };
-            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            Ok(())
-        });
-    }
-    let o = cmd.output().unwrap();
-    assert!(!o.status.success());
+    let o = xtask_with_file_limit(
+        &[
+            "resources",
+            "--output",
+            dir.path().to_str().unwrap(),
+            "--github-api",
+            &server.api_url(),
+        ],
+        16 << 20,
+    );
+    assert_ne!(o.code, 0, "{}", o.stderr);
     assert!(dir.path().join(".downloads/v1/disk-image.qcow2").is_file());
     let before = server.requests().len();
     let run = resources(None, dir.path(), &server.api_url(), &[], &[]);

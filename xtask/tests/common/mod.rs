@@ -40,6 +40,31 @@ impl Run {
 
 /// Runs `xtask ARGS` with a clean environment plus `envs`.
 pub fn xtask(args: &[&str], envs: &[(&str, &str)]) -> Run {
+    output(command(args, envs))
+}
+
+/// Like [`xtask`], but every write past `limit` bytes of a file fails with
+/// EFBIG, as writes to a full disk fail with ENOSPC.
+pub fn xtask_with_file_limit(args: &[&str], limit: u64) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = command(args, &[]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            // Without this the kernel kills the process instead of failing the write.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    output(cmd)
+}
+
+fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(args);
     for k in [
@@ -62,6 +87,10 @@ pub fn xtask(args: &[&str], envs: &[(&str, &str)]) -> Run {
     for (k, v) in envs {
         cmd.env(k, v);
     }
+    cmd
+}
+
+fn output(mut cmd: Command) -> Run {
     let out = cmd.output().expect("run xtask");
     Run {
         code: out.status.code().unwrap_or(-1),
