@@ -431,11 +431,11 @@ fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), String> {
                     ));
                 }
                 let wait = Duration::from_millis(250u64 << (tries - 1).min(5));
-                eprintln!(
+                shared.progress.say(&format!(
                     "  {}: {m}; retrying in {:.1} s",
                     job.name,
                     wait.as_secs_f64()
-                );
+                ));
                 thread::sleep(wait);
             }
         }

@@ -270,22 +270,24 @@ fn unpack_disk(
             "the disk image (qcow2 and raw) and the rest of the download",
         )
     };
-    let started = Instant::now();
-    let out = unpack::unpack_qcow2(
+    unpack::unpack_qcow2(
         input,
         &disk_source_name(&plan.sel),
         dest,
         Some(expected),
         &mut check,
-    )?;
+    )
+}
+
+/// Said once the progress bars are gone.
+fn report_unpacked(plan: &Plan, out: &unpack::Unpacked, started: Instant) {
     eprintln!(
         "  {}: {} unpacked and checked against {} in {:.1} s",
-        dest.file_name().unwrap_or_default().to_string_lossy(),
+        QCOW2,
         human_bytes(out.size),
         plan.sel.sums.name,
         started.elapsed().as_secs_f64()
     );
-    Ok(out)
 }
 
 /// `cargo xtask resources decompress`: from the merged archive if `merge`
@@ -298,7 +300,9 @@ pub fn decompress(opts: &Opts) -> Result<()> {
     if plan.sel.disk.len() > 1 && merged.is_file() {
         let f =
             fs::File::open(&merged).with_context(|| format!("cannot open {}", merged.display()))?;
-        unpack_disk(&plan, io::BufReader::with_capacity(1 << 20, f), &dest, 0)?;
+        let started = Instant::now();
+        let out = unpack_disk(&plan, io::BufReader::with_capacity(1 << 20, f), &dest, 0)?;
+        report_unpacked(&plan, &out, started);
     } else {
         let missing: Vec<&str> = plan
             .sel
@@ -318,13 +322,18 @@ pub fn decompress(opts: &Opts) -> Result<()> {
         let http = Http::new(&opts.api, 1);
         let dl = download::start(http, jobs(&plan, opts, false)?, 1, "check")?;
         let readers = disk_readers(&plan, &dl);
-        let r = unpack_disk(&plan, Chain::new(readers), &dest, 0);
-        if let Err(e) = r {
-            dl.abort("unpack failed");
-            let _ = dl.wait();
-            return Err(e);
+        let started = Instant::now();
+        match unpack_disk(&plan, Chain::new(readers), &dest, 0) {
+            Ok(out) => {
+                dl.wait()?;
+                report_unpacked(&plan, &out, started);
+            }
+            Err(e) => {
+                dl.abort("unpack failed");
+                let _ = dl.wait();
+                return Err(e);
+            }
         }
-        dl.wait()?;
     }
     println!("{} is ready", dest.display());
     Ok(())
@@ -382,9 +391,11 @@ pub fn run(opts: &Opts) -> Result<()> {
                 .map(|j| j.size)
                 .sum();
             let dl = download::start(http, jobs, opts.jobs, "download")?;
+            let started = Instant::now();
             match fused(&plan, &dl, &staged_qcow2, to_download) {
                 Ok(u) => {
                     dl.wait()?;
+                    report_unpacked(&plan, &u, started);
                     if !opts.keep_downloads {
                         // The image is checked: the parts only take space the raw image needs.
                         for a in &plan.sel.disk {

@@ -120,6 +120,14 @@ impl Progress {
         }
     }
 
+    /// A line of its own, above the bars.
+    pub fn say(&self, line: &str) {
+        match &self.bars {
+            Some(b) => b.multi.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
     /// `item` is complete (and checked).
     pub fn item_done(&self, item: &str, note: &str) {
         if let Some(b) = &self.bars {
@@ -128,14 +136,16 @@ impl Progress {
                 let (_, bar) = items.remove(i);
                 bar.finish_and_clear();
             }
-            b.multi.suspend(|| eprintln!("  {item}: {note}"));
-            return;
         }
-        eprintln!("  {item}: {note}");
+        self.say(&format!("  {item}: {note}"));
     }
 
+    /// Clears the bars; other output may follow without garbling them.
     pub fn finish(&self) {
         if let Some(b) = &self.bars {
+            for (_, bar) in b.items.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                bar.finish_and_clear();
+            }
             b.total.finish_and_clear();
         }
     }
