@@ -185,6 +185,20 @@ pub fn download(opts: &Opts) -> Result<()> {
     );
     let dl = download::start(http, jobs(&plan, opts, false)?, opts.jobs, "download")?;
     dl.finish_all()?;
+    if let Some(m) = other_set(opts, &plan) {
+        println!(
+            "Downloaded {tag} into {work}. {} {}/{} stays installed whole in {out}, so the new \
+             kernel and client stay in {work}; `cargo xtask resources --version {tag}` switches \
+             the whole set.",
+            m.tag,
+            m.os,
+            m.arch,
+            tag = plan.release.tag_name,
+            work = plan.work.display(),
+            out = opts.output.display(),
+        );
+        return Ok(());
+    }
     install_link(
         &plan.work.join(&plan.sel.kernel.name),
         &opts.output.join(KERNEL),
@@ -202,6 +216,17 @@ pub fn download(opts: &Opts) -> Result<()> {
         plan.work.display()
     );
     Ok(())
+}
+
+/// The manifest of an installed set other than `plan`'s: the single steps
+/// leave such a set whole rather than mix two releases in one directory.
+fn other_set(opts: &Opts, plan: &Plan) -> Option<Manifest> {
+    manifest::load(&opts.output).ok().filter(|m| {
+        !(m.repo == opts.repo
+            && m.tag == plan.release.tag_name
+            && m.os == opts.os.as_str()
+            && m.arch == opts.arch.as_str())
+    })
 }
 
 /// Reads several readers one after another.
@@ -295,7 +320,21 @@ fn report_unpacked(plan: &Plan, out: &unpack::Unpacked, started: Instant) {
 pub fn decompress(opts: &Opts) -> Result<()> {
     let _lock = fsutil::lock(&downloads_root(opts))?;
     let plan = plan_offline(opts)?;
-    let dest = opts.output.join(QCOW2);
+    // Another installed set stays whole: the image goes to the working
+    // directory, where the full run picks it up when switching sets.
+    let dest = match other_set(opts, &plan) {
+        Some(m) => {
+            eprintln!(
+                "note: {} {}/{} stays installed whole in {}; unpacking into the working directory",
+                m.tag,
+                m.os,
+                m.arch,
+                opts.output.display()
+            );
+            plan.work.join(QCOW2)
+        }
+        None => opts.output.join(QCOW2),
+    };
     let merged = plan.work.join(&plan.sel.disk_archive);
     if plan.sel.disk.len() > 1 && merged.is_file() {
         let f =

@@ -550,3 +550,75 @@ fn verify_names_what_is_wrong() {
         run.stdout
     );
 }
+
+#[test]
+fn single_steps_leave_another_installed_set_whole() {
+    if !have("qemu-img") {
+        eprintln!("skipped: qemu-img is not installed");
+        return;
+    }
+    let out = TempDir::new("pl-steps");
+    let (server, d1, _fx) = install_good(out.path());
+    let good = snapshot(out.path());
+    let fx2 = TempDir::new("pl-steps-fx2");
+    let img2 = fx2.path().join("two.qcow2");
+    make_qcow2(&img2, 32, 3).unwrap();
+    let d2 = pack_disk(
+        &img2,
+        "focal",
+        "amd64",
+        1 << 20,
+        Compression::Gzip,
+        fx2.path(),
+    )
+    .unwrap();
+    let mut v2 = release("v2", &d2);
+    // A kernel that differs from v1's, so a mix would show.
+    v2.assets[0] = AssetSpec::bytes("vmlinux-focal-amd64", {
+        let mut k = fake_elf("amd64");
+        k[100] ^= 1;
+        k
+    });
+    server.set_releases(vec![v2, release("v1", &d1)]);
+    let api = server.api_url();
+
+    let run = resources(
+        Some("download"),
+        out.path(),
+        &api,
+        &["--version", "v2"],
+        &[],
+    );
+    run.ok();
+    assert!(
+        run.stdout.contains("stays installed whole"),
+        "{}",
+        run.stdout
+    );
+    resources(
+        Some("decompress"),
+        out.path(),
+        &api,
+        &["--version", "v2"],
+        &[],
+    )
+    .ok();
+    assert!(
+        snapshot(out.path()) == good,
+        "a single step mixed v2 into the v1 set"
+    );
+    resources(Some("verify"), out.path(), &api, &[], &[]).ok();
+
+    // The full run switches, reusing the image the step unpacked.
+    let run = resources(None, out.path(), &api, &["--version", "v2"], &[]);
+    run.ok();
+    assert!(
+        run.stderr.contains("already unpacked and checked"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(),
+        d2.sha256_hex
+    );
+}
