@@ -68,8 +68,9 @@ pub fn sums_name(os: Os, arch: Arch) -> String {
     format!("{}.sums", disk_base(os, arch))
 }
 
-/// An asset name we will use as a file name: no path separators, no `..`,
-/// nothing hidden or unprintable.
+/// An asset name we could use as a file name: no path separators, no `..`,
+/// nothing hidden, no control characters. Any release listing another name
+/// is refused whole: its JSON is not what GitHub would send.
 pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 255
@@ -77,7 +78,7 @@ pub fn check_name(name: &str) -> Result<()> {
         && !name.contains("..")
         && name
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\');
+            .all(|b| !b.is_ascii_control() && b != b'/' && b != b'\\');
     if !ok {
         bail!("the release lists an asset with an unsafe name {name:?}; refusing to use it as a file name");
     }
@@ -337,7 +338,7 @@ mod tests {
 
     #[test]
     fn unsafe_names_are_refused() {
-        for bad in ["../x", "a/b", ".hidden", "a\\b", "x y", ""] {
+        for bad in ["../x", "a/b", ".hidden", "a\\b", "x\ny", ""] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         let r = release(&["vmlinux-focal-amd64", "../../etc/passwd"]);
