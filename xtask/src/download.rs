@@ -947,6 +947,7 @@ impl Read for AssetReader {
         }
         self.hasher.update(&buf[..n]);
         self.pos += n as u64;
+        self.shared.progress.checked(n as u64);
         if self.pos == self.size {
             self.finish()?;
         }

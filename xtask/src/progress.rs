@@ -21,10 +21,14 @@ struct Bars {
     multi: MultiProgress,
     total: ProgressBar,
     items: Mutex<Vec<(String, ProgressBar)>>,
+    /// Bytes read back, hashed and (for the disk) unpacked: it trails the
+    /// download when unpacking is the slower side.
+    checked: Mutex<Option<ProgressBar>>,
 }
 
 struct Plain {
     done: u64,
+    checked: u64,
     last_line: Instant,
     started: Instant,
 }
@@ -56,17 +60,42 @@ impl Progress {
                 multi,
                 total: total_bar,
                 items: Mutex::new(Vec::new()),
+                checked: Mutex::new(None),
             }
         });
         Progress {
             bars,
             plain: Mutex::new(Plain {
                 done,
+                checked: 0,
                 last_line: Instant::now(),
                 started: Instant::now(),
             }),
             total,
         }
+    }
+
+    /// `n` more bytes were read back and checked by their consumer.
+    pub fn checked(&self, n: u64) {
+        if let Some(b) = &self.bars {
+            let mut c = b.checked.lock().unwrap_or_else(|e| e.into_inner());
+            let bar = c.get_or_insert_with(|| {
+                let bar = b.multi.add(ProgressBar::new(self.total));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                bar.set_message("checked");
+                bar
+            });
+            bar.inc(n);
+            return;
+        }
+        let mut p = self.plain.lock().unwrap_or_else(|e| e.into_inner());
+        p.checked += n;
     }
 
     /// `n` more bytes are done, counted on the total alone (one-item work).
@@ -110,8 +139,13 @@ impl Progress {
         if p.last_line.elapsed() >= LINE_EVERY {
             p.last_line = Instant::now();
             let secs = p.started.elapsed().as_secs_f64().max(0.001);
+            let checked = if p.checked > 0 {
+                format!(", {} checked", human_bytes(p.checked))
+            } else {
+                String::new()
+            };
             eprintln!(
-                "  {} of {} ({:.0}%), {}/s",
+                "  {} of {} ({:.0}%), {}/s{checked}",
                 human_bytes(p.done),
                 human_bytes(self.total),
                 100.0 * p.done as f64 / self.total.max(1) as f64,
@@ -145,6 +179,9 @@ impl Progress {
         if let Some(b) = &self.bars {
             for (_, bar) in b.items.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
                 bar.finish_and_clear();
+            }
+            if let Some(c) = b.checked.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                c.finish_and_clear();
             }
             b.total.finish_and_clear();
         }
