@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use xtask::opts::{self, Arch, Opts, Os};
 use xtask::{bench, convert, merge, mirror, pipeline, release, verify};
 
@@ -236,17 +236,39 @@ fn bench(mut args: pico_args::Arguments) -> Result<()> {
     bench::run(bench::Args { size, keep })
 }
 
-fn resources(mut args: pico_args::Arguments) -> Result<()> {
-    // The step is the first free word, if any; flags may come before or after it.
-    let step = args.subcommand().map_err(|e| usage(e.to_string()))?;
-    let step = match step.as_deref() {
-        Some("-h") | Some("--help") => {
-            print!("{RESOURCES_HELP}");
-            return Ok(());
+/// Flags that take a value: the word after them is not the step.
+const VALUE_FLAGS: [&str; 8] = [
+    "--version",
+    "--arch",
+    "--os-version",
+    "--output",
+    "--repo",
+    "--github-api",
+    "--jobs",
+    "--source",
+];
+
+/// Takes the step out of `args`: the first word that is neither a flag nor
+/// a flag's value, so flags may come before or after it.
+fn take_step(args: &mut Vec<OsString>) -> Option<String> {
+    let mut i = 0;
+    while i < args.len() {
+        let word = args[i].to_string_lossy();
+        if VALUE_FLAGS.contains(&word.as_ref()) {
+            i += 2;
+        } else if word.starts_with('-') {
+            i += 1;
+        } else {
+            return Some(args.remove(i).to_string_lossy().into_owned());
         }
-        Some(s) if s.starts_with('-') => bail!(usage(format!("unknown flag `{s}`"))),
-        other => other.map(str::to_string),
-    };
+    }
+    None
+}
+
+fn resources(args: pico_args::Arguments) -> Result<()> {
+    let mut rest = args.finish();
+    let step = take_step(&mut rest);
+    let mut args = pico_args::Arguments::from_vec(rest);
     if args.contains(["-h", "--help"]) {
         print!(
             "{}",

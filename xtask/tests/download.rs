@@ -554,6 +554,8 @@ fn help_for_every_step() {
         vec!["resources", "convert", "--help"],
         vec!["resources", "verify", "--help"],
         vec!["resources", "list", "--help"],
+        vec!["resources", "mirror", "--help"],
+        vec!["bench", "--help"],
     ] {
         let run = xtask(&args, &[]);
         assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
@@ -563,6 +565,28 @@ fn help_for_every_step() {
             run.stdout
         );
     }
+}
+
+#[test]
+fn flags_may_come_before_the_step() {
+    let run = xtask(
+        &[
+            "resources",
+            "--arch",
+            "arm64",
+            "--output",
+            "/nonexistent",
+            "download",
+            "--help",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with("cargo xtask resources download"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
