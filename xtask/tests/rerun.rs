@@ -27,6 +27,14 @@ fn disk(work: &Path) -> DiskFixture {
     pack_disk(&img, "focal", "amd64", 1 << 20, Compression::Gzip, work).unwrap()
 }
 
+/// A loopback GitHub with one upstream-style release of `d`.
+fn upstream_server(tag: &str, d: &DiskFixture) -> Server {
+    Server::start(
+        REPO,
+        vec![ReleaseSpec::new(tag, upstream_assets("focal", "amd64", d))],
+    )
+}
+
 fn spawn(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
@@ -117,13 +125,7 @@ fn killed_mid_pipeline_then_rerun_completes() {
     }
     let fx = TempDir::new("rr-kill-fx");
     let d = disk(fx.path());
-    let server = Server::start(
-        REPO,
-        vec![ReleaseSpec::new(
-            "v1",
-            upstream_assets("focal", "amd64", &d),
-        )],
-    );
+    let server = upstream_server("v1", &d);
     // Slow enough that the unpacker is mid-stream while parts still arrive.
     server.add_fault(Fault::RateCap {
         bytes_per_sec: 300_000,
@@ -233,13 +235,7 @@ fn mirror_then_full_runs_without_github() {
     }
     let fx = TempDir::new("rr-mirror-fx");
     let d = disk(fx.path());
-    let server = Server::start(
-        REPO,
-        vec![ReleaseSpec::new(
-            "v3",
-            upstream_assets("focal", "amd64", &d),
-        )],
-    );
+    let server = upstream_server("v3", &d);
     let mirror = TempDir::new("rr-mirror");
     let run = resources(Some("mirror"), mirror.path(), &server.api_url(), &[], &[]);
     run.ok();
@@ -346,13 +342,7 @@ fn a_run_that_stopped_after_unpacking_reuses_the_image() {
     }
     let fx = TempDir::new("rr-staged-fx");
     let d = disk(fx.path());
-    let server = Server::start(
-        REPO,
-        vec![ReleaseSpec::new(
-            "v1",
-            upstream_assets("focal", "amd64", &d),
-        )],
-    );
+    let server = upstream_server("v1", &d);
     let dir = TempDir::new("rr-staged");
     // The 64 MiB raw image cannot be written under a 16 MiB file-size limit,
     // while the parts and the qcow2 can: the run stops after unpacking.

@@ -60,26 +60,10 @@ pub struct Sample {
     pub maxrss_kib: u64,
 }
 
-/// Environment that would change what a child does on loopback: proxies
-/// (curl and ureq would send 127.0.0.1 traffic to them) and tokens.
-const SCRUB: &[&str] = &[
-    "GITHUB_TOKEN",
-    "GH_TOKEN",
-    "RESOURCES",
-    "GITHUB_API_URL",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "CURL_HOME",
-];
-
 /// Runs `cmd` to completion with stdin closed and stdout+stderr appended to
 /// `log`; fails naming `what` and the log when it exits non-zero.
 pub fn run(what: &str, cmd: &mut Command, log: &Path) -> Result<Sample> {
-    for k in SCRUB {
+    for k in crate::testkit::SCRUB_ENV {
         cmd.env_remove(k);
     }
     // Plain progress lines rather than bars in the logs.

@@ -16,3 +16,22 @@ pub mod server;
 
 pub use fixture::*;
 pub use server::*;
+
+/// Environment that would change what a child run against the loopback
+/// server does: proxies (curl and ureq would send 127.0.0.1 traffic to
+/// them), tokens, and defaults for the output, API and source. Tests and the
+/// benchmark remove these from every child they start.
+pub const SCRUB_ENV: &[&str] = &[
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "RESOURCES",
+    "GITHUB_API_URL",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "CURL_HOME",
+    "VSWARM_RESOURCES_SOURCE",
+];

@@ -67,19 +67,7 @@ pub fn xtask_with_file_limit(args: &[&str], limit: u64) -> Run {
 fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(args);
-    for k in [
-        "GITHUB_TOKEN",
-        "GH_TOKEN",
-        "RESOURCES",
-        "GITHUB_API_URL",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "VSWARM_RESOURCES_SOURCE",
-    ] {
+    for k in xtask::testkit::SCRUB_ENV {
         cmd.env_remove(k);
     }
     // Plain progress lines, and a short read timeout so stall tests are quick.
