@@ -4,8 +4,16 @@
 
 use anyhow::{bail, Result};
 
+use crate::fsutil::human_bytes;
 use crate::opts::{Arch, Os};
 use crate::release::{Asset, Release};
+use crate::text::Shown;
+
+/// No single asset is larger: GitHub caps assets at 2 GiB, and a mirror's
+/// whole uncompressed image of a 16 GiB disk is well under this.
+pub const MAX_ASSET: u64 = 256 << 30;
+/// A checksum file is a line or two; a larger one is not a checksum file.
+pub const MAX_SUMS: u64 = 1 << 20;
 
 /// How the disk image is shipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,12 +85,62 @@ pub fn check_name(name: &str) -> Result<()> {
         && !name.starts_with('.')
         && !name.contains("..")
         && name
-            .bytes()
-            .all(|b| !b.is_ascii_control() && b != b'/' && b != b'\\');
+            .chars()
+            .all(|c| !c.is_control() && c != '/' && c != '\\');
     if !ok {
-        bail!("the release lists an asset with an unsafe name {name:?}; refusing to use it as a file name");
+        bail!(
+            "the release lists an asset with an unsafe name `{}`; refusing to use it as a file name",
+            Shown(name)
+        );
     }
     Ok(())
+}
+
+/// An asset's size is believable: at most [`MAX_ASSET`] (the sums file at
+/// most [`MAX_SUMS`]). Sizes come from the server and drive allocations,
+/// free-space checks and progress totals.
+fn check_size(a: &Asset, max: u64) -> Result<()> {
+    if a.size > max {
+        bail!(
+            "asset {}: the release says it is {} bytes ({}), more than the {} any asset of \
+             this kind can be; the release is bogus, choose another --version",
+            Shown(&a.name),
+            a.size,
+            human_bytes(a.size),
+            human_bytes(max)
+        );
+    }
+    Ok(())
+}
+
+/// The short names of the parts of an os/arch set the release lacks, or
+/// None when it has them all (it may still be unusable for another reason).
+pub fn missing(release: &Release, os: Os, arch: Arch) -> Option<Vec<&'static str>> {
+    let has = |name: &str| usable(release).any(|a| a.name == name);
+    let base = disk_base(os, arch);
+    let mut out = Vec::new();
+    if !has(&kernel_name(os, arch)) {
+        out.push("kernel");
+    }
+    if !has(&client_name(arch)) {
+        out.push("client");
+    }
+    if !has(&sums_name(os, arch)) {
+        out.push("sums");
+    }
+    if !usable(release).any(|a| a.name.starts_with(&base) && a.name != sums_name(os, arch)) {
+        out.push("disk");
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The assets a client may use: those fully uploaded. GitHub leaves an
+/// asset whose upload failed in state `starter`; older JSON has no state.
+fn usable(release: &Release) -> impl Iterator<Item = &Asset> {
+    release
+        .assets
+        .iter()
+        .filter(|a| a.state.as_deref().is_none_or(|s| s == "uploaded"))
 }
 
 /// Position of a GNU split suffix in split's own sequence: aa…yz (650 names),
@@ -138,7 +196,7 @@ pub fn select(release: &Release, os: Os, arch: Arch) -> Result<Selection> {
     for a in &release.assets {
         check_name(&a.name)?;
     }
-    let find = |name: &str| release.assets.iter().find(|a| a.name == name).cloned();
+    let find = |name: &str| usable(release).find(|a| a.name == name).cloned();
     let base = disk_base(os, arch);
     let mut missing = Vec::new();
     let kernel = find(&kernel_name(os, arch));
@@ -161,25 +219,44 @@ pub fn select(release: &Release, os: Os, arch: Arch) -> Result<Selection> {
     }
     match (kernel, client, sums, disk) {
         (Some(kernel), Some(client), Some(sums), Some((disk, disk_form, disk_archive))) => {
-            Ok(Selection {
+            let sel = Selection {
                 kernel,
                 client,
                 disk,
                 disk_form,
                 disk_archive,
                 sums,
-            })
+            };
+            check_size(&sel.sums, MAX_SUMS)?;
+            let mut total = 0u64;
+            for a in sel.all() {
+                check_size(a, MAX_ASSET)?;
+                total = total.checked_add(a.size).ok_or_else(|| {
+                    anyhow::anyhow!("asset {}: the sizes add up past 2^64 bytes", Shown(&a.name))
+                })?;
+            }
+            Ok(sel)
         }
         _ => {
-            let have: Vec<&str> = release.assets.iter().map(|a| a.name.as_str()).collect();
+            let have: Vec<String> = release
+                .assets
+                .iter()
+                .take(40)
+                .map(|a| crate::text::clean(&a.name, 80))
+                .collect();
             bail!(
-                "release {} has no {} for {os}/{arch}; it contains: {}",
-                release.tag_name,
+                "release {} has no {} for {os}/{arch}; it contains: {}{}",
+                Shown(&release.tag_name),
                 missing.join(", "),
                 if have.is_empty() {
                     "no assets".to_string()
                 } else {
                     have.join(", ")
+                },
+                if release.assets.len() > 40 {
+                    format!(" … and {} more", release.assets.len() - 40)
+                } else {
+                    String::new()
                 }
             )
         }
@@ -192,9 +269,7 @@ fn select_disk(release: &Release, base: &str) -> Result<Option<Disk>> {
     for ext in ["tar.gz", "tar.xz"] {
         let archive = format!("{base}.{ext}");
         let prefix = format!("{archive}.");
-        let mut parts: Vec<(u64, &Asset)> = release
-            .assets
-            .iter()
+        let mut parts: Vec<(u64, &Asset)> = usable(release)
             .filter_map(|a| {
                 let suffix = a.name.strip_prefix(&prefix)?;
                 split_suffix_index(suffix).map(|i| (i, a))
@@ -209,7 +284,7 @@ fn select_disk(release: &Release, base: &str) -> Result<Option<Disk>> {
                 bail!(
                     "release {}: disk-image part {prefix}{} is missing (the parts go up to {}); \
                      the release is incomplete, choose another --version",
-                    release.tag_name,
+                    Shown(&release.tag_name),
                     split_suffix(want as u64),
                     parts.last().map(|(_, a)| a.name.as_str()).unwrap_or("")
                 );
@@ -226,11 +301,11 @@ fn select_disk(release: &Release, base: &str) -> Result<Option<Disk>> {
     ];
     for (ext, form) in singles {
         let name = format!("{base}.{ext}");
-        if let Some(a) = release.assets.iter().find(|a| a.name == name) {
+        if let Some(a) = usable(release).find(|a| a.name == name) {
             return Ok(Some((vec![a.clone()], form, name)));
         }
     }
-    if let Some(a) = release.assets.iter().find(|a| a.name == base) {
+    if let Some(a) = usable(release).find(|a| a.name == base) {
         return Ok(Some((vec![a.clone()], DiskForm::Qcow2, base.to_string())));
     }
     Ok(None)

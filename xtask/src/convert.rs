@@ -87,21 +87,57 @@ pub fn convert_bytes(data: &[u8], max_size: u64) -> Result<Vec<u8>> {
     Ok(sink.0.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// CLI entry: `cargo xtask resources convert [INPUT [OUTPUT]]`.
-pub fn run(
-    opts: &Opts,
-    input: Option<PathBuf>,
-    output: Option<PathBuf>,
-    with_qemu_img: bool,
-    sparse_detect: bool,
-) -> Result<()> {
-    let input = input.unwrap_or_else(|| opts.output.join("disk-image.qcow2"));
-    let output = output.unwrap_or_else(|| opts.output.join("disk-image.img"));
+/// The arguments of `cargo xtask resources convert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertArgs {
+    pub input: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub with_qemu_img: bool,
+    pub sparse_detect: bool,
+}
+
+/// CLI entry: `cargo xtask resources convert [INPUT [OUTPUT]]`. With the
+/// default OUTPUT (the installed raw image) the user's own changes to it are
+/// kept unless `--force`, and the manifest records the new one.
+pub fn run(opts: &Opts, args: ConvertArgs) -> Result<()> {
+    let ConvertArgs {
+        input,
+        output,
+        with_qemu_img,
+        sparse_detect,
+    } = args;
+    let installed_raw = opts.output.join(crate::pipeline::RAW);
+    let input = input.unwrap_or_else(|| opts.output.join(crate::pipeline::QCOW2));
+    let output = output.unwrap_or_else(|| installed_raw.clone());
     if !input.exists() {
         bail!(
             "{}: no such file; run `cargo xtask resources decompress` first or pass INPUT",
             input.display()
         );
+    }
+    refuse_same_file(&input, &output)?;
+    let tracked = same_path(&output, &installed_raw);
+    let mut m = if tracked {
+        crate::manifest::load(&opts.output).ok().flatten()
+    } else {
+        None
+    };
+    if tracked && !opts.force {
+        let states = crate::guard::inspect_all(&opts.output, m.as_ref(), &[crate::pipeline::RAW]);
+        crate::guard::refuse_users(&opts.output, &states)?;
+    }
+    // Record the coming raw image as pending, so a run killed midway does
+    // not leave an image the next run takes for the user's.
+    let qcow2_entry = m
+        .as_ref()
+        .and_then(|m| m.entry(crate::pipeline::QCOW2).cloned())
+        .filter(|_| same_path(&input, &opts.output.join(crate::pipeline::QCOW2)));
+    if let (Some(mm), Some(q)) = (m.as_mut(), &qcow2_entry) {
+        let mut pending = mm.clone();
+        pending.pending = None;
+        pending.set_entry(raw_entry(q, 0, 0));
+        mm.pending = Some(Box::new(pending));
+        crate::manifest::store(&opts.output, mm)?;
     }
     let start = Instant::now();
     if with_qemu_img {
@@ -111,16 +147,71 @@ pub fn run(
             output.display(),
             start.elapsed().as_secs_f64()
         );
-        return Ok(());
+    } else {
+        let stats = convert_file(&input, &output, sparse_detect, opts.progress)?;
+        eprintln!(
+            "convert: {} written ({} virtual, {} data) in {:.1} s",
+            output.display(),
+            human_bytes(stats.virtual_size),
+            human_bytes(stats.data_bytes),
+            start.elapsed().as_secs_f64()
+        );
     }
-    let stats = convert_native(&input, &output, sparse_detect)?;
-    eprintln!(
-        "convert: {} written ({} virtual, {} data) in {:.1} s",
-        output.display(),
-        human_bytes(stats.virtual_size),
-        human_bytes(stats.data_bytes),
-        start.elapsed().as_secs_f64()
-    );
+    if let (Some(mut mm), Some(q)) = (m, qcow2_entry) {
+        let (size, ns) = crate::manifest::modified_ns(&output)?;
+        mm.pending = None;
+        mm.set_entry(raw_entry(&q, size, ns));
+        crate::manifest::store(&opts.output, &mm)?;
+    }
+    Ok(())
+}
+
+fn raw_entry(
+    qcow2: &crate::manifest::FileEntry,
+    size: u64,
+    ns: u128,
+) -> crate::manifest::FileEntry {
+    crate::manifest::FileEntry {
+        name: crate::pipeline::RAW.into(),
+        size,
+        sha256: None,
+        modified_ns: ns,
+        sources: qcow2.sources.clone(),
+    }
+}
+
+/// Whether `a` and `b` name the same place (both may be absent).
+fn same_path(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::canonicalize(dir)
+            .ok()
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    match (canon(a), canon(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Converting a file onto itself would destroy the input.
+fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let same_inode = match (std::fs::metadata(input), std::fs::metadata(output)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    if same_inode || same_path(input, output) {
+        bail!(
+            "INPUT {} and OUTPUT {} are the same file; converting would destroy the input. \
+             Name another OUTPUT",
+            input.display(),
+            output.display()
+        );
+    }
     Ok(())
 }
 
@@ -147,6 +238,16 @@ fn convert_qemu_img(input: &Path, output: &Path, sparse_detect: bool) -> Result<
 /// Converts `input` (qcow2) into the raw image `output`, sparse; `output` is
 /// replaced only once the new image is complete and synced.
 pub fn convert_native(input: &Path, output: &Path, sparse_detect: bool) -> Result<ConvertStats> {
+    convert_file(input, output, sparse_detect, crate::progress::Style::PLAIN)
+}
+
+/// [`convert_native`] showing progress in `style`.
+pub fn convert_file(
+    input: &Path,
+    output: &Path,
+    sparse_detect: bool,
+    style: crate::progress::Style,
+) -> Result<ConvertStats> {
     let img = Image::open(input)?;
     let vsize = img.virtual_size();
     let total = img.allocated_bytes()?;
@@ -161,7 +262,7 @@ pub fn convert_native(input: &Path, output: &Path, sparse_detect: bool) -> Resul
     tmp.file()
         .set_len(vsize)
         .with_context(|| format!("{}: cannot set the size", tmp.path().display()))?;
-    let progress = crate::progress::Progress::new("convert", total, 0);
+    let progress = crate::progress::Progress::new("convert", total, 0, style);
     let data_bytes = copy_image(&img, tmp.file(), sparse_detect, &|n| progress.add(n))
         .with_context(|| format!("cannot write {}", output.display()))?;
     progress.finish();

@@ -7,18 +7,18 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::fsutil::{self, hex};
 use crate::http::{Failure, Http};
-use crate::progress::Progress;
+use crate::progress::{Progress, Style};
+use crate::text::Shown;
 
 /// Segment sizes: at least 4 MiB so a request's overhead (a redirect, maybe
 /// a new connection) stays small against its transfer, at most 32 MiB so
@@ -37,11 +37,30 @@ pub fn segment_size(size: u64) -> u64 {
 const TRIES: u32 = 6;
 const BUF: usize = 256 << 10;
 
+/// Where an asset's bytes come from. Only a mirror directory the user named
+/// gives `Local`; a URL string from a release or a redirect is never read
+/// as a local path, whatever its scheme.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Url(String),
+    Local(PathBuf),
+}
+
+impl Origin {
+    /// The host or directory, for messages.
+    fn place(&self) -> String {
+        match self {
+            Origin::Url(u) => crate::http::authority(u),
+            Origin::Local(p) => p.display().to_string(),
+        }
+    }
+}
+
 /// One asset to fetch.
 #[derive(Clone, Debug)]
 pub struct Job {
     pub name: String,
-    pub url: String,
+    pub from: Origin,
     pub size: u64,
     /// From the release's `digest` field, when it has one.
     pub sha256: Option<[u8; 32]>,
@@ -144,6 +163,14 @@ impl AssetState {
         n
     }
 
+    /// Bytes already in the file, wherever they are.
+    fn written_bytes(&self) -> u64 {
+        if self.mode == Mode::Cached {
+            return self.job.size;
+        }
+        self.segs.iter().map(|s| s.written).sum()
+    }
+
     fn complete(&self) -> bool {
         self.mode == Mode::Cached || self.segs.iter().all(|s| s.state == SegState::Done)
     }
@@ -188,14 +215,33 @@ pub struct Downloads {
 /// Starts `connections` workers on `jobs`. Assets whose final file already
 /// exists with the right size are not fetched again (their reader re-checks
 /// the digest); `--force` is the caller's: it deletes them first.
-pub fn start(http: Http, jobs: Vec<Job>, connections: usize, what: &str) -> Result<Downloads> {
+pub fn start(
+    http: Http,
+    jobs: Vec<Job>,
+    connections: usize,
+    what: &str,
+    style: Style,
+) -> Result<Downloads> {
     let mut assets = Vec::with_capacity(jobs.len());
     let mut have = 0u64;
-    let total: u64 = jobs.iter().map(|j| j.size).sum();
+    let mut total = 0u64;
+    for job in &jobs {
+        total = total.checked_add(job.size).ok_or_else(|| {
+            anyhow!(
+                "asset {}: the sizes of the assets add up past 2^64 bytes; the release is bogus",
+                Shown(&job.name)
+            )
+        })?;
+    }
     for job in jobs {
         let a = prepare(job)?;
-        have += a.contiguous();
+        have += a.written_bytes();
         assets.push(a);
+    }
+    // All of it must fit before the first byte is fetched.
+    if let Some(first) = assets.first() {
+        let dir = first.partial.parent().unwrap_or(Path::new("."));
+        fsutil::ensure_space(dir, total - have.min(total), "the download")?;
     }
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
@@ -204,7 +250,7 @@ pub fn start(http: Http, jobs: Vec<Job>, connections: usize, what: &str) -> Resu
         }),
         changed: Condvar::new(),
         http,
-        progress: Progress::new(what, total, have),
+        progress: Progress::new(what, total, have, style),
     });
     let workers = (0..connections.max(1))
         .map(|i| {
@@ -228,7 +274,11 @@ fn prepare(job: Job) -> Result<AssetState> {
     if let Some(dir) = job.dest.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    if let Ok(meta) = fs::metadata(&job.dest) {
+    // A link at a name we own is junk, never something to read or write through.
+    for p in [&job.dest, &partial, &segs_path] {
+        fsutil::clear_non_regular(p).with_context(|| format!("cannot clear {}", p.display()))?;
+    }
+    if let Ok(meta) = fs::symlink_metadata(&job.dest) {
         if meta.is_file() && meta.len() == job.size {
             return Ok(AssetState {
                 job,
@@ -241,12 +291,7 @@ fn prepare(job: Job) -> Result<AssetState> {
             });
         }
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&partial)
+    let file = fsutil::open_or_create(&partial)
         .with_context(|| format!("cannot open {}", partial.display()))?;
     let len = file.metadata()?.len();
     let size = job.size;
@@ -310,7 +355,7 @@ fn prepare(job: Job) -> Result<AssetState> {
 /// The segments an earlier run finished: a header line `segments SEG SIZE`,
 /// then one index a line. Anything else means we know nothing.
 fn read_segs(path: &Path, size: u64) -> Vec<usize> {
-    let Ok(text) = fs::read_to_string(path) else {
+    let Ok(text) = fsutil::read_small(path, 1 << 20) else {
         return Vec::new();
     };
     let mut lines = text.lines();
@@ -343,9 +388,14 @@ fn worker(shared: &Shared) {
                 }
             }
         };
-        if let Err(msg) = fetch(shared, &task) {
-            shared.fail(task.asset, msg);
-            return;
+        match fetch(shared, &task) {
+            Ok(()) => {}
+            // Another asset failed first; its message is the one to report.
+            Err(Stop::Aborted) => return,
+            Err(Stop::Failed(msg)) => {
+                shared.fail(task.asset, msg);
+                return;
+            }
         }
     }
 }
@@ -383,8 +433,16 @@ fn pick(g: &mut Inner) -> Pick {
     }
 }
 
-/// Fetches one segment with retries. Err is the message for the user.
-fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), String> {
+/// Why a fetch ended early.
+enum Stop {
+    /// The run is stopping because of an error elsewhere.
+    Aborted,
+    /// This asset failed: the message for the user.
+    Failed(String),
+}
+
+/// Fetches one segment with retries.
+fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), Stop> {
     let (job, file, mode, start, end, segs_path) = {
         let g = shared.lock();
         let a = &g.assets[task.asset];
@@ -407,13 +465,19 @@ fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), String> {
     let mut end = end;
     let mut start = start;
     loop {
-        if let Some(why) = shared.lock().abort.clone() {
-            return Err(why);
+        if shared.lock().abort.is_some() {
+            return Err(Stop::Aborted);
         }
         let before = pos;
         match stream(shared, task, &job, &file, mode, start, &mut pos, &mut end) {
             Ok(()) => break,
-            Err(Failure::Fatal(m)) => return Err(format!("asset {}: {m}", job.name)),
+            Err(Failure::Fatal(m)) if shared.lock().abort.is_some() => {
+                let _ = m;
+                return Err(Stop::Aborted);
+            }
+            Err(Failure::Fatal(m)) => {
+                return Err(Stop::Failed(format!("asset {}: {m}", Shown(&job.name))))
+            }
             Err(Failure::Transient(m)) => {
                 // Whole-file fallback may have reset the segment.
                 {
@@ -425,12 +489,12 @@ fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), String> {
                 }
                 tries += 1;
                 if tries >= TRIES {
-                    return Err(format!(
+                    return Err(Stop::Failed(format!(
                         "asset {}: giving up after {TRIES} tries: {m}; re-run to resume from what was downloaded",
-                        job.name
-                    ));
+                        Shown(&job.name)
+                    )));
                 }
-                let wait = Duration::from_millis(250u64 << (tries - 1).min(5));
+                let wait = crate::http::backoff(tries);
                 shared.progress.say(&format!(
                     "  {}: {m}; retrying in {:.1} s",
                     job.name,
@@ -452,7 +516,12 @@ fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), String> {
         };
         synced
             .and_then(|()| append_seg(&segs_path, job.size, task.seg, !job.transient))
-            .map_err(|e| format!("cannot record progress in {}: {e}", segs_path.display()))?;
+            .map_err(|e| {
+                Stop::Failed(format!(
+                    "cannot record progress in {}: {e}",
+                    segs_path.display()
+                ))
+            })?;
     }
     g = shared.lock();
     let s = &mut g.assets[task.asset].segs[task.seg];
@@ -465,7 +534,12 @@ fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), String> {
 
 fn append_seg(path: &Path, size: u64, seg: usize, durable: bool) -> io::Result<()> {
     let new = !path.exists();
-    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    fsutil::clear_non_regular(path)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     if new {
         writeln!(f, "segments {} {size}", segment_size(size))?;
     }
@@ -489,21 +563,22 @@ fn stream(
     pos: &mut u64,
     end: &mut u64,
 ) -> std::result::Result<(), Failure> {
-    let mut body = match job.url.strip_prefix("file://") {
-        Some(path) => open_local(Path::new(path), job, *pos)?,
-        None => open_http(shared, task, job, file, mode, start, pos, end)?,
+    let mut body = match &job.from {
+        Origin::Local(path) => open_local(path, job, *pos)?,
+        Origin::Url(url) => open_http(shared, task, job, url, file, mode, start, pos, end)?,
     };
     let mut buf = vec![0u8; BUF];
     while *pos < *end {
         if shared.lock().abort.is_some() {
-            return Err(Failure::Fatal("aborted".into()));
+            // The caller sees the abort and stops without blaming this asset.
+            return Err(Failure::Fatal(String::new()));
         }
         let want = ((*end - *pos) as usize).min(BUF);
         let n = match body.read(&mut buf[..want]) {
             Ok(0) => {
                 return Err(Failure::Transient(format!(
                     "{}: the connection closed after byte {} of {}",
-                    crate::http::authority(&job.url),
+                    job.from.place(),
                     *pos,
                     job.size
                 )))
@@ -512,8 +587,9 @@ fn stream(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(Failure::Transient(format!(
-                    "{}: {e} at byte {} of {}",
-                    crate::http::authority(&job.url),
+                    "{}: {} at byte {} of {}",
+                    job.from.place(),
+                    crate::text::clean(&e.to_string(), 200),
                     *pos,
                     job.size
                 )))
@@ -537,9 +613,10 @@ fn stream(
     Ok(())
 }
 
-/// Reads an asset from a local mirror directory: ranges are free.
+/// Reads an asset from a local mirror directory: ranges are free. Only a
+/// regular file will do (a FIFO would hang the run).
 fn open_local(path: &Path, job: &Job, pos: u64) -> std::result::Result<Box<dyn Read>, Failure> {
-    let mut f = File::open(path)
+    let mut f = fsutil::open_input(path)
         .map_err(|e| Failure::Fatal(format!("cannot open {}: {e}", path.display())))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     if len != job.size {
@@ -562,6 +639,7 @@ fn open_http(
     shared: &Shared,
     task: &Task,
     job: &Job,
+    url: &str,
     file: &File,
     mode: Mode,
     start: u64,
@@ -574,7 +652,8 @@ fn open_http(
     } else {
         Some((*pos, *end - 1))
     };
-    let resp = shared.http.asset_get(&job.url, range)?;
+    let what = format!("asset {}", Shown(&job.name));
+    let resp = shared.http.asset_get(url, range, &what)?;
     let status = resp.status().as_u16();
     if status == 206 {
         let cr = resp
@@ -586,9 +665,12 @@ fn open_http(
             Some((a, _, total)) if a == *pos && total.is_none_or(|t| t == job.size) => {}
             _ => {
                 return Err(Failure::Fatal(format!(
-                    "{} answered a range request for bytes {}- with `Content-Range: {cr}`; \
+                    "{} answered a range request for bytes {}- with `Content-Range: {}`; \
                      the file on the server does not match the release (size {})",
-                    job.url, *pos, job.size
+                    Shown(url),
+                    *pos,
+                    crate::text::clean(cr, 80),
+                    job.size
                 )))
             }
         }
@@ -612,12 +694,13 @@ fn open_http(
                 return Err(Failure::Fatal(format!(
                     "{} is {len} bytes but the release says {}; the release is inconsistent, \
                      try again later or choose another --version",
-                    job.url, job.size
+                    Shown(url),
+                    job.size
                 )));
             }
         }
         if !whole_from_zero {
-            go_whole(shared, task, job, file).map_err(Failure::Fatal)?;
+            go_whole(shared, task, job, url, file).map_err(Failure::Fatal)?;
             *pos = 0;
             *end = job.size;
         }
@@ -630,6 +713,7 @@ fn go_whole(
     shared: &Shared,
     task: &Task,
     job: &Job,
+    url: &str,
     file: &File,
 ) -> std::result::Result<(), String> {
     let mut g = shared.lock();
@@ -639,7 +723,7 @@ fn go_whole(
     if a.mode == Mode::Ranged {
         return Err(format!(
             "{} stopped honouring range requests in the middle of the download; re-run",
-            job.url
+            Shown(url)
         ));
     }
     let _ = fs::remove_file(&a.segs_path);

@@ -1,13 +1,163 @@
 //! File-system rules every stage follows: nothing half-written ever stands
 //! under a final name (write to a hidden temporary beside it, fsync, rename,
-//! fsync the directory), and big writes check free space first.
+//! fsync the directory), no link is ever followed at a name the tool
+//! creates (a link found at a working name is junk and is removed), and big
+//! writes check free space first.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+/// Removes what stands at `path` unless it is a regular file or nothing:
+/// a symlink (whatever it points at), a FIFO, a socket. A directory is an
+/// error: the tool never puts one at a file's name.
+pub fn clear_non_regular(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(m) if m.file_type().is_dir() => Err(io::Error::other(format!(
+            "{} is a directory where a file belongs; move it away",
+            path.display()
+        ))),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `path` anew for reading and writing: whatever stood there is
+/// removed first, and `O_EXCL` makes sure no link planted meanwhile is
+/// followed.
+pub fn create_fresh(path: &Path) -> io::Result<File> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_dir() => {
+            return Err(io::Error::other(format!(
+                "{} is a directory where a file belongs; move it away",
+                path.display()
+            )))
+        }
+        Ok(_) => fs::remove_file(path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens the regular file at `path` for reading and writing, creating it
+/// if absent; a link or other non-regular entry there is removed first, and
+/// `O_NOFOLLOW` refuses a link planted meanwhile.
+pub fn open_or_create(path: &Path) -> io::Result<File> {
+    clear_non_regular(path)?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens `path` for reading, refusing a link at its last component and
+/// anything that is not a regular file (a FIFO would block forever).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::other(format!(
+                    "{} is a symbolic link; refusing to follow it",
+                    path.display()
+                ))
+            } else {
+                e
+            }
+        })?;
+    let ft = f.metadata()?.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(io::Error::other(format!(
+            "{} is {what}, not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Opens a file the user pointed us at (a mirror's asset, an INPUT): links
+/// are followed, but only a regular file is read, so a FIFO cannot hang us.
+pub fn open_input(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Whether `path` is a regular file itself (not a link to one).
+pub fn is_regular(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// Reads a small text file (at most `max` bytes), without following a link.
+pub fn read_small(path: &Path, max: u64) -> Result<String> {
+    let f = open_regular(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut s = String::new();
+    f.take(max + 1)
+        .read_to_string(&mut s)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if s.len() as u64 > max {
+        bail!(
+            "{} is larger than {} bytes, so it is not what this tool wrote there",
+            path.display(),
+            max
+        );
+    }
+    Ok(s)
+}
+
+/// Makes the directory `dir` that the tool owns (inside the output
+/// directory): a link or file at its name is junk and is removed, so the
+/// tool never writes through a planted link. Its parent must exist.
+pub fn ensure_own_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_dir() => return Ok(()),
+        Ok(_) => fs::remove_file(dir)
+            .with_context(|| format!("cannot remove {} (not a directory)", dir.display()))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
+    }
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(e).with_context(|| format!("cannot create {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// The hidden temporary name used while `path` is being written:
 /// `dir/.name.partial`. Stable, so an interrupted run can find it again.
@@ -35,13 +185,8 @@ impl TempFile {
             fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create directory {}", dir.display()))?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let file =
+            create_fresh(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         Ok(TempFile {
             file: Some(file),
             tmp,
@@ -144,15 +289,12 @@ impl Lock {
     }
 }
 
+/// Locks `dir/.lock`; `dir` must exist (callers make the directories they
+/// own with [`ensure_own_dir`]).
 pub fn lock(dir: &Path) -> Result<Lock> {
     use std::os::fd::AsRawFd;
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(".lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let file = open_or_create(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
     // SAFETY: flock on a descriptor we own.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

@@ -5,9 +5,11 @@
 
 pub mod assets;
 pub mod bench;
+pub mod cli;
 pub mod convert;
 pub mod download;
 pub mod fsutil;
+pub mod guard;
 pub mod http;
 pub mod manifest;
 pub mod merge;
@@ -19,5 +21,6 @@ pub mod qcow2;
 pub mod release;
 pub mod source;
 pub mod testkit;
+pub mod text;
 pub mod unpack;
 pub mod verify;

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::fsutil::hex;
+use crate::fsutil::{self, hex};
 use crate::opts::Opts;
 use crate::pipeline::{self, Plan, CLIENT, KERNEL, QCOW2, RAW};
 use crate::release::Asset;
@@ -21,7 +21,14 @@ use crate::unpack::Unpacked;
 pub const FILE: &str = "manifest.json";
 /// Manifests are small; a larger file is not ours.
 const MAX_LEN: u64 = 1 << 20;
+/// The only names a manifest may speak for: an entry naming anything else
+/// (another file, an absolute path) is ignored, so a manifest can never make
+/// the tool read or replace a file outside the set.
+pub const NAMES: [&str; 4] = [KERNEL, CLIENT, QCOW2, RAW];
 
+/// What is installed in the output directory. `files` may list part of a
+/// set (the single steps install one or two files); a set is installed
+/// only when all four are listed and no install is pending.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
     pub format: u32,
@@ -32,6 +39,11 @@ pub struct Manifest {
     /// UTC, RFC 3339.
     pub installed_at: String,
     pub files: Vec<FileEntry>,
+    /// Written before files are moved in and cleared after: the set being
+    /// installed. A run killed meanwhile leaves it, so the next run knows
+    /// the files it finds may be this set's, and `verify` fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Box<Manifest>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -64,22 +76,31 @@ impl From<&Asset> for Source {
     }
 }
 
-pub fn load(out: &Path) -> Result<Manifest> {
+/// The manifest, if there is one. An unreadable or damaged one is an error.
+pub fn load(out: &Path) -> Result<Option<Manifest>> {
     let path = out.join(FILE);
-    let mut text = String::new();
-    fs::File::open(&path)
-        .with_context(|| format!("no {} ({})", path.display(), "nothing installed yet"))?
-        .take(MAX_LEN)
-        .read_to_string(&mut text)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| {
+    match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
+    let text = fsutil::read_small(&path, MAX_LEN)?;
+    let mut m: Manifest = serde_json::from_str(&text).with_context(|| {
         format!(
             "{} is damaged; run `cargo xtask resources --force`",
             path.display()
         )
-    })
+    })?;
+    m.keep_known();
+    Ok(Some(m))
 }
 
+/// The manifest, or an error saying that nothing is installed.
+pub fn require(out: &Path) -> Result<Manifest> {
+    load(out)?
+        .ok_or_else(|| anyhow::anyhow!("no {} in {} (nothing installed yet)", FILE, out.display()))
+}
+
+/// Writes `m` as the manifest, atomically.
 pub fn store(out: &Path, m: &Manifest) -> Result<()> {
     let mut json = serde_json::to_string_pretty(m).expect("manifest serialises");
     json.push('\n');
@@ -106,8 +127,10 @@ pub fn modified_ns(path: &Path) -> Result<(u64, u128)> {
     Ok((meta.len(), ns))
 }
 
+/// The sha256 of the regular file at `path` (a link there is refused).
 pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
-    let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f =
+        fsutil::open_regular(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -147,6 +170,7 @@ pub fn build(opts: &Opts, plan: &Plan, unpacked: &Unpacked) -> Result<Manifest> 
         arch: opts.arch.to_string(),
         os: opts.os.to_string(),
         installed_at: rfc3339_now(),
+        pending: None,
         files: vec![
             entry(
                 KERNEL,
@@ -172,7 +196,48 @@ pub fn build(opts: &Opts, plan: &Plan, unpacked: &Unpacked) -> Result<Manifest> 
 }
 
 impl Manifest {
-    /// Records the installed files' modification times.
+    /// An empty manifest for one set (the single steps add to it).
+    pub fn for_set(repo: &str, tag: &str, os: &str, arch: &str) -> Manifest {
+        Manifest {
+            format: 1,
+            repo: repo.into(),
+            tag: tag.into(),
+            arch: arch.into(),
+            os: os.into(),
+            installed_at: rfc3339_now(),
+            files: Vec::new(),
+            pending: None,
+        }
+    }
+
+    /// Drops entries for names outside the set, here and in `pending`.
+    fn keep_known(&mut self) {
+        self.files.retain(|f| NAMES.contains(&f.name.as_str()));
+        let mut seen = Vec::new();
+        self.files.retain(|f| {
+            let first = !seen.contains(&f.name);
+            seen.push(f.name.clone());
+            first
+        });
+        if let Some(p) = &mut self.pending {
+            p.pending = None;
+            p.keep_known();
+        }
+    }
+
+    pub fn entry(&self, name: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.name == name)
+    }
+
+    /// Puts `e` in place of the entry of the same name.
+    pub fn set_entry(&mut self, e: FileEntry) {
+        self.files.retain(|f| f.name != e.name);
+        self.files.push(e);
+        self.files
+            .sort_by_key(|f| NAMES.iter().position(|n| *n == f.name).unwrap_or(9));
+    }
+
+    /// Records the installed files' sizes and modification times.
     pub fn with_installed_times(mut self, out: &Path) -> Result<Manifest> {
         for f in &mut self.files {
             let (size, ns) = modified_ns(&out.join(&f.name))?;
@@ -182,21 +247,30 @@ impl Manifest {
         Ok(self)
     }
 
+    /// Same repo/os/arch.
+    pub fn same_set(&self, repo: &str, os: &str, arch: &str) -> bool {
+        self.repo == repo && self.os == os && self.arch == arch
+    }
+
     /// Same repo/os/arch, and the same tag when one was asked for.
     pub fn matches_request(&self, opts: &Opts) -> bool {
-        self.repo == opts.repo
-            && self.arch == opts.arch.as_str()
-            && self.os == opts.os.as_str()
+        self.same_set(&opts.repo, opts.os.as_str(), opts.arch.as_str())
             && (opts.version == "latest" || opts.version == self.tag)
     }
 
-    /// Every file is there with the size and modification time recorded.
-    pub fn unchanged(&self, out: &Path) -> bool {
-        self.files.iter().all(|f| {
-            modified_ns(&out.join(&f.name))
-                .map(|(size, ns)| size == f.size && ns == f.modified_ns)
-                .unwrap_or(false)
-        })
+    /// All four files listed and no install pending: the manifest says a
+    /// whole set is installed.
+    pub fn complete(&self) -> bool {
+        self.pending.is_none() && NAMES.iter().all(|n| self.entry(n).is_some())
+    }
+
+    /// The names a complete set would list that this manifest lacks.
+    pub fn unlisted(&self) -> Vec<&'static str> {
+        NAMES
+            .iter()
+            .copied()
+            .filter(|n| self.entry(n).is_none())
+            .collect()
     }
 }
 

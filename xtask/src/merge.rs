@@ -2,7 +2,6 @@
 //! the one archive they were cut from, for users who want the archive itself.
 //! The full pipeline never writes it.
 
-use std::fs::File;
 use std::io;
 
 use anyhow::{bail, Context, Result};
@@ -12,7 +11,7 @@ use crate::opts::Opts;
 use crate::pipeline;
 
 pub fn run(opts: &Opts) -> Result<()> {
-    let _lock = fsutil::lock(&opts.output.join(".downloads"))?;
+    let _lock = pipeline::open_work(opts)?;
     let plan = pipeline::plan_offline(opts)?;
     let dest = plan.work.join(&plan.sel.disk_archive);
     if plan.sel.disk.len() == 1 {
@@ -25,8 +24,8 @@ pub fn run(opts: &Opts) -> Result<()> {
     // Every part must be there, complete, before anything is written.
     for part in &plan.sel.disk {
         let path = plan.work.join(&part.name);
-        match std::fs::metadata(&path) {
-            Ok(m) if m.len() == part.size => {}
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() && m.len() == part.size => {}
             Ok(m) => bail!(
                 "{} is {} bytes, the release says {}; run `cargo xtask resources download` to finish it",
                 path.display(),
@@ -45,7 +44,8 @@ pub fn run(opts: &Opts) -> Result<()> {
     let mut out = fsutil::TempFile::create(&dest)?;
     for part in &plan.sel.disk {
         let path = plan.work.join(&part.name);
-        let mut f = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut f = fsutil::open_regular(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
         io::copy(&mut f, out.file())
             .with_context(|| format!("cannot append {} to {}", path.display(), dest.display()))?;
     }

@@ -17,8 +17,9 @@ use crate::source::Source;
 
 pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
     let out = &opts.output;
+    fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let lock = fsutil::lock(out)?;
-    let http = Http::new(&opts.api, opts.jobs);
+    let http = Http::new(&opts.http(opts.connections));
     let source = Source::from_opts(opts);
     let resolved = source.resolve(&http, opts)?;
     if let Some(note) = &resolved.note {
@@ -28,6 +29,7 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
     let tag = &release.tag_name;
     crate::opts::check_tag(tag)?;
     let dir = out.join(tag);
+    fsutil::ensure_own_dir(&dir)?;
 
     let mut names: Vec<crate::release::Asset> = Vec::new();
     let single = arches.len() == 1 && oses.len() == 1;
@@ -45,7 +47,7 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
                 Err(e) if single => return Err(e),
                 Err(e) => eprintln!(
                     "note: skipping {os}/{arch}: {}",
-                    e.to_string().lines().next().unwrap_or("")
+                    crate::text::clean(e.to_string().lines().next().unwrap_or(""), 200)
                 ),
             }
         }
@@ -58,7 +60,7 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
         .map(|a| {
             Ok(Job {
                 name: a.name.clone(),
-                url: source.asset_url(tag, a),
+                from: source.asset_origin(tag, a)?,
                 size: a.size,
                 sha256: download::parse_digest(a.digest.as_deref(), &a.name)?,
                 dest: dir.join(&a.name),
@@ -74,7 +76,7 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
         source.describe(opts),
         dir.display()
     );
-    download::start(http, jobs, opts.jobs, "mirror")?.finish_all()?;
+    download::start(http, jobs, opts.connections, "mirror", opts.progress)?.finish_all()?;
     write_small(&dir.join("release.json"), resolved.json.as_bytes())?;
     let latest = out.join("latest");
     if opts.version == "latest" || !latest.exists() {

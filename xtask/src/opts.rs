@@ -6,8 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+pub use crate::http::Token;
+
 pub const DEFAULT_REPO: &str = "vhive-serverless/vSwarm-u";
 pub const DEFAULT_API: &str = "https://api.github.com";
+/// Connections per host: more than 16 is impolite to a shared server.
+pub const MAX_CONNECTIONS: usize = 16;
+pub const DEFAULT_CONNECTIONS: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Arch {
@@ -27,7 +32,10 @@ impl Arch {
         match s {
             "amd64" => Ok(Arch::Amd64),
             "arm64" => Ok(Arch::Arm64),
-            _ => bail!("invalid --arch `{s}`: expected amd64 or arm64"),
+            _ => bail!(
+                "invalid --arch `{}`: expected amd64 or arm64",
+                crate::text::clean(s, 40)
+            ),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -44,7 +52,10 @@ impl Os {
         match s {
             "focal" => Ok(Os::Focal),
             "jammy" => Ok(Os::Jammy),
-            _ => bail!("invalid --os-version `{s}`: expected focal or jammy"),
+            _ => bail!(
+                "invalid --os-version `{}`: expected focal or jammy",
+                crate::text::clean(s, 40)
+            ),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -78,7 +89,10 @@ pub fn check_tag(tag: &str) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+'));
     if !ok {
-        bail!("invalid --version `{tag}`: expected `latest` or a release tag such as v0.3.0");
+        bail!(
+            "invalid --version `{}`: expected `latest` or a release tag such as v0.3.0",
+            crate::text::clean(tag, 60)
+        );
     }
     Ok(())
 }
@@ -93,7 +107,10 @@ pub fn check_repo(repo: &str) -> Result<()> {
     };
     match repo.split_once('/') {
         Some((owner, name)) if part_ok(owner) && part_ok(name) => Ok(()),
-        _ => bail!("invalid --repo `{repo}`: expected OWNER/NAME"),
+        _ => bail!(
+            "invalid --repo `{}`: expected OWNER/NAME",
+            crate::text::clean(repo, 100)
+        ),
     }
 }
 
@@ -117,7 +134,8 @@ pub fn default_api() -> String {
     }
 }
 
-/// Everything a step needs to know; built once by `main.rs`.
+/// Everything a step needs to know, command line and environment alike;
+/// built once by `cli`.
 #[derive(Clone, Debug)]
 pub struct Opts {
     pub version: String,
@@ -126,14 +144,56 @@ pub struct Opts {
     pub output: PathBuf,
     pub repo: String,
     pub api: String,
-    pub jobs: usize,
+    /// Parallel connections (`--jobs`).
+    pub connections: usize,
     pub keep_downloads: bool,
     pub force: bool,
     /// `--source`/`VSWARM_RESOURCES_SOURCE`: a mirror directory or URL.
     pub source: Option<String>,
+    /// `GH_TOKEN`, else `GITHUB_TOKEN`.
+    pub token: Option<Token>,
+    /// From `HTTPS_PROXY` and friends, with `NO_PROXY`.
+    pub proxy: Option<ureq::Proxy>,
+    /// `VSWARM_HTTP_TIMEOUT`: how long a connection may stay silent.
+    pub http_timeout: std::time::Duration,
+    pub progress: crate::progress::Style,
 }
 
 impl Opts {
+    /// The options of a plain run into `output`, with nothing read from the
+    /// environment (library callers and tests).
+    pub fn new(output: PathBuf) -> Opts {
+        Opts {
+            version: "latest".into(),
+            arch: Arch::Amd64,
+            os: Os::Focal,
+            output,
+            repo: DEFAULT_REPO.into(),
+            api: DEFAULT_API.into(),
+            connections: DEFAULT_CONNECTIONS,
+            keep_downloads: false,
+            force: false,
+            source: None,
+            token: None,
+            proxy: None,
+            http_timeout: std::time::Duration::from_secs(30),
+            progress: crate::progress::Style::PLAIN,
+        }
+    }
+}
+
+impl Opts {
+    /// The HTTP client's settings, with `connections` connections.
+    pub fn http(&self, connections: usize) -> crate::http::Config {
+        crate::http::Config {
+            api: self.api.clone(),
+            connections,
+            token: self.token.clone(),
+            timeout: self.http_timeout,
+            proxy: self.proxy.clone(),
+        }
+    }
+
     /// Hidden working directory for one release's downloads.
     pub fn work_dir(&self, tag: &str) -> PathBuf {
         self.output.join(".downloads").join(tag)

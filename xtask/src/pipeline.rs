@@ -1,7 +1,8 @@
 //! The `resources` steps that move data from the release to the output
 //! directory: `download`, `decompress`, and the full run, which fuses them
 //! (the disk archive streams from the downloads into the unpacker while later
-//! parts still arrive), converts, installs the set at once and verifies it.
+//! parts still arrive), converts, checks the staged set whole, and only then
+//! installs it. Every step asks `guard` before it replaces an installed file.
 
 use std::fs;
 use std::io::{self, Read};
@@ -13,11 +14,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::assets::{self, Selection};
 use crate::download::{self, AssetReader, Downloads, Job};
 use crate::fsutil::{self, human_bytes};
+use crate::guard;
 use crate::http::Http;
-use crate::manifest::{self, Manifest};
+use crate::manifest::{self, FileEntry, Manifest};
 use crate::opts::Opts;
 use crate::release::{self, Release};
 use crate::source::Source;
+use crate::text::Shown;
+use crate::unpack::BadContent;
 use crate::{convert, unpack, verify};
 
 pub const KERNEL: &str = "kernel";
@@ -29,6 +33,8 @@ pub const RAW: &str = "disk-image.img";
 const RELEASE_JSON: &str = "release.json";
 /// In `.downloads/`: the tag of the last download, for `--version latest`.
 const LAST_TAG: &str = "last-tag";
+/// Release JSON documents are small.
+const MAX_JSON: u64 = 32 << 20;
 
 /// A release and the assets of our os/arch in it.
 pub struct Plan {
@@ -42,7 +48,17 @@ fn downloads_root(opts: &Opts) -> PathBuf {
     opts.output.join(".downloads")
 }
 
-/// Looks the release up on the API and picks our assets.
+/// Makes the output directory and the working directory root (a link at
+/// `.downloads` is junk and is replaced), and takes the lock.
+pub(crate) fn open_work(opts: &Opts) -> Result<fsutil::Lock> {
+    fs::create_dir_all(&opts.output)
+        .with_context(|| format!("cannot create {}", opts.output.display()))?;
+    let root = downloads_root(opts);
+    fsutil::ensure_own_dir(&root)?;
+    fsutil::lock(&root)
+}
+
+/// Looks the release up and picks our assets.
 fn plan_online(opts: &Opts, http: &Http) -> Result<Plan> {
     let resolved = Source::from_opts(opts).resolve(http, opts)?;
     if let Some(note) = &resolved.note {
@@ -52,8 +68,12 @@ fn plan_online(opts: &Opts, http: &Http) -> Result<Plan> {
 }
 
 fn plan_from(opts: &Opts, release: Release, json: String) -> Result<Plan> {
-    crate::opts::check_tag(&release.tag_name)
-        .with_context(|| format!("the release's tag {:?} is unusable", release.tag_name))?;
+    crate::opts::check_tag(&release.tag_name).with_context(|| {
+        format!(
+            "the release's tag `{}` is unusable",
+            Shown(&release.tag_name)
+        )
+    })?;
     let sel = assets::select(&release, opts.os, opts.arch)?;
     let work = opts.work_dir(&release.tag_name);
     Ok(Plan {
@@ -68,7 +88,7 @@ fn plan_from(opts: &Opts, release: Release, json: String) -> Result<Plan> {
 pub(crate) fn plan_offline(opts: &Opts) -> Result<Plan> {
     let root = downloads_root(opts);
     let tag = if opts.version == "latest" {
-        fs::read_to_string(root.join(LAST_TAG))
+        fsutil::read_small(&root.join(LAST_TAG), 256)
             .map(|s| s.trim().to_string())
             .map_err(|_| {
                 anyhow!(
@@ -79,9 +99,11 @@ pub(crate) fn plan_offline(opts: &Opts) -> Result<Plan> {
     } else {
         opts.version.clone()
     };
+    crate::opts::check_tag(&tag)
+        .with_context(|| format!("{} is damaged", root.join(LAST_TAG).display()))?;
     let work = opts.work_dir(&tag);
     let path = work.join(RELEASE_JSON);
-    let json = fs::read_to_string(&path).map_err(|_| {
+    let json = fsutil::read_small(&path, MAX_JSON).map_err(|_| {
         anyhow!(
             "release {tag} has not been downloaded to {}; run `cargo xtask resources download --version {tag}` first",
             work.display()
@@ -99,13 +121,9 @@ fn jobs(plan: &Plan, opts: &Opts, transient_disk: bool) -> Result<Vec<Job>> {
     plan.sel
         .all()
         .map(|a| {
-            let url = source.asset_url(&plan.release.tag_name, a);
-            if !url.starts_with("file://") {
-                crate::http::check_url(&url, &a.name)?;
-            }
             Ok(Job {
                 name: a.name.clone(),
-                url,
+                from: source.asset_origin(&plan.release.tag_name, a)?,
                 size: a.size,
                 sha256: download::parse_digest(a.digest.as_deref(), &a.name)?,
                 dest: plan.work.join(&a.name),
@@ -113,6 +131,22 @@ fn jobs(plan: &Plan, opts: &Opts, transient_disk: bool) -> Result<Vec<Job>> {
             })
         })
         .collect()
+}
+
+/// Says which assets carry a digest of another algorithm: it is not checked.
+fn note_unchecked_digests(plan: &Plan) {
+    for a in plan.sel.all() {
+        if let Some(d) = &a.digest {
+            if !d.starts_with("sha256:") {
+                eprintln!(
+                    "note: asset {} has a digest `{}` of an algorithm this tool does not \
+                     check; its size and the image's sums are still checked",
+                    Shown(&a.name),
+                    crate::text::clean(d, 40)
+                );
+            }
+        }
+    }
 }
 
 fn warn_support(opts: &Opts) {
@@ -135,12 +169,13 @@ fn warn_support(opts: &Opts) {
 /// Prepares the working directory of a plan: `--force` clears it, the
 /// release JSON is recorded for the offline steps.
 fn prepare_work(opts: &Opts, plan: &Plan) -> Result<()> {
-    if opts.force && plan.work.exists() {
+    if opts.force && fs::symlink_metadata(&plan.work).is_ok() {
+        // Removes a link itself, never what it points at.
         fs::remove_dir_all(&plan.work)
+            .or_else(|_| fs::remove_file(&plan.work))
             .with_context(|| format!("cannot clear {}", plan.work.display()))?;
     }
-    fs::create_dir_all(&plan.work)
-        .with_context(|| format!("cannot create {}", plan.work.display()))?;
+    fsutil::ensure_own_dir(&plan.work)?;
     write_small(&plan.work.join(RELEASE_JSON), plan.json.as_bytes())?;
     write_small(
         &downloads_root(opts).join(LAST_TAG),
@@ -156,24 +191,134 @@ pub fn write_small(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// Puts `src` under `dest` (a hard link where possible, else a copy), through
-/// a temporary name so `dest` is never partial.
+/// a fresh temporary name so `dest` is never partial and no link is followed.
 fn install_link(src: &Path, dest: &Path) -> Result<()> {
     let tmp = fsutil::partial_path(dest);
+    fsutil::clear_non_regular(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
     let _ = fs::remove_file(&tmp);
     if fs::hard_link(src, &tmp).is_err() {
-        fs::copy(src, &tmp)
+        let mut from =
+            fsutil::open_regular(src).with_context(|| format!("cannot open {}", src.display()))?;
+        let mut to = fsutil::create_fresh(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        io::copy(&mut from, &mut to)
             .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
-        fs::File::open(&tmp).and_then(|f| f.sync_all())?;
+        to.sync_all()?;
     }
     fsutil::rename_durable(&tmp, dest)
 }
 
+/// How a staged file reaches its final name.
+enum Move {
+    /// Kept in the working directory too (kernel, client).
+    Link(PathBuf),
+    Rename(PathBuf),
+}
+
+/// Installs `moves` into `out` as the files of `new`, recording the install
+/// as pending in the manifest first, so that a run killed midway still knows
+/// the files are the tool's; the final manifest is written last.
+fn install(
+    out: &Path,
+    old: Option<&Manifest>,
+    new: Manifest,
+    moves: Vec<(&str, Move)>,
+) -> Result<Manifest> {
+    let mut cur = match old {
+        Some(m) => m.clone(),
+        None => Manifest::for_set(&new.repo, &new.tag, &new.os, &new.arch),
+    };
+    cur.pending = Some(Box::new(new.clone()));
+    manifest::store(out, &cur)?;
+    for (name, m) in moves {
+        let dest = out.join(name);
+        match m {
+            Move::Link(src) => install_link(&src, &dest)?,
+            Move::Rename(src) => fsutil::rename_durable(&src, &dest)?,
+        }
+    }
+    let done = new.with_installed_times(out)?;
+    manifest::store(out, &done)?;
+    Ok(done)
+}
+
+/// The manifest to extend with files of `plan`'s set: the installed one if
+/// it is that set, else a new one.
+fn same_set_manifest(opts: &Opts, plan: &Plan, m: Option<&Manifest>) -> Manifest {
+    match m {
+        Some(m) if is_plan_set(opts, plan, m) => {
+            let mut n = m.clone();
+            n.pending = None;
+            n
+        }
+        _ => Manifest::for_set(
+            &opts.repo,
+            &plan.release.tag_name,
+            opts.os.as_str(),
+            opts.arch.as_str(),
+        ),
+    }
+}
+
+fn is_plan_set(opts: &Opts, plan: &Plan, m: &Manifest) -> bool {
+    m.same_set(&opts.repo, opts.os.as_str(), opts.arch.as_str()) && m.tag == plan.release.tag_name
+}
+
+/// The manifest of an installed set other than `plan`'s: the single steps
+/// leave such a set whole rather than mix two releases in one directory.
+fn other_set<'a>(opts: &Opts, plan: &Plan, m: Option<&'a Manifest>) -> Option<&'a Manifest> {
+    m.filter(|m| !m.files.is_empty() && !is_plan_set(opts, plan, m))
+}
+
+/// The manifest, for a step that is about to replace files: a damaged one
+/// means nothing can be told about the files, so only `--force` goes on.
+fn load_manifest(opts: &Opts) -> Result<Option<Manifest>> {
+    match manifest::load(&opts.output) {
+        Ok(m) => Ok(m),
+        Err(_) if opts.force => Ok(None),
+        Err(e) => Err(e.context(
+            "cannot tell which installed files are the tool's; move them away, or run with --force",
+        )),
+    }
+}
+
+/// Refuses (unless `--force`) to replace any of `names` that is the user's.
+fn guard_names(opts: &Opts, m: Option<&Manifest>, names: &[&str]) -> Result<()> {
+    if opts.force {
+        return Ok(());
+    }
+    let states = guard::inspect_all(&opts.output, m, names);
+    guard::refuse_users(&opts.output, &states)
+}
+
+fn entry(
+    name: &str,
+    path: &Path,
+    sha: Option<String>,
+    sources: Vec<manifest::Source>,
+) -> Result<FileEntry> {
+    let (size, _) = manifest::modified_ns(path)?;
+    Ok(FileEntry {
+        name: name.into(),
+        size,
+        sha256: sha,
+        modified_ns: 0,
+        sources,
+    })
+}
+
 /// `cargo xtask resources download`
 pub fn download(opts: &Opts) -> Result<()> {
-    let _lock = fsutil::lock(&downloads_root(opts))?;
-    let http = Http::new(&opts.api, opts.jobs);
+    let _lock = open_work(opts)?;
+    let m = load_manifest(opts)?;
+    let http = Http::new(&opts.http(opts.connections));
     let plan = plan_online(opts, &http)?;
+    let other = other_set(opts, &plan, m.as_ref()).is_some();
+    if !other {
+        guard_names(opts, m.as_ref(), &[KERNEL, CLIENT])?;
+    }
     warn_support(opts);
+    note_unchecked_digests(&plan);
     prepare_work(opts, &plan)?;
     eprintln!(
         "Downloading {} {}/{} ({}) into {}",
@@ -183,9 +328,15 @@ pub fn download(opts: &Opts) -> Result<()> {
         human_bytes(plan.sel.total_size()),
         plan.work.display()
     );
-    let dl = download::start(http, jobs(&plan, opts, false)?, opts.jobs, "download")?;
+    let dl = download::start(
+        http,
+        jobs(&plan, opts, false)?,
+        opts.connections,
+        "download",
+        opts.progress,
+    )?;
     dl.finish_all()?;
-    if let Some(m) = other_set(opts, &plan) {
+    if let Some(m) = other_set(opts, &plan, m.as_ref()) {
         println!(
             "Downloaded {tag} into {work}. {} {}/{} stays installed whole in {out}, so the new \
              kernel and client stay in {work}; `cargo xtask resources --version {tag}` switches \
@@ -199,13 +350,26 @@ pub fn download(opts: &Opts) -> Result<()> {
         );
         return Ok(());
     }
-    install_link(
-        &plan.work.join(&plan.sel.kernel.name),
-        &opts.output.join(KERNEL),
-    )?;
-    install_link(
-        &plan.work.join(&plan.sel.client.name),
-        &opts.output.join(CLIENT),
+    let kernel = plan.work.join(&plan.sel.kernel.name);
+    let client = plan.work.join(&plan.sel.client.name);
+    let mut new = same_set_manifest(opts, &plan, m.as_ref());
+    new.set_entry(entry(
+        KERNEL,
+        &kernel,
+        Some(fsutil::hex(&manifest::sha256_file(&kernel)?)),
+        vec![(&plan.sel.kernel).into()],
+    )?);
+    new.set_entry(entry(
+        CLIENT,
+        &client,
+        Some(fsutil::hex(&manifest::sha256_file(&client)?)),
+        vec![(&plan.sel.client).into()],
+    )?);
+    install(
+        &opts.output,
+        m.as_ref(),
+        new,
+        vec![(KERNEL, Move::Link(kernel)), (CLIENT, Move::Link(client))],
     )?;
     println!(
         "Downloaded {}: {} and {} installed in {}; disk image parts and sums in {}",
@@ -216,17 +380,6 @@ pub fn download(opts: &Opts) -> Result<()> {
         plan.work.display()
     );
     Ok(())
-}
-
-/// The manifest of an installed set other than `plan`'s: the single steps
-/// leave such a set whole rather than mix two releases in one directory.
-fn other_set(opts: &Opts, plan: &Plan) -> Option<Manifest> {
-    manifest::load(&opts.output).ok().filter(|m| {
-        !(m.repo == opts.repo
-            && m.tag == plan.release.tag_name
-            && m.os == opts.os.as_str()
-            && m.arch == opts.arch.as_str())
-    })
 }
 
 /// Reads several readers one after another.
@@ -256,16 +409,29 @@ impl<R: Read> Read for Chain<R> {
     }
 }
 
+/// The release's checksum file could not be read or parsed: it is at fault.
+#[derive(Debug)]
+struct BadSums(String);
+
+impl std::fmt::Display for BadSums {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadSums {}
+
 /// The sha256 the release's sums file gives for the qcow2. Upstream's line
 /// names `temp/disk-image.qcow2`; a renamed set may name ours.
 fn expected_sha(plan: &Plan) -> Result<[u8; 32]> {
     let path = plan.work.join(&plan.sel.sums.name);
-    let text = fs::read_to_string(&path)
+    let text = fsutil::read_small(&path, assets::MAX_SUMS)
         .with_context(|| format!("cannot read the checksum file {}", path.display()))?;
-    let entries = unpack::parse_sums(&text, &plan.sel.sums.name)?;
+    let bad = |e: anyhow::Error| anyhow::Error::new(BadSums(format!("{e:#}")));
+    let entries = unpack::parse_sums(&text, &plan.sel.sums.name).map_err(bad)?;
     let ours = crate::assets::disk_base_of(&plan.sel.disk_archive);
     unpack::expected_sha256(&entries, QCOW2, &plan.sel.sums.name)
         .or_else(|e| unpack::expected_sha256(&entries, &ours, &plan.sel.sums.name).map_err(|_| e))
+        .map_err(bad)
 }
 
 fn disk_source_name(sel: &Selection) -> String {
@@ -316,37 +482,29 @@ fn report_unpacked(plan: &Plan, out: &unpack::Unpacked, started: Instant) {
 }
 
 /// `cargo xtask resources decompress`: from the merged archive if `merge`
-/// made one, else from the parts read in order (their digests checked).
+/// made one, else from the parts read in order (their digests checked). The
+/// image is unpacked into the working directory, then installed unless
+/// another set is.
 pub fn decompress(opts: &Opts) -> Result<()> {
-    let _lock = fsutil::lock(&downloads_root(opts))?;
+    let _lock = open_work(opts)?;
+    let m = load_manifest(opts)?;
     let plan = plan_offline(opts)?;
-    // Another installed set stays whole: the image goes to the working
-    // directory, where the full run picks it up when switching sets.
-    let dest = match other_set(opts, &plan) {
-        Some(m) => {
-            eprintln!(
-                "note: {} {}/{} stays installed whole in {}; unpacking into the working directory",
-                m.tag,
-                m.os,
-                m.arch,
-                opts.output.display()
-            );
-            plan.work.join(QCOW2)
-        }
-        None => opts.output.join(QCOW2),
-    };
+    let other = other_set(opts, &plan, m.as_ref());
+    if other.is_none() {
+        guard_names(opts, m.as_ref(), &[QCOW2])?;
+    }
+    let staged = plan.work.join(QCOW2);
     let merged = plan.work.join(&plan.sel.disk_archive);
-    if plan.sel.disk.len() > 1 && merged.is_file() {
-        let f =
-            fs::File::open(&merged).with_context(|| format!("cannot open {}", merged.display()))?;
-        let started = Instant::now();
-        let out = unpack_disk(&plan, io::BufReader::with_capacity(1 << 20, f), &dest, 0)?;
-        report_unpacked(&plan, &out, started);
+    let started = Instant::now();
+    let out = if plan.sel.disk.len() > 1 && fsutil::is_regular(&merged) {
+        let f = fsutil::open_regular(&merged)
+            .with_context(|| format!("cannot open {}", merged.display()))?;
+        unpack_disk(&plan, io::BufReader::with_capacity(1 << 20, f), &staged, 0)?
     } else {
         let missing: Vec<&str> = plan
             .sel
             .all()
-            .filter(|a| !plan.work.join(&a.name).is_file())
+            .filter(|a| !fsutil::is_regular(&plan.work.join(&a.name)))
             .map(|a| a.name.as_str())
             .collect();
         if !missing.is_empty() {
@@ -358,14 +516,13 @@ pub fn decompress(opts: &Opts) -> Result<()> {
             );
         }
         // All present: the engine only re-reads and checks them.
-        let http = Http::new(&opts.api, 1);
-        let dl = download::start(http, jobs(&plan, opts, false)?, 1, "check")?;
+        let http = Http::new(&opts.http(1));
+        let dl = download::start(http, jobs(&plan, opts, false)?, 1, "check", opts.progress)?;
         let readers = disk_readers(&plan, &dl);
-        let started = Instant::now();
-        match unpack_disk(&plan, Chain::new(readers), &dest, 0) {
+        match unpack_disk(&plan, Chain::new(readers), &staged, 0) {
             Ok(out) => {
                 dl.wait()?;
-                report_unpacked(&plan, &out, started);
+                out
             }
             Err(e) => {
                 dl.abort("unpack failed");
@@ -373,34 +530,80 @@ pub fn decompress(opts: &Opts) -> Result<()> {
                 return Err(e);
             }
         }
+    };
+    report_unpacked(&plan, &out, started);
+    if let Some(o) = other {
+        eprintln!(
+            "note: {} {}/{} stays installed whole in {}; the image stays in the working directory",
+            o.tag,
+            o.os,
+            o.arch,
+            opts.output.display()
+        );
+        println!("{} is ready", staged.display());
+        return Ok(());
     }
-    println!("{} is ready", dest.display());
+    let mut new = same_set_manifest(opts, &plan, m.as_ref());
+    new.set_entry(entry(
+        QCOW2,
+        &staged,
+        Some(fsutil::hex(&out.sha256)),
+        disk_sources(&plan),
+    )?);
+    install(
+        &opts.output,
+        m.as_ref(),
+        new,
+        vec![(QCOW2, Move::Rename(staged))],
+    )?;
+    println!("{} is ready", opts.output.join(QCOW2).display());
     Ok(())
+}
+
+fn disk_sources(plan: &Plan) -> Vec<manifest::Source> {
+    let mut v: Vec<manifest::Source> = plan.sel.disk.iter().map(Into::into).collect();
+    v.push((&plan.sel.sums).into());
+    v
 }
 
 /// `cargo xtask resources`: everything, fused.
 pub fn run(opts: &Opts) -> Result<()> {
     let started = Instant::now();
-    let lock = fsutil::lock(&downloads_root(opts))?;
-    let http = Http::new(&opts.api, opts.jobs);
+    let lock = open_work(opts)?;
+    let out = &opts.output;
 
-    // An installed set that still matches its manifest needs no network
-    // for a pinned tag, and one API call for `latest`.
-    let installed = manifest::load(&opts.output)
-        .ok()
-        .filter(|m| !opts.force && m.matches_request(opts) && m.unchanged(&opts.output));
+    // The user's files first: nothing is fetched while one is in the way.
+    let mut m = load_manifest(opts)?;
+    let states = guard::inspect_all(out, m.as_ref(), &manifest::NAMES);
+    if !opts.force {
+        guard::refuse_users(out, &states)?;
+    }
+    if let Some(mm) = m.as_mut() {
+        if guard::record_touched(out, mm, &states)? {
+            manifest::store(out, mm)?;
+        }
+    }
+    let intact = states.iter().all(|(_, s)| s.is_intact());
+    // A whole set that still matches its manifest needs no network for a
+    // pinned tag, and one API call for `latest`.
+    let installed = m
+        .clone()
+        .filter(|m| !opts.force && intact && m.complete() && m.matches_request(opts));
     if let Some(m) = installed.as_ref().filter(|_| opts.version != "latest") {
-        println!("{}", up_to_date(m, &opts.output, started));
+        println!("{}", up_to_date(m, out, started));
         lock.remove();
         return Ok(());
     }
+    let http = Http::new(&opts.http(opts.connections));
     let plan = plan_online(opts, &http)?;
     if let Some(m) = installed.filter(|m| m.tag == plan.release.tag_name) {
-        println!("{}", up_to_date(&m, &opts.output, started));
+        println!("{}", up_to_date(&m, out, started));
         lock.remove();
         return Ok(());
     }
+    drop(http);
     warn_support(opts);
+    note_unchecked_digests(&plan);
     prepare_work(opts, &plan)?;
     eprintln!(
         "Getting {} {}/{} ({} to download) into {}",
@@ -408,58 +611,65 @@ pub fn run(opts: &Opts) -> Result<()> {
         opts.os,
         opts.arch,
         human_bytes(plan.sel.total_size()),
-        opts.output.display()
+        out.display()
     );
 
     let staged_qcow2 = plan.work.join(QCOW2);
     let staged_raw = plan.work.join(RAW);
-    let mut jobs = jobs(&plan, opts, !opts.keep_downloads)?;
     let unpacked = match staged_image(&plan, &staged_qcow2) {
         // An interrupted run already unpacked and checked the image (and
         // may have deleted the parts): only the small assets are needed.
         Some(u) => {
             eprintln!("  {QCOW2}: already unpacked and checked by an interrupted run");
-            jobs.truncate(Selection::SMALL);
-            download::start(http, jobs, opts.jobs, "download")?.finish_all()?;
+            let mut small = jobs(&plan, opts, !opts.keep_downloads)?;
+            small.truncate(Selection::SMALL);
+            let http = Http::new(&opts.http(opts.connections));
+            download::start(http, small, opts.connections, "download", opts.progress)?
+                .finish_all()?;
             u
         }
-        None => {
-            let to_download: u64 = jobs
-                .iter()
-                .filter(|j| !j.dest.is_file())
-                .map(|j| j.size)
-                .sum();
-            let dl = download::start(http, jobs, opts.jobs, "download")?;
-            let started = Instant::now();
-            match fused(&plan, &dl, &staged_qcow2, to_download) {
-                Ok(u) => {
-                    dl.wait()?;
-                    report_unpacked(&plan, &u, started);
-                    if !opts.keep_downloads {
-                        // The image is checked: the parts only take space the raw image needs.
-                        for a in &plan.sel.disk {
-                            let _ = fs::remove_file(plan.work.join(&a.name));
-                        }
-                    }
-                    u
-                }
-                Err(e) => {
-                    dl.abort("stopped after an error");
-                    let _ = dl.wait();
-                    return Err(e);
-                }
-            }
-        }
+        None => fetch_with_one_retry(opts, &plan, &staged_qcow2)?,
     };
 
     let t = Instant::now();
-    convert::convert_native(&staged_qcow2, &staged_raw, true)?;
+    convert::convert_file(&staged_qcow2, &staged_raw, true, opts.progress)?;
     eprintln!("  {RAW}: converted in {:.1} s", t.elapsed().as_secs_f64());
 
-    let m = install(opts, &plan, &unpacked)?;
+    // The staged set is checked whole before anything installed is touched.
+    let new = manifest::build(opts, &plan, &unpacked)?;
+    let staged = [
+        (KERNEL, plan.work.join(&plan.sel.kernel.name)),
+        (CLIENT, plan.work.join(&plan.sel.client.name)),
+        (QCOW2, staged_qcow2.clone()),
+        (RAW, staged_raw.clone()),
+    ];
+    verify::check_staged(&new, &staged).with_context(|| {
+        format!(
+            "release {} failed the checks before installing; the installed files were left as \
+             they were",
+            plan.release.tag_name
+        )
+    })?;
+    // The user may have changed a file while this ran.
+    if !opts.force {
+        let now = guard::inspect_all(out, m.as_ref(), &manifest::NAMES);
+        guard::refuse_users(out, &now)?;
+    }
+    let [(_, kernel), (_, client), ..] = staged;
+    let installed = install(
+        out,
+        m.as_ref(),
+        new,
+        vec![
+            (KERNEL, Move::Link(kernel)),
+            (CLIENT, Move::Link(client)),
+            (QCOW2, Move::Rename(staged_qcow2)),
+            (RAW, Move::Rename(staged_raw)),
+        ],
+    )?;
     println!("Checking the installed set:");
     // Quick: every byte was hashed on the way in; re-reading GiBs proves nothing new.
-    verify::check_installed(&opts.output, &m, verify::Depth::Quick)
+    verify::check_installed(out, &installed, verify::Depth::Quick)
         .context("the installed set failed verification")?;
     if !opts.keep_downloads {
         fs::remove_dir_all(&plan.work)
@@ -467,14 +677,134 @@ pub fn run(opts: &Opts) -> Result<()> {
         let _ = fs::remove_file(downloads_root(opts).join(LAST_TAG));
         lock.remove();
     }
-    print_summary(opts, &m, started);
+    print_summary(opts, &installed, started);
     Ok(())
+}
+
+/// Downloads and unpacks; when the archive's content turns out bad in parts
+/// the release gives no digest for (upstream's older assets), those parts
+/// are deleted and fetched once more before giving up, so one bad transfer
+/// neither fails the run nor poisons the next.
+fn fetch_with_one_retry(opts: &Opts, plan: &Plan, dest: &Path) -> Result<unpack::Unpacked> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut jobs = jobs(plan, opts, !opts.keep_downloads)?;
+        let to_download: u64 = jobs
+            .iter()
+            .filter(|j| !fsutil::is_regular(&j.dest))
+            .map(|j| j.size)
+            .sum();
+        let http = Http::new(&opts.http(opts.connections));
+        let dl = download::start(
+            http,
+            std::mem::take(&mut jobs),
+            opts.connections,
+            "download",
+            opts.progress,
+        )?;
+        let started = Instant::now();
+        match fused(plan, &dl, dest, to_download) {
+            Ok(u) => {
+                dl.wait()?;
+                report_unpacked(plan, &u, started);
+                if !opts.keep_downloads {
+                    // The image is checked: the parts only take space the raw image needs.
+                    for a in &plan.sel.disk {
+                        let _ = fs::remove_file(plan.work.join(&a.name));
+                    }
+                }
+                return Ok(u);
+            }
+            Err(e) => {
+                dl.abort("stopped after an error");
+                let _ = dl.wait();
+                let bad = culprits(plan, &e);
+                for name in &bad {
+                    forget_download(&plan.work.join(name));
+                }
+                if bad.is_empty() {
+                    return Err(e);
+                }
+                if tries >= 2 {
+                    return Err(e.context(format!(
+                        "fetched {} twice and the content was bad both times; the release itself \
+                         is damaged, choose another --version",
+                        bad.join(", ")
+                    )));
+                }
+                eprintln!(
+                    "  {}; {} deleted, fetching again",
+                    crate::text::clean(&format!("{e:#}"), 400),
+                    bad.join(", ")
+                );
+            }
+        }
+    }
+}
+
+/// Deletes a downloaded asset and its partial state.
+fn forget_download(dest: &Path) {
+    let partial = fsutil::partial_path(dest);
+    let segs = partial.with_file_name(format!(
+        "{}.segs",
+        partial.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    for p in [dest, &partial, &segs] {
+        let _ = fs::remove_file(p);
+    }
+}
+
+/// The assets to throw away after a content failure: the part holding the
+/// fault and those after it, among the ones without a digest (a part whose
+/// digest checked cannot be at fault). The fault may show a little after
+/// the bytes that hold it, so the part a megabyte before counts too.
+fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
+    let unchecked = |a: &crate::release::Asset| {
+        download::parse_digest(a.digest.as_deref(), &a.name)
+            .ok()
+            .flatten()
+            .is_none()
+    };
+    if e.is::<BadSums>() {
+        return unchecked(&plan.sel.sums)
+            .then(|| plan.sel.sums.name.clone())
+            .into_iter()
+            .collect();
+    }
+    let Some(bad) = e.downcast_ref::<BadContent>() else {
+        return Vec::new();
+    };
+    let parts = &plan.sel.disk;
+    let first = match bad.at {
+        None => 0,
+        Some(at) => {
+            let at = at.saturating_sub(1 << 20);
+            let mut end = 0u64;
+            parts
+                .iter()
+                .position(|p| {
+                    end += p.size;
+                    at < end
+                })
+                .unwrap_or(parts.len().saturating_sub(1))
+        }
+    };
+    let mut out: Vec<String> = parts[first..]
+        .iter()
+        .filter(|p| unchecked(p))
+        .map(|p| p.name.clone())
+        .collect();
+    if bad.at.is_none() && unchecked(&plan.sel.sums) {
+        out.push(plan.sel.sums.name.clone());
+    }
+    out
 }
 
 /// The staged image of an interrupted run, if it is there and matches the
 /// sums (the sums file stays in the working directory until the end).
 fn staged_image(plan: &Plan, staged: &Path) -> Option<unpack::Unpacked> {
-    if !staged.is_file() || !plan.work.join(&plan.sel.sums.name).is_file() {
+    if !fsutil::is_regular(staged) || !fsutil::is_regular(&plan.work.join(&plan.sel.sums.name)) {
         return None;
     }
     let expected = expected_sha(plan).ok()?;
@@ -532,22 +862,6 @@ fn disk_readers(plan: &Plan, dl: &Downloads) -> Vec<AssetReader> {
     (Selection::SMALL..Selection::SMALL + plan.sel.disk.len())
         .map(|i| dl.reader(i))
         .collect()
-}
-
-/// Moves the staged set into the output directory and writes the manifest
-/// last. The old manifest goes first, so an interrupted switch is never
-/// mistaken for a complete set.
-fn install(opts: &Opts, plan: &Plan, unpacked: &unpack::Unpacked) -> Result<Manifest> {
-    let out = &opts.output;
-    let m = manifest::build(opts, plan, unpacked)?;
-    manifest::remove(out)?;
-    install_link(&plan.work.join(&plan.sel.kernel.name), &out.join(KERNEL))?;
-    install_link(&plan.work.join(&plan.sel.client.name), &out.join(CLIENT))?;
-    fsutil::rename_durable(&plan.work.join(QCOW2), &out.join(QCOW2))?;
-    fsutil::rename_durable(&plan.work.join(RAW), &out.join(RAW))?;
-    let m = m.with_installed_times(out)?;
-    manifest::store(out, &m)?;
-    Ok(m)
 }
 
 fn up_to_date(m: &Manifest, out: &Path, started: Instant) -> String {

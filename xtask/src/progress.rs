@@ -33,16 +33,35 @@ struct Plain {
     started: Instant,
 }
 
-fn use_bars() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
+/// How progress is shown; read from the environment once, by `cli`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Style {
+    /// Bars on a terminal; else a plain line every few seconds.
+    pub bars: bool,
+    pub colour: bool,
+}
+
+impl Style {
+    pub const PLAIN: Style = Style {
+        bars: false,
+        colour: false,
+    };
+
+    /// Bars when stderr is a terminal and `CI` is unset; colour unless `NO_COLOR`.
+    pub fn from_env() -> Style {
+        Style {
+            bars: std::io::stderr().is_terminal() && std::env::var_os("CI").is_none(),
+            colour: std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
 }
 
 impl Progress {
     /// `total` bytes are expected, `done` of them are already there.
-    pub fn new(what: &str, total: u64, done: u64) -> Progress {
-        let bars = use_bars().then(|| {
+    pub fn new(what: &str, total: u64, done: u64, style: Style) -> Progress {
+        let bars = style.bars.then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let colour = std::env::var_os("NO_COLOR").is_none();
+            let colour = style.colour;
             let tmpl = if colour {
                 "{msg:>12.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
             } else {
@@ -154,8 +173,10 @@ impl Progress {
         }
     }
 
-    /// A line of its own, above the bars.
+    /// A line of its own, above the bars. Lines may quote a server, so
+    /// control characters are escaped here.
     pub fn say(&self, line: &str) {
+        let line = crate::text::clean_message(line);
         match &self.bars {
             Some(b) => b.multi.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),

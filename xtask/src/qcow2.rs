@@ -40,6 +40,24 @@ const MAX_L1_BYTES: u64 = 32 << 20;
 /// virtual size.
 const L1_CHUNK: u64 = 8192;
 
+/// The most bytes a qcow2 file whose header starts `head` can plausibly
+/// hold: its virtual size plus the tables that map it (L1/L2 and refcounts
+/// take at most 1/32 of it, whatever the cluster size), plus a margin.
+/// None when `head` is not a qcow2 header. Bounds the write of an image
+/// that arrives without a size (a bare `.qcow2.gz`).
+pub fn max_file_len(head: &[u8]) -> Option<u64> {
+    if head.len() < 32 || head[..4] != MAGIC {
+        return None;
+    }
+    let version = be32(head, 4);
+    let cluster_bits = be32(head, 20);
+    if !(2..=3).contains(&version) || !(9..=21).contains(&cluster_bits) {
+        return None;
+    }
+    let vsize = be64(head, 24);
+    vsize.checked_add(vsize / 32)?.checked_add(64 << 20)
+}
+
 /// Random access to the image bytes: a `File`, or a byte slice for fuzzing.
 pub trait ReadAt {
     fn size(&self) -> io::Result<u64>;

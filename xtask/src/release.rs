@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::assets;
 use crate::http::{self, Http};
 use crate::opts::{Arch, Opts, Os};
+use crate::text::Shown;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Release {
@@ -54,11 +55,11 @@ pub fn resolve(http: &Http, repo: &str, version: &str) -> Result<Resolved> {
     if version == "latest" {
         let url = format!("{base}/latest");
         let resp = http.api_get(&url)?;
-        if let Some(err) = http::api_refusal(&resp, &url, http.has_token()) {
+        if let Some(err) = http::api_refusal(&resp, &url, http) {
             return Err(err);
         }
         match resp.status {
-            200 => return parse_release(resp.body, &url, None),
+            200 => return parse_release(resp.body, &url, None, None),
             404 => {}
             _ => return Err(http::unexpected(&resp, &url)),
         }
@@ -71,7 +72,7 @@ pub fn resolve(http: &Http, repo: &str, version: &str) -> Result<Resolved> {
             .ok_or_else(|| anyhow!("{repo} has no published releases ({base})"))?;
         let note = format!(
             "{repo} has no release marked latest (all are pre-releases); using the newest, {}",
-            newest.0.tag_name
+            Shown(&newest.0.tag_name)
         );
         return Ok(Resolved {
             release: newest.0,
@@ -81,15 +82,19 @@ pub fn resolve(http: &Http, repo: &str, version: &str) -> Result<Resolved> {
     }
     let url = format!("{base}/tags/{version}");
     let resp = http.api_get(&url)?;
-    if let Some(err) = http::api_refusal(&resp, &url, http.has_token()) {
+    if let Some(err) = http::api_refusal(&resp, &url, http) {
         return Err(err);
     }
     match resp.status {
-        200 => parse_release(resp.body, &url, None),
+        200 => parse_release(resp.body, &url, None, Some(version)),
         404 => {
             let all = list_all(http, repo)
                 .with_context(|| format!("release {version} does not exist in {repo}"))?;
-            let newest: Vec<&str> = all.iter().take(10).map(|r| r.tag_name.as_str()).collect();
+            let newest: Vec<String> = all
+                .iter()
+                .take(10)
+                .map(|r| crate::text::clean(&r.tag_name, 40))
+                .collect();
             if newest.is_empty() {
                 bail!("release {version} does not exist in {repo}, which has no releases");
             }
@@ -102,9 +107,21 @@ pub fn resolve(http: &Http, repo: &str, version: &str) -> Result<Resolved> {
     }
 }
 
-fn parse_release(json: String, url: &str, note: Option<String>) -> Result<Resolved> {
-    let release: Release = serde_json::from_str(&json)
-        .with_context(|| format!("{url} did not answer with a release (unexpected JSON)"))?;
+fn parse_release(
+    json: String,
+    url: &str,
+    note: Option<String>,
+    asked: Option<&str>,
+) -> Result<Resolved> {
+    let release: Release = serde_json::from_str(&json).with_context(|| {
+        format!(
+            "{} did not answer with a release (unexpected JSON)",
+            Shown(url)
+        )
+    })?;
+    if let Some(tag) = asked {
+        check_answered_tag(&release, tag, url)?;
+    }
     Ok(Resolved {
         release,
         json,
@@ -112,26 +129,38 @@ fn parse_release(json: String, url: &str, note: Option<String>) -> Result<Resolv
     })
 }
 
-/// One page of the release list, each release with its own JSON, and the
-/// next page's URL from the `Link` header.
+/// A release asked for by tag must answer with that tag: anything else is a
+/// server (or mirror) that is not telling the truth about what it serves.
+pub fn check_answered_tag(release: &Release, asked: &str, origin: &str) -> Result<()> {
+    if release.tag_name != asked {
+        bail!(
+            "{} answered with release {} when asked for {asked}; the server is not serving \
+             what was asked, refusing it",
+            Shown(origin),
+            Shown(&release.tag_name)
+        );
+    }
+    Ok(())
+}
+
 /// Releases of one page, each with its own JSON, and the next page's URL.
 type Page = (Vec<(Release, String)>, Option<String>);
 
 fn list_page(http: &Http, url: &str) -> Result<Page> {
     let resp = http.api_get(url)?;
-    if let Some(err) = http::api_refusal(&resp, url, http.has_token()) {
+    if let Some(err) = http::api_refusal(&resp, url, http) {
         return Err(err);
     }
     if resp.status != 200 {
         return Err(http::unexpected(&resp, url));
     }
     let values: Vec<serde_json::Value> = serde_json::from_str(&resp.body)
-        .with_context(|| format!("{url} did not answer with a release list"))?;
+        .with_context(|| format!("{} did not answer with a release list", Shown(url)))?;
     let mut out = Vec::with_capacity(values.len());
     for v in values {
         let json = v.to_string();
         let r: Release = serde_json::from_value(v)
-            .with_context(|| format!("{url} listed a release in an unexpected form"))?;
+            .with_context(|| format!("{} listed a release in an unexpected form", Shown(url)))?;
         out.push((r, json));
     }
     let next = http::header(&resp.headers, "link").and_then(next_link);
@@ -147,7 +176,10 @@ pub fn list_all(http: &Http, repo: &str) -> Result<Vec<Release>> {
     while let Some(u) = url {
         pages += 1;
         if pages > 100 {
-            bail!("{u}: the release list does not end (more than 100 pages)");
+            bail!(
+                "{}: the release list does not end (more than 100 pages)",
+                Shown(&u)
+            );
         }
         let (page, next) = list_page(http, &u)?;
         all.extend(page.into_iter().map(|(r, _)| r));
@@ -222,7 +254,7 @@ impl Support {
 
 /// `cargo xtask resources list`
 pub fn list(opts: &Opts) -> Result<()> {
-    let http = Http::new(&opts.api, opts.jobs);
+    let http = Http::new(&opts.http(opts.connections));
     let all = list_all(&http, &opts.repo)?;
     println!("Releases of {} (newest first):", opts.repo);
     if all.is_empty() {
@@ -231,8 +263,8 @@ pub fn list(opts: &Opts) -> Result<()> {
     for r in all.iter().filter(|r| !r.draft) {
         println!(
             "{}  {}{}",
-            r.tag_name,
-            r.published_at.as_deref().unwrap_or("(unpublished)"),
+            crate::text::clean(&r.tag_name, 60),
+            crate::text::clean(r.published_at.as_deref().unwrap_or("(unpublished)"), 40),
             if r.prerelease { "  pre-release" } else { "" }
         );
         for os in Os::ALL {
@@ -242,7 +274,13 @@ pub fn list(opts: &Opts) -> Result<()> {
                         "complete, {} to download",
                         crate::fsutil::human_bytes(sel.total_size())
                     ),
-                    Err(e) => format!("incomplete: {}", first_line(&e.to_string())),
+                    Err(e) => match assets::missing(r, os, arch) {
+                        Some(missing) => format!("missing: {}", missing.join(", ")),
+                        None => format!(
+                            "unusable: {}",
+                            crate::text::clean(first_line(&e.to_string()), 160)
+                        ),
+                    },
                 };
                 println!("    {os:<5} {arch:<5}  {line}");
             }

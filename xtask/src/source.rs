@@ -8,12 +8,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::http::Http;
+use crate::download::Origin;
+use crate::http::{self, Http};
 use crate::opts::{check_tag, Opts};
 use crate::release::{self, Asset, Release, Resolved};
+use crate::text::Shown;
 
 /// Release JSON documents are small; a larger file is not one.
 const MAX_JSON: u64 = 32 << 20;
+/// A `latest` file names one tag.
+const MAX_LATEST: u64 = 256;
 
 pub enum Source {
     GitHub,
@@ -41,7 +45,7 @@ impl Source {
         match self {
             Source::GitHub => format!("{} on {}", opts.repo, opts.api),
             Source::Dir(d) => format!("the mirror {}", d.display()),
-            Source::Url(u) => format!("the mirror {u}"),
+            Source::Url(u) => format!("the mirror {}", Shown(u)),
         }
     }
 
@@ -52,63 +56,90 @@ impl Source {
             Source::Dir(dir) => {
                 let tag = if opts.version == "latest" {
                     let path = dir.join("latest");
-                    read_small(&path)
-                        .with_context(|| {
-                            format!("{} is not a mirror (no `latest` file); make one with `cargo xtask resources mirror --output {}`", dir.display(), dir.display())
-                        })?
-                        .trim()
-                        .to_string()
+                    if !path.exists() {
+                        bail!(
+                            "{} is not a mirror (no `latest` file); make one with `cargo xtask resources mirror --output {}`",
+                            dir.display(),
+                            dir.display()
+                        );
+                    }
+                    read_small(&path, MAX_LATEST)?.trim().to_string()
                 } else {
                     opts.version.clone()
                 };
                 check_tag(&tag)
                     .with_context(|| format!("{}/latest names an unusable tag", dir.display()))?;
                 let path = dir.join(&tag).join("release.json");
-                let json = read_small(&path).map_err(|_| {
-                    anyhow!(
+                if !path.exists() {
+                    bail!(
                         "the mirror {} has no release {tag}; it has: {}",
                         dir.display(),
                         mirrored_tags(dir).join(", ")
-                    )
-                })?;
-                parse(json, &path.display().to_string())
+                    );
+                }
+                let json = read_small(&path, MAX_JSON)?;
+                parse(json, &path.display().to_string(), &tag)
             }
             Source::Url(base) => {
                 let tag = if opts.version == "latest" {
                     let url = format!("{base}/latest");
                     let resp = http.api_get(&url)?;
                     if resp.status != 200 {
-                        bail!("{url} answered HTTP {}; is {base} a mirror made by `cargo xtask resources mirror`?", resp.status);
+                        bail!(
+                            "{} answered HTTP {}; is {} a mirror made by `cargo xtask resources mirror`?",
+                            Shown(&url),
+                            resp.status,
+                            Shown(base)
+                        );
+                    }
+                    if resp.body.len() as u64 > MAX_LATEST {
+                        bail!(
+                            "{} is {} bytes, not a tag name; is {} a mirror made by `cargo xtask resources mirror`?",
+                            Shown(&url),
+                            resp.body.len(),
+                            Shown(base)
+                        );
                     }
                     resp.body.trim().to_string()
                 } else {
                     opts.version.clone()
                 };
-                check_tag(&tag).with_context(|| format!("{base}/latest names an unusable tag"))?;
+                check_tag(&tag)
+                    .with_context(|| format!("{}/latest names an unusable tag", Shown(base)))?;
                 let url = format!("{base}/{tag}/release.json");
                 let resp = http.api_get(&url)?;
                 match resp.status {
-                    200 => parse(resp.body, &url),
-                    404 => bail!("the mirror {base} has no release {tag} ({url} answered 404)"),
-                    s => bail!("{url} answered HTTP {s}"),
+                    200 => parse(resp.body, &url, &tag),
+                    404 => bail!(
+                        "the mirror {} has no release {tag} ({} answered 404)",
+                        Shown(base),
+                        Shown(&url)
+                    ),
+                    s => bail!("{} answered HTTP {s}", Shown(&url)),
                 }
             }
         }
     }
 
-    /// Where to fetch `asset` of release `tag` from.
-    pub fn asset_url(&self, tag: &str, asset: &Asset) -> String {
+    /// Where to fetch `asset` of release `tag` from. A URL from the release
+    /// must be http(s); a local path only ever comes from a mirror directory.
+    pub fn asset_origin(&self, tag: &str, asset: &Asset) -> Result<Origin> {
         match self {
-            Source::GitHub => asset.browser_download_url.clone(),
-            Source::Dir(dir) => format!("file://{}", dir.join(tag).join(&asset.name).display()),
-            Source::Url(base) => format!("{base}/{tag}/{}", asset.name),
+            Source::GitHub => {
+                let what = format!("asset {}", Shown(&asset.name));
+                http::check_url(&asset.browser_download_url, &what).map_err(|e| anyhow!(e))?;
+                Ok(Origin::Url(asset.browser_download_url.clone()))
+            }
+            Source::Dir(dir) => Ok(Origin::Local(dir.join(tag).join(&asset.name))),
+            Source::Url(base) => Ok(Origin::Url(format!("{base}/{tag}/{}", asset.name))),
         }
     }
 }
 
-fn parse(json: String, origin: &str) -> Result<Resolved> {
+fn parse(json: String, origin: &str, tag: &str) -> Result<Resolved> {
     let release: Release = serde_json::from_str(&json)
-        .with_context(|| format!("{origin} is not a release JSON document"))?;
+        .with_context(|| format!("{} is not a release JSON document", Shown(origin)))?;
+    release::check_answered_tag(&release, tag, origin)?;
     Ok(Resolved {
         release,
         json,
@@ -116,13 +147,20 @@ fn parse(json: String, origin: &str) -> Result<Resolved> {
     })
 }
 
-fn read_small(path: &Path) -> Result<String> {
+/// A mirror's small file: a regular file (a FIFO would hang), at most `max` bytes.
+fn read_small(path: &Path, max: u64) -> Result<String> {
+    let f = crate::fsutil::open_input(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     let mut s = String::new();
-    fs::File::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .take(MAX_JSON)
+    f.take(max + 1)
         .read_to_string(&mut s)
         .with_context(|| format!("cannot read {}", path.display()))?;
+    if s.len() as u64 > max {
+        bail!(
+            "{} is larger than {max} bytes; it is not what `cargo xtask resources mirror` writes",
+            path.display()
+        );
+    }
     Ok(s)
 }
 
@@ -131,7 +169,8 @@ fn mirrored_tags(dir: &Path) -> Vec<String> {
         .map(|rd| {
             rd.flatten()
                 .filter(|e| e.path().join("release.json").is_file())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .take(1000)
+                .map(|e| crate::text::clean(&e.file_name().to_string_lossy(), 60))
                 .collect()
         })
         .unwrap_or_default();

@@ -35,6 +35,39 @@ const MAX_PAX: u64 = 1024 * 1024;
 /// How many member names an error lists before saying "and N more".
 const LIST_MAX: usize = 20;
 
+/// The archive's content is bad (corrupt or truncated compressed data, a
+/// broken tar, a sha256 mismatch): the bytes downloaded are at fault, not
+/// this machine. `at` is how far into the input (the compressed stream) the
+/// fault showed, when it could be placed; the caller uses it to throw away
+/// the part that holds it.
+#[derive(Debug)]
+pub struct BadContent {
+    pub at: Option<u64>,
+    pub msg: String,
+}
+
+impl std::fmt::Display for BadContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+impl std::error::Error for BadContent {}
+
+/// A failure of this machine (disk full, permissions), not of the archive.
+#[derive(Debug)]
+struct Local(String);
+
+impl std::fmt::Display for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Local {}
+
+fn local(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(Local(format!("{e:#}")))
+}
+
 // ---------------------------------------------------------------------------
 // Checksum files
 
@@ -52,6 +85,8 @@ pub struct SumEntry {
 /// line number.
 pub fn parse_sums(text: &str, source: &str) -> Result<Vec<SumEntry>> {
     let mut out = Vec::new();
+    // Editors on some systems start a UTF-8 file with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim_end_matches('\r');
         if line.trim().is_empty() {
@@ -61,7 +96,7 @@ pub fn parse_sums(text: &str, source: &str) -> Result<Vec<SumEntry>> {
             anyhow!(
                 "{source} line {}: {why} (line: `{}`); the checksum file is damaged: {REDO}",
                 i + 1,
-                shorten(line, 100)
+                crate::text::clean(line, 100)
             )
         })?;
         out.push(entry);
@@ -153,13 +188,7 @@ fn unescape_gnu(s: &str) -> std::result::Result<String, String> {
 }
 
 fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(max).collect();
-        t.push('…');
-        t
-    }
+    crate::text::clean(s, max)
 }
 
 /// The one entry whose path's file name equals `file_name` (upstream writes
@@ -174,7 +203,8 @@ pub fn expected_sha256(entries: &[SumEntry], file_name: &str, source: &str) -> R
         if entries.is_empty() {
             "it lists nothing".to_string()
         } else {
-            let names: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+            let names: Vec<String> = entries.iter().map(|e| shorten(&e.path, 100)).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
             format!("it lists: {}", list_names(&names))
         }
     };
@@ -338,8 +368,31 @@ pub fn unpack_qcow2_hinted(
         inner: &mut input,
         state: &state,
     };
+    let r = unpack_inner(&mut tracked, size_hint, source, dest, expected, space_check);
+    r.map_err(|e| {
+        if e.is::<Local>() || e.is::<BadContent>() || state.failed.get() {
+            e
+        } else {
+            let at = Some(state.bytes.get());
+            anyhow::Error::new(BadContent {
+                at,
+                msg: format!("{e:#}"),
+            })
+        }
+    })
+}
+
+fn unpack_inner(
+    tracked: &mut Tracked<'_, &mut (impl Read + Send)>,
+    size_hint: Option<u64>,
+    source: &str,
+    dest: &Path,
+    expected: Option<[u8; 32]>,
+    space_check: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<Unpacked> {
+    let state = tracked.state;
     let mut magic = [0u8; 6];
-    let n = read_full(&mut tracked, &mut magic).map_err(|e| input_error(source, e))?;
+    let n = read_full(tracked, &mut magic).map_err(|e| input_error(source, e))?;
     if n == 0 {
         bail!("{source} is empty; {REDO}");
     }
@@ -347,10 +400,10 @@ pub fn unpack_qcow2_hinted(
     let ctx = Ctx {
         source,
         kind,
-        state: &state,
+        state,
     };
     let out = {
-        let head = Cursor::new(&magic[..n]).chain(&mut tracked);
+        let head = Cursor::new(&magic[..n]).chain(&mut *tracked);
         let mut dec: Box<dyn Read + '_> = match kind {
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(head)),
             Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(head)),
@@ -371,7 +424,7 @@ pub fn unpack_qcow2_hinted(
     };
     // A decoder may stop at the end of its last stream; the parts reader only
     // checks a part's digest when it reaches that part's end.
-    drain(&mut tracked).map_err(|e| input_error(source, e))?;
+    drain(tracked).map_err(|e| input_error(source, e))?;
 
     let Written {
         temp,
@@ -386,16 +439,21 @@ pub fn unpack_qcow2_hinted(
             } else {
                 format!("the image ({member})")
             };
-            bail!(
-                "{source}: {what} has SHA-256 {} but the published checksum is {}; \
-                 the download is corrupt: {REDO}",
-                hex(&sha256),
-                hex(&want)
-            );
+            // The fault may be in any part: no place to point at.
+            return Err(anyhow::Error::new(BadContent {
+                at: None,
+                msg: format!(
+                    "{source}: {what} has SHA-256 {} but the published checksum is {}; \
+                     the download is corrupt: {REDO}",
+                    hex(&sha256),
+                    hex(&want)
+                ),
+            }));
         }
     }
     temp.commit()
-        .with_context(|| format!("{source}: cannot put the image in place"))?;
+        .with_context(|| format!("{source}: cannot put the image in place"))
+        .map_err(local)?;
     Ok(Unpacked {
         path: dest.to_path_buf(),
         size,
@@ -501,11 +559,19 @@ fn extract(
     let n = read_full(dec, &mut block).map_err(|e| ctx.read_error(e))?;
     let head = &block[..n];
     if head.starts_with(QCOW2_MAGIC) {
-        space_check(size_hint.unwrap_or(0))?;
-        let mut temp = TempFile::create(dest)?;
+        space_check(size_hint.unwrap_or(0)).map_err(local)?;
+        // No tar header gives the size: the image's own header bounds it
+        // (an unreadable header is the converter's to refuse), and free
+        // space is watched while it grows.
+        let max = crate::qcow2::max_file_len(head).unwrap_or(u64::MAX);
+        let mut temp = TempFile::create(dest).map_err(local)?;
         let tmp_path = temp.path().to_path_buf();
         let mut src = Cursor::new(head).chain(dec);
-        let (size, sha256) = copy_hashed(&mut src, temp.file(), &tmp_path, ctx)?;
+        let budget = Budget {
+            max,
+            watch: dest.parent().map(Path::to_path_buf),
+        };
+        let (size, sha256) = copy_hashed(&mut src, temp.file(), &tmp_path, ctx, &budget)?;
         return Ok(Written {
             temp,
             size,
@@ -756,12 +822,16 @@ fn extract_tar(
                     list_members(&members, member_count)
                 );
             }
-            space_check(size)?;
-            let mut temp = TempFile::create(dest)?;
+            space_check(size).map_err(local)?;
+            let mut temp = TempFile::create(dest).map_err(local)?;
             let tmp_path = temp.path().to_path_buf();
-            preallocate(temp.file(), size, &tmp_path)?;
+            preallocate(temp.file(), size, &tmp_path).map_err(local)?;
             let mut src = (&mut *dec).take(size);
-            let (written, sha256) = copy_hashed(&mut src, temp.file(), &tmp_path, ctx)?;
+            let budget = Budget {
+                max: size,
+                watch: None,
+            };
+            let (written, sha256) = copy_hashed(&mut src, temp.file(), &tmp_path, ctx, &budget)?;
             if written < size {
                 bail!(
                     "{}: the tar archive is truncated: member {name} ends after {} of {} \
@@ -891,6 +961,26 @@ fn preallocate(file: &File, size: u64, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Limits on what one image may take.
+struct Budget {
+    /// Bytes the image may have at most.
+    max: u64,
+    /// Watch free space here while writing (when the size was not known up front).
+    watch: Option<PathBuf>,
+}
+
+/// Free space kept for the rest of the system while an image of unknown
+/// size grows.
+const RESERVE: u64 = 512 << 20;
+/// How often (in bytes written) free space is looked at.
+const WATCH_EVERY: u64 = 256 << 20;
+
+enum WriteStop {
+    Io(io::Error),
+    TooBig(u64),
+    LowSpace(u64),
+}
+
 /// Copies `src` to EOF into `out`, hashing it. Decompression (the caller's
 /// reads) stays on this thread; SHA-256 and the writes run on another, so
 /// the two overlap on separate cores.
@@ -899,6 +989,7 @@ fn copy_hashed(
     out: &mut File,
     out_path: &Path,
     ctx: &Ctx,
+    budget: &Budget,
 ) -> Result<(u64, [u8; 32])> {
     std::thread::scope(|s| {
         let (full_tx, full_rx) = mpsc::sync_channel::<(Box<[u8]>, usize)>(IN_FLIGHT);
@@ -906,12 +997,25 @@ fn copy_hashed(
         for _ in 0..IN_FLIGHT + 1 {
             let _ = free_tx.send(vec![0u8; CHUNK].into_boxed_slice());
         }
-        let writer = s.spawn(move || -> io::Result<(u64, [u8; 32])> {
+        let writer = s.spawn(move || -> std::result::Result<(u64, [u8; 32]), WriteStop> {
             let mut hasher = Sha256::new();
             let mut n = 0u64;
+            let mut next_watch = WATCH_EVERY;
             for (buf, len) in full_rx {
+                if n + len as u64 > budget.max {
+                    return Err(WriteStop::TooBig(n + len as u64));
+                }
+                if let Some(dir) = &budget.watch {
+                    if n >= next_watch {
+                        next_watch += WATCH_EVERY;
+                        let free = crate::fsutil::available_space(dir).unwrap_or(u64::MAX);
+                        if free < RESERVE {
+                            return Err(WriteStop::LowSpace(free));
+                        }
+                    }
+                }
                 hasher.update(&buf[..len]);
-                out.write_all(&buf[..len])?;
+                out.write_all(&buf[..len]).map_err(WriteStop::Io)?;
                 n += len as u64;
                 // The reader may be gone after an error; nothing to do then.
                 let _ = free_tx.send(buf);
@@ -938,15 +1042,36 @@ fn copy_hashed(
         let written = writer
             .join()
             .map_err(|_| anyhow!("the writer thread for {} panicked", out_path.display()))?;
+        match written {
+            Err(WriteStop::TooBig(n)) => {
+                return Err(anyhow!(
+                    "{}: the image grows past {} ({} bytes), more than its own qcow2 header \
+                     allows; the archive is bogus: {REDO}",
+                    ctx.source,
+                    human_bytes(budget.max),
+                    n
+                ))
+            }
+            Err(WriteStop::LowSpace(free)) => {
+                return Err(local(anyhow!(
+                    "stopped writing {} with only {} left free, to keep the disk from filling; \
+                     free some space or choose another --output",
+                    out_path.display(),
+                    human_bytes(free)
+                )))
+            }
+            Err(WriteStop::Io(e)) if read_err.is_none() => {
+                return Err(local(anyhow::Error::new(e).context(format!(
+                    "cannot write {}; check free space and permissions, or choose another --output",
+                    out_path.display()
+                ))))
+            }
+            _ => {}
+        }
         if let Some(e) = read_err {
             return Err(ctx.read_error(e));
         }
-        written.with_context(|| {
-            format!(
-                "cannot write {}; check free space and permissions, or choose another --output",
-                out_path.display()
-            )
-        })
+        written.map_err(|_| anyhow!("cannot write {}", out_path.display()))
     })
 }
 

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
@@ -13,6 +13,7 @@ use crate::manifest::{self, FileEntry, Manifest};
 use crate::opts::Opts;
 use crate::pipeline::{CLIENT, KERNEL, QCOW2, RAW};
 use crate::qcow2;
+use crate::text::Shown;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Depth {
@@ -25,48 +26,34 @@ pub enum Depth {
 }
 
 /// `cargo xtask resources verify`
-pub fn run(opts: &Opts, deep: bool, quick: bool) -> Result<()> {
-    let depth = if deep {
-        Depth::Deep
-    } else if quick {
-        Depth::Quick
-    } else {
-        Depth::Normal
-    };
-    let m = manifest::load(&opts.output).map_err(|e| {
+pub fn run(opts: &Opts, depth: Depth) -> Result<()> {
+    let m = manifest::require(&opts.output).map_err(|e| {
         anyhow::anyhow!("{e:#}; run `cargo xtask resources` to install the resources")
     })?;
     println!(
         "{} {}/{} from {} in {}",
-        m.tag,
-        m.os,
-        m.arch,
-        m.repo,
+        Shown(&m.tag),
+        Shown(&m.os),
+        Shown(&m.arch),
+        Shown(&m.repo),
         opts.output.display()
     );
+    if m.pending.is_some() {
+        bail!(
+            "an install into {} was interrupted, so the files are a mix of two sets; run \
+             `cargo xtask resources` again to finish it",
+            opts.output.display()
+        );
+    }
     check_installed(&opts.output, &m, depth)
 }
 
-/// Checks every file; prints one line each; Err when any is wrong.
+/// Checks every file of the set `m` records in `out`; prints one line
+/// each; Err when any is wrong or the set is incomplete.
 pub fn check_installed(out: &Path, m: &Manifest, depth: Depth) -> Result<()> {
-    // Hash the files in parallel: the qcow2 dominates, the rest rides along.
-    let results: Vec<(String, Result<String, String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = m
-            .files
-            .iter()
-            .map(|f| {
-                let path = out.join(&f.name);
-                s.spawn(move || (f.name.clone(), check_file(&path, f, m, out, depth)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| ("?".into(), Err("check panicked".into())))
-            })
-            .collect()
-    });
+    let files: Vec<(&FileEntry, PathBuf)> =
+        m.files.iter().map(|f| (f, out.join(&f.name))).collect();
+    let results = check_files(&files, &m.arch, &out.join(QCOW2), depth, true);
     let mut bad = Vec::new();
     for (name, r) in &results {
         match r {
@@ -77,27 +64,81 @@ pub fn check_installed(out: &Path, m: &Manifest, depth: Depth) -> Result<()> {
             }
         }
     }
-    for name in [KERNEL, CLIENT, QCOW2, RAW] {
-        if !m.files.iter().any(|f| f.name == name) {
-            println!("  FAILED   {name:<18} not in the manifest");
-            bad.push(name.to_string());
-        }
+    for name in m.unlisted() {
+        println!("  FAILED   {name:<18} not in the manifest (the set is incomplete)");
+        bad.push(name.to_string());
     }
-    for extra in extra_files(out, m) {
-        println!("  note     {extra:<18} is not part of the installed set (not in the manifest)");
+    for extra in extra_files(out) {
+        println!(
+            "  note     {:<18} is not part of the installed set (not in the manifest)",
+            crate::text::clean(&extra, 60)
+        );
     }
     if !bad.is_empty() {
         bail!(
             "{} of {} files failed verification ({}); run `cargo xtask resources --force` to reinstall",
             bad.len(),
-            m.files.len().max(bad.len()),
+            manifest::NAMES.len(),
             bad.join(", ")
         );
     }
     Ok(())
 }
 
-fn extra_files(out: &Path, m: &Manifest) -> Vec<String> {
+/// Checks a staged set before it is installed: everything `verify` checks
+/// but the recorded times (the files are not in place yet). Says nothing
+/// when all is well; the error lists what is wrong.
+pub fn check_staged(m: &Manifest, staged: &[(&str, PathBuf); 4]) -> Result<()> {
+    let mut files = Vec::new();
+    for (name, path) in staged {
+        let entry = m
+            .entry(name)
+            .ok_or_else(|| anyhow::anyhow!("internal: the new manifest lacks {name}"))?;
+        files.push((entry, path.clone()));
+    }
+    let qcow2 = staged[2].1.clone();
+    let bad: Vec<String> = check_files(&files, &m.arch, &qcow2, Depth::Quick, false)
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|why| format!("{name}: {why}")))
+        .collect();
+    if !bad.is_empty() {
+        bail!("{}", bad.join("; "));
+    }
+    Ok(())
+}
+
+/// Checks files in parallel (the qcow2 dominates, the rest rides along).
+fn check_files(
+    files: &[(&FileEntry, PathBuf)],
+    arch: &str,
+    qcow2: &Path,
+    depth: Depth,
+    times: bool,
+) -> Vec<(String, Result<String, String>)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|(f, path)| {
+                s.spawn(move || {
+                    (
+                        f.name.clone(),
+                        check_file(path, f, arch, qcow2, depth, times),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| ("?".into(), Err("check panicked".into())))
+            })
+            .collect()
+    })
+}
+
+/// Names in the output directory that are not the set's own.
+fn extra_files(out: &Path) -> Vec<String> {
     let Ok(rd) = fs::read_dir(out) else {
         return Vec::new();
     };
@@ -105,7 +146,8 @@ fn extra_files(out: &Path, m: &Manifest) -> Vec<String> {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.') && n != manifest::FILE && n != "gem5")
-        .filter(|n| !m.files.iter().any(|f| &f.name == n))
+        .filter(|n| !manifest::NAMES.contains(&n.as_str()))
+        .take(50)
         .collect();
     extra.sort();
     extra
@@ -114,10 +156,18 @@ fn extra_files(out: &Path, m: &Manifest) -> Vec<String> {
 fn check_file(
     path: &Path,
     f: &FileEntry,
-    m: &Manifest,
-    out: &Path,
+    arch: &str,
+    qcow2_path: &Path,
     depth: Depth,
+    times: bool,
 ) -> Result<String, String> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(_) => return Err(format!("missing ({})", path.display())),
+    };
+    if !meta.file_type().is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
     let (size, ns) = match manifest::modified_ns(path) {
         Ok(x) => x,
         Err(_) => return Err(format!("missing ({})", path.display())),
@@ -131,15 +181,15 @@ fn check_file(
     let mut notes = vec![crate::fsutil::human_bytes(size)];
     match f.name.as_str() {
         KERNEL | CLIENT => {
-            let want = elf_machine(&m.arch);
+            let want = elf_machine(arch);
             match read_elf_machine(path) {
-                Some(got) if Some(got) == want => notes.push(format!("ELF {}", m.arch)),
+                Some(got) if Some(got) == want => notes.push(format!("ELF {}", Shown(arch))),
                 Some(got) => {
                     return Err(format!(
                         "ELF for machine {} ({}), not {}: wrong architecture",
                         got,
                         machine_name(got),
-                        m.arch
+                        Shown(arch)
                     ))
                 }
                 None => return Err("not an ELF file".into()),
@@ -149,7 +199,7 @@ fn check_file(
             qcow2::Image::open(path).map_err(|e| format!("not a readable qcow2: {e:#}"))?;
         }
         RAW => {
-            let virt = qcow2::Image::open(&out.join(QCOW2))
+            let virt = qcow2::Image::open(qcow2_path)
                 .map(|i| i.virtual_size())
                 .map_err(|e| format!("cannot read the qcow2 beside it: {e:#}"))?;
             if size != virt {
@@ -158,7 +208,7 @@ fn check_file(
                 ));
             }
             if depth == Depth::Deep {
-                match qcow2::compare_with_raw(&out.join(QCOW2), path) {
+                match qcow2::compare_with_raw(qcow2_path, path) {
                     Ok(None) => notes.push("content equals the qcow2's".into()),
                     Ok(Some(at)) => {
                         return Err(format!(
@@ -169,10 +219,10 @@ fn check_file(
                 }
             }
         }
-        _ => {}
+        _ => return Err("not a file of the set".into()),
     }
     if depth == Depth::Quick {
-        if ns != f.modified_ns {
+        if times && ns != f.modified_ns {
             return Err("modified since it was installed (modification time changed)".into());
         }
         return Ok(notes.join(", "));
@@ -180,7 +230,11 @@ fn check_file(
     if let Some(want) = &f.sha256 {
         let got = manifest::sha256_file(path).map_err(|e| format!("{e:#}"))?;
         if &hex(&got) != want {
-            return Err(format!("sha256 is {}, the manifest says {want}", hex(&got)));
+            return Err(format!(
+                "sha256 is {}, the manifest says {}",
+                hex(&got),
+                Shown(want)
+            ));
         }
         notes.push("sha256 ok".into());
     }
@@ -209,7 +263,10 @@ fn machine_name(m: u16) -> &'static str {
 /// e_machine of a little-endian ELF file, if it is one.
 fn read_elf_machine(path: &Path) -> Option<u16> {
     let mut head = [0u8; 20];
-    fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    crate::fsutil::open_regular(path)
+        .ok()?
+        .read_exact(&mut head)
+        .ok()?;
     if &head[..4] != b"\x7fELF" {
         return None;
     }

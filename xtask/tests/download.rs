@@ -58,8 +58,9 @@ fn download_latest_installs_kernel_and_client_and_keeps_parts() {
         fake_elf("amd64")
     );
     assert_downloaded(dir.path(), &new);
-    // Only the final names, nothing partial, in the output directory.
-    assert_eq!(files_in(dir.path()), ["client", "kernel"]);
+    // Only the final names and the manifest recording them, nothing
+    // partial, in the output directory.
+    assert_eq!(files_in(dir.path()), ["client", "kernel", "manifest.json"]);
     assert!(server
         .requests()
         .iter()
@@ -309,7 +310,7 @@ fn wrong_token_is_named() {
     run.failed();
     assert!(run.stderr.contains("401"), "{}", run.stderr);
     assert!(
-        run.stderr.contains("GITHUB_TOKEN/GH_TOKEN is wrong"),
+        run.stderr.contains("the token in GH_TOKEN was refused"),
         "{}",
         run.stderr
     );

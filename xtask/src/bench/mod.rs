@@ -103,6 +103,19 @@ pub struct Args {
     pub keep: bool,
 }
 
+/// `cargo xtask bench`
+pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
+    let size = Size::parse(&args.size)
+        .map_err(|e| anyhow::Error::new(crate::cli::Usage(e.to_string())))?;
+    if args.serve {
+        return serve(size);
+    }
+    run(Args {
+        size,
+        keep: args.keep,
+    })
+}
+
 /// Serves the size's release until the process is interrupted.
 pub fn serve(size: Size) -> Result<()> {
     let p = size.params();
