@@ -424,15 +424,42 @@ fn take_step(args: &mut Vec<OsString>) -> Option<String> {
     None
 }
 
-fn resources(mut rest: Vec<OsString>) -> Result<Task> {
-    for word in &rest {
-        let w = word.to_string_lossy();
-        if let Some(name) = w.strip_suffix('=') {
-            if is_value_flag(name) {
-                return Err(usage(format!("{} is empty", flag_long(name))));
+/// Splits `--flag=value` into `--flag value` (the form argparse, gh and
+/// cargo also take), keeping non-UTF-8 values intact.
+fn split_eq(args: Vec<OsString>) -> Result<Vec<OsString>> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut out = Vec::with_capacity(args.len());
+    let mut after_dashes = false;
+    for word in args {
+        let bytes = word.as_bytes();
+        let eq = bytes.iter().position(|&b| b == b'=');
+        match eq {
+            Some(i) if !after_dashes && bytes.starts_with(b"-") => {
+                let name = String::from_utf8_lossy(&bytes[..i]).into_owned();
+                let value = bytes[i + 1..].to_vec();
+                if is_value_flag(&name) {
+                    if value.is_empty() {
+                        return Err(usage(format!("{} is empty", flag_long(&name))));
+                    }
+                    out.push(OsString::from(name));
+                    out.push(OsString::from_vec(value));
+                } else if FLAGS.iter().any(|f| f.long == name) {
+                    return Err(usage(format!("{name} takes no value")));
+                } else {
+                    out.push(word);
+                }
+            }
+            _ => {
+                after_dashes |= bytes == b"--";
+                out.push(word);
             }
         }
     }
+    Ok(out)
+}
+
+fn resources(rest: Vec<OsString>) -> Result<Task> {
+    let mut rest = split_eq(rest)?;
     let step = take_step(&mut rest);
     if let Some(s) = &step {
         if !STEPS.iter().any(|(name, _)| name == s) {

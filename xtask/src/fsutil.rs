@@ -244,6 +244,11 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Bytes an unprivileged user may still write in the file system holding `dir`.
 pub fn available_space(dir: &Path) -> Result<u64> {
+    space(dir).map(|(free, _)| free)
+}
+
+/// (free to an unprivileged user, total size) of the file system holding `dir`.
+pub fn space(dir: &Path) -> Result<(u64, u64)> {
     let c = CString::new(dir.as_os_str().as_bytes())
         .with_context(|| format!("path {} contains a NUL byte", dir.display()))?;
     // SAFETY: statvfs only writes into the zeroed struct we pass.
@@ -253,7 +258,11 @@ pub fn available_space(dir: &Path) -> Result<u64> {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("cannot read free space of {}", dir.display()));
     }
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    let unit = st.f_frsize as u64;
+    Ok((
+        (st.f_bavail as u64).saturating_mul(unit),
+        (st.f_blocks as u64).saturating_mul(unit),
+    ))
 }
 
 /// Fails before anything big is written when `dir` has less than `needed` bytes free.

@@ -182,8 +182,8 @@ impl Http {
             api_origin: origin(&cfg.api),
             token: cfg.token.clone(),
             proxy: cfg.proxy.clone(),
-            // A whole API call: the silence timeout, twice, and a margin.
-            api_deadline: timeout * 2 + Duration::from_secs(30),
+            // A whole API call, so a server dribbling bytes cannot hold a run.
+            api_deadline: timeout * 5,
         }
     }
 
@@ -386,6 +386,8 @@ impl Http {
     pub fn classify(&self, err: &ureq::Error, url: &str) -> Failure {
         let msg = self.describe(err, url);
         match err {
+            // The call's own deadline: trying again would only wait as long.
+            ureq::Error::Timeout(ureq::Timeout::Global) => Failure::Fatal(msg),
             ureq::Error::BadUri(_)
             | ureq::Error::RequireHttpsOnly(_)
             | ureq::Error::Tls(_)

@@ -970,10 +970,8 @@ struct Budget {
 }
 
 /// Free space kept for the rest of the system while an image of unknown
-/// size grows.
-const RESERVE: u64 = 512 << 20;
-/// How often (in bytes written) free space is looked at.
-const WATCH_EVERY: u64 = 256 << 20;
+/// size grows: a twentieth of the file system, at most this.
+const RESERVE_MAX: u64 = 512 << 20;
 
 enum WriteStop {
     Io(io::Error),
@@ -1000,16 +998,14 @@ fn copy_hashed(
         let writer = s.spawn(move || -> std::result::Result<(u64, [u8; 32]), WriteStop> {
             let mut hasher = Sha256::new();
             let mut n = 0u64;
-            let mut next_watch = WATCH_EVERY;
             for (buf, len) in full_rx {
                 if n + len as u64 > budget.max {
                     return Err(WriteStop::TooBig(n + len as u64));
                 }
+                // One statvfs per MiB written costs nothing next to the write.
                 if let Some(dir) = &budget.watch {
-                    if n >= next_watch {
-                        next_watch += WATCH_EVERY;
-                        let free = crate::fsutil::available_space(dir).unwrap_or(u64::MAX);
-                        if free < RESERVE {
+                    if let Ok((free, total)) = crate::fsutil::space(dir) {
+                        if free < (total / 20).min(RESERVE_MAX) + len as u64 {
                             return Err(WriteStop::LowSpace(free));
                         }
                     }

@@ -248,7 +248,7 @@ pub fn make_qcow2(path: &Path, virtual_mib: u64, data_mib: u64) -> Result<()> {
 }
 
 /// Deterministic xorshift bytes: incompressible, reproducible across runs.
-fn pseudo_random(len: u64, seed: u64) -> Vec<u8> {
+pub fn pseudo_random(len: u64, seed: u64) -> Vec<u8> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
     let mut out = Vec::with_capacity(len as usize + 8);
     while (out.len() as u64) < len {

@@ -125,6 +125,20 @@ pub enum Fault {
     Truncated { asset: String },
     /// Throttle every asset-host connection to this many bytes per second.
     RateCap { bytes_per_sec: u64 },
+    /// The `browser_download_url` of `asset` answers 302 to `location`
+    /// (another scheme, or itself for a loop).
+    Redirect { asset: String, location: String },
+    /// The first `times` GETs of `asset` send pseudo-random bytes of the
+    /// right length instead of its content.
+    Garbage { asset: String, times: usize },
+    /// The first `times` API requests answer `status` with a body that
+    /// echoes the request's headers (as a misconfigured proxy might).
+    ApiEcho { status: u16, times: usize },
+    /// The first `times` API requests answer 429 with `Retry-After: secs`
+    /// (a secondary rate limit, not the spent quota).
+    ApiRetryAfter { secs: u64, times: usize },
+    /// API answers dribble out one byte every `interval_ms`.
+    ApiTrickle { interval_ms: u64 },
 }
 
 /// One request as the server saw it.
@@ -159,6 +173,7 @@ const DEFAULT_PER_PAGE: usize = 30;
 const MAX_PER_PAGE: usize = 100;
 const FIXED_DATE: &str = "Wed, 01 May 2024 12:00:00 GMT";
 
+#[derive(Clone)]
 struct Asset {
     id: u64,
     name: String,
@@ -166,6 +181,7 @@ struct Asset {
     size: u64,
 }
 
+#[derive(Clone)]
 struct Release {
     id: u64,
     tag: String,
@@ -175,6 +191,7 @@ struct Release {
     json: String,
 }
 
+#[derive(Clone)]
 struct Catalog {
     releases: Vec<Release>,
 }
@@ -307,7 +324,10 @@ impl Server {
             Fault::ApiStatus { times, .. }
             | Fault::Status { times, .. }
             | Fault::CutAfter { times, .. }
-            | Fault::Stall { times, .. } => *times,
+            | Fault::Stall { times, .. }
+            | Fault::Garbage { times, .. }
+            | Fault::ApiEcho { times, .. }
+            | Fault::ApiRetryAfter { times, .. } => *times,
             _ => usize::MAX,
         };
         lock(&self.shared.faults).push(FaultSlot { fault: f, left });
@@ -330,6 +350,17 @@ impl Server {
     pub fn release_json(&self, tag: &str) -> Option<String> {
         let catalog = lock(&self.shared.catalog).clone();
         catalog.by_tag(tag).map(|r| r.json.clone())
+    }
+
+    /// Serve `json` verbatim as release `tag` (by tag, as latest, and in
+    /// lists), e.g. with a lying size, URL or tag name.
+    pub fn set_release_json(&self, tag: &str, json: &str) {
+        let mut guard = lock(&self.shared.catalog);
+        let mut catalog: Catalog = (**guard).clone();
+        if let Some(r) = catalog.releases.iter_mut().find(|r| r.tag == tag) {
+            r.json = json.to_string();
+        }
+        *guard = Arc::new(catalog);
     }
 
     /// Replace the served releases (newest first), e.g. to publish a new tag.
@@ -659,6 +690,22 @@ fn send_reply(stream: &mut TcpStream, reply: Reply, head_only: bool) -> io::Resu
     stream.flush()
 }
 
+/// Sends `reply` one body byte at a time, `ms` apart, until done or stopped.
+fn send_trickled(shared: &Shared, stream: &mut TcpStream, reply: Reply, ms: u64) -> io::Result<()> {
+    let mut headers = reply.headers;
+    headers.push(("Content-Length".into(), reply.body.len().to_string()));
+    write_head(stream, reply.status, &headers)?;
+    for b in &reply.body {
+        if shared.stopping() {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        stream.write_all(&[*b])?;
+        stream.flush()?;
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    Ok(())
+}
+
 impl Shared {
     fn record(&self, host: Host, req: &Request, status: u16) {
         lock(&self.log).push(Logged {
@@ -694,7 +741,16 @@ fn handle_conn(shared: &Shared, mut stream: TcpStream, host: Host) {
         Host::Api => {
             let reply = api_reply(shared, &req);
             shared.record(host, &req, reply.status);
-            send_reply(&mut stream, reply, head_only)
+            let trickle = lock(&shared.faults)
+                .iter()
+                .find_map(|slot| match slot.fault {
+                    Fault::ApiTrickle { interval_ms } => Some(interval_ms),
+                    _ => None,
+                });
+            match trickle {
+                Some(ms) => send_trickled(shared, &mut stream, reply, ms),
+                None => send_reply(&mut stream, reply, head_only),
+            }
         }
         Host::Assets => serve_asset(shared, &mut stream, &req),
     };
@@ -724,6 +780,15 @@ fn api_reply(shared: &Shared, req: &Request) -> Reply {
     if let [o, r, "releases", "download", tag, name] = segs[..] {
         if !ours(o, r) {
             return Reply::text(404, "Not Found");
+        }
+        let redirected = lock(&shared.faults)
+            .iter()
+            .find_map(|slot| match &slot.fault {
+                Fault::Redirect { asset, location } if asset == name => Some(location.clone()),
+                _ => None,
+            });
+        if let Some(location) = redirected {
+            return Reply::text(302, "").header("Location", location);
         }
         return match catalog.asset(tag, name) {
             Some(_) => redirect(shared, tag, name),
@@ -767,6 +832,29 @@ fn api_fault(shared: &Shared, req: &Request) -> Option<Reply> {
             if slot.left > 0 {
                 slot.left -= 1;
                 return Some(Reply::message(status, reason(status)));
+            }
+        }
+        if let Fault::ApiEcho { status, .. } = slot.fault {
+            if slot.left > 0 {
+                slot.left -= 1;
+                let echo: String = req
+                    .headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}\n"))
+                    .collect();
+                return Some(Reply::text(
+                    status,
+                    &format!("upstream said no; you sent:\n{echo}"),
+                ));
+            }
+        }
+        if let Fault::ApiRetryAfter { secs, .. } = slot.fault {
+            if slot.left > 0 {
+                slot.left -= 1;
+                return Some(
+                    Reply::message(429, "secondary rate limit")
+                        .header("Retry-After", secs.to_string()),
+                );
             }
         }
     }
@@ -912,6 +1000,7 @@ struct AssetFaults {
     no_range: bool,
     truncated: bool,
     rate: Option<u64>,
+    garbage: bool,
 }
 
 fn asset_faults(shared: &Shared, name: &str, is_get: bool) -> AssetFaults {
@@ -933,12 +1022,15 @@ fn asset_faults(shared: &Shared, name: &str, is_get: bool) -> AssetFaults {
             } if asset == name && counted => {
                 out.stall = Some(*after_bytes);
             }
+            Fault::Garbage { asset, .. } if asset == name && counted => out.garbage = true,
             Fault::NoRange { asset } if asset == name => out.no_range = true,
             Fault::Truncated { asset } if asset == name => out.truncated = true,
             Fault::RateCap { bytes_per_sec } => out.rate = Some((*bytes_per_sec).max(1)),
             _ => continue,
         }
-        if !consumed && (out.status.is_some() || out.cut.is_some() || out.stall.is_some()) {
+        if !consumed
+            && (out.status.is_some() || out.cut.is_some() || out.stall.is_some() || out.garbage)
+        {
             consumed = true;
             slot.left -= 1;
         }
@@ -1054,7 +1146,12 @@ fn serve_asset(shared: &Shared, stream: &mut TcpStream, req: &Request) -> io::Re
         return stream.flush();
     }
     let send = f.cut.or(f.stall).map_or(len, |n| n.min(len));
-    send_body(shared, stream, &asset.body, start, send, f.rate)?;
+    if f.garbage {
+        let junk = Body::Bytes(Arc::new(super::fixture::pseudo_random(total, 0x6a75_6e6b)));
+        send_body(shared, stream, &junk, start, send, f.rate)?;
+    } else {
+        send_body(shared, stream, &asset.body, start, send, f.rate)?;
+    }
     stream.flush()?;
     if f.cut.is_some() {
         let _ = stream.shutdown(Shutdown::Both);
