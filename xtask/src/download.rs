@@ -72,6 +72,34 @@ pub struct Job {
     pub transient: bool,
 }
 
+/// An asset did not match the release's digest; its file is deleted. The
+/// full run fetches it once more before giving up.
+#[derive(Debug)]
+pub struct DigestMismatch {
+    pub asset: String,
+    msg: String,
+}
+
+impl std::fmt::Display for DigestMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+impl std::error::Error for DigestMismatch {}
+
+/// The asset of a [`DigestMismatch`] anywhere in `e`'s chain.
+pub fn digest_mismatch(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(|c| {
+        if let Some(d) = c.downcast_ref::<DigestMismatch>() {
+            return Some(d.asset.clone());
+        }
+        c.downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<DigestMismatch>())
+            .map(|d| d.asset.clone())
+    })
+}
+
 /// Parses the API's `sha256:<hex>` digest field.
 pub fn parse_digest(field: Option<&str>, asset: &str) -> Result<Option<[u8; 32]>> {
     let Some(field) = field else { return Ok(None) };
@@ -970,13 +998,18 @@ impl AssetReader {
                 };
                 let _ = fs::remove_file(&bad);
                 let _ = fs::remove_file(&segs_path);
-                return Err(self.fail(format!(
+                let msg = format!(
                     "asset {}: sha256 mismatch: the release says {}, the download is {}; \
                      the bad file was deleted, re-run to download it again",
-                    job.name,
+                    Shown(&job.name),
                     hex(&want),
                     hex(&digest)
-                )));
+                );
+                self.shared.fail(self.index, msg.clone());
+                return Err(io::Error::other(DigestMismatch {
+                    asset: job.name.clone(),
+                    msg,
+                }));
             }
         }
         if mode != Mode::Cached {

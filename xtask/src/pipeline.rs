@@ -643,13 +643,24 @@ pub fn run(opts: &Opts) -> Result<()> {
         (QCOW2, staged_qcow2.clone()),
         (RAW, staged_raw.clone()),
     ];
-    verify::check_staged(&new, &staged).with_context(|| {
-        format!(
+    if let Err(e) = verify::check_staged(&new, &staged) {
+        // Small assets without a digest are fetched again next time rather
+        // than reused: the fault may have been the transfer's.
+        for a in [&plan.sel.kernel, &plan.sel.client] {
+            if download::parse_digest(a.digest.as_deref(), &a.name)
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                forget_download(&plan.work.join(&a.name));
+            }
+        }
+        return Err(e.context(format!(
             "release {} failed the checks before installing; the installed files were left as \
              they were",
             plan.release.tag_name
-        )
-    })?;
+        )));
+    }
     // The user may have changed a file while this ran.
     if !opts.force {
         let now = guard::inspect_all(out, m.as_ref(), &manifest::NAMES);
@@ -719,7 +730,9 @@ fn fetch_with_one_retry(opts: &Opts, plan: &Plan, dest: &Path) -> Result<unpack:
             Err(e) => {
                 dl.abort("stopped after an error");
                 let _ = dl.wait();
-                let bad = culprits(plan, &e);
+                let mut bad = culprits(plan, &e);
+                // A digest mismatch already deleted its file.
+                bad.extend(download::digest_mismatch(&e));
                 for name in &bad {
                     forget_download(&plan.work.join(name));
                 }
@@ -756,18 +769,20 @@ fn forget_download(dest: &Path) {
 }
 
 /// The assets to throw away after a content failure: the part holding the
-/// fault and those after it, among the ones without a digest (a part whose
-/// digest checked cannot be at fault). The fault may show a little after
-/// the bytes that hold it, so the part a megabyte before counts too.
+/// fault and those after it, among the ones that could hold it. A part
+/// whose digest was checked cannot (it got its final name only then); a part
+/// without a digest, or one still partial, can. The fault may show a little
+/// after the bytes that hold it, so the part a megabyte before counts too.
 fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
-    let unchecked = |a: &crate::release::Asset| {
-        download::parse_digest(a.digest.as_deref(), &a.name)
+    let suspect = |a: &crate::release::Asset| {
+        let has_digest = download::parse_digest(a.digest.as_deref(), &a.name)
             .ok()
             .flatten()
-            .is_none()
+            .is_some();
+        !(has_digest && fsutil::is_regular(&plan.work.join(&a.name)))
     };
     if e.is::<BadSums>() {
-        return unchecked(&plan.sel.sums)
+        return suspect(&plan.sel.sums)
             .then(|| plan.sel.sums.name.clone())
             .into_iter()
             .collect();
@@ -792,10 +807,10 @@ fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
     };
     let mut out: Vec<String> = parts[first..]
         .iter()
-        .filter(|p| unchecked(p))
+        .filter(|p| suspect(p))
         .map(|p| p.name.clone())
         .collect();
-    if bad.at.is_none() && unchecked(&plan.sel.sums) {
+    if bad.at.is_none() && suspect(&plan.sel.sums) {
         out.push(plan.sel.sums.name.clone());
     }
     out
@@ -838,7 +853,7 @@ fn fused(plan: &Plan, dl: &Downloads, dest: &Path, to_download: u64) -> Result<u
             match h.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    failed.get_or_insert_with(|| anyhow!("{e}"));
+                    failed.get_or_insert_with(|| anyhow::Error::new(e));
                 }
                 Err(_) => {
                     failed.get_or_insert_with(|| anyhow!("a download check thread panicked"));
