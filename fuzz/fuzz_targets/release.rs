@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xtask::assets::{check_name, select};
-use xtask::opts::{Arch, Os};
-use xtask::release::Release;
+use xtask::github::assets::{check_name, select};
+use xtask::github::assets::{Arch, Os};
+use xtask::github::release::Release;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(release) = serde_json::from_slice::<Release>(data) else {

@@ -1,26 +1,22 @@
-//! The vSwarm-u resources tool: every stage is a module of its own, and data
-//! flows one way: release lookup → asset selection → download → unpack →
-//! convert → verify. `main.rs` only parses flags and dispatches here; tests and
-//! fuzz targets call the same functions.
+//! The vSwarm-u resources tool, in layers; each imports only the layers
+//! below it (a test checks this):
+//!
+//! 1. `cli`: the command line and the environment, read once.
+//! 2. `steps`: one module per step (`run`, `download`, `verify`, …).
+//! 3. `github`: releases, asset selection, sources and mirrors.
+//! 4. `fetch`: the HTTP client and the download engine.
+//! 5. `unpack`: checksum files, compression formats, the tar walker.
+//! 6. `qcow2`: the image format and the converter.
+//! 7. `install`: the output directory's layout, manifest and swap.
+//! 8. `util`: file-system rules, progress, text, small helpers.
+//!
+//! `main.rs` only dispatches; tests and fuzz targets call the same functions.
 
-pub mod assets;
-pub mod bench;
 pub mod cli;
-pub mod convert;
-pub mod download;
-pub mod fsutil;
-pub mod guard;
-pub mod http;
-pub mod manifest;
-pub mod merge;
-pub mod mirror;
-pub mod opts;
-pub mod pipeline;
-pub mod progress;
+pub mod fetch;
+pub mod github;
+pub mod install;
 pub mod qcow2;
-pub mod release;
-pub mod source;
-pub mod testkit;
-pub mod text;
+pub mod steps;
 pub mod unpack;
-pub mod verify;
+pub mod util;

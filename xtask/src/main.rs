@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use xtask::cli::{self, Step, Task, Usage};
-use xtask::{bench, convert, merge, mirror, pipeline, release, verify};
+use xtask::steps;
+use xtask::util::text::clean_message;
 
 fn main() -> ExitCode {
     let args = std::env::args_os().skip(1).collect();
@@ -13,11 +14,11 @@ fn main() -> ExitCode {
         Err(err) => {
             // Messages may quote a server: no raw control characters, no token.
             if let Some(Usage(msg)) = err.downcast_ref::<Usage>() {
-                eprintln!("error: {}", xtask::text::clean_message(msg));
+                eprintln!("error: {}", clean_message(msg));
                 eprintln!("Run `cargo xtask resources --help` for usage.");
                 return ExitCode::from(2);
             }
-            eprintln!("error: {}", xtask::text::clean_message(&format!("{err:#}")));
+            eprintln!("error: {}", clean_message(&format!("{err:#}")));
             ExitCode::from(1)
         }
     }
@@ -29,16 +30,16 @@ fn run(task: Task) -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
-        Task::Bench(args) => bench::main(args),
+        Task::Bench(args) => steps::bench::run(&args),
         Task::Resources(opts, step) => match step {
-            Step::Run => pipeline::run(&opts),
-            Step::Download => pipeline::download(&opts),
-            Step::Merge => merge::run(&opts),
-            Step::Decompress => pipeline::decompress(&opts),
-            Step::Convert(args) => convert::run(&opts, args),
-            Step::Verify(depth) => verify::run(&opts, depth),
-            Step::List => release::list(&opts),
-            Step::Mirror { arches, oses } => mirror::run(&opts, &arches, &oses),
+            Step::Run => steps::run::run(&opts),
+            Step::Download => steps::download::run(&opts),
+            Step::Merge => steps::merge::run(&opts),
+            Step::Decompress => steps::decompress::run(&opts),
+            Step::Convert(args) => steps::convert::run(&opts, args),
+            Step::Verify(depth) => steps::verify::run(&opts, depth),
+            Step::List => steps::list::run(&opts),
+            Step::Mirror { arches, oses } => steps::mirror::run(&opts, &arches, &oses),
         },
     }
 }

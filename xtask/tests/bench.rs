@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use xtask::testkit::TempDir;
+use testkit::TempDir;
 
 fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
-use xtask::convert::{convert_bytes, convert_native};
+use xtask::qcow2::convert::{convert_bytes, convert_native};
 use xtask::qcow2::{compare_with_raw, Image};
 
 /// A unique directory under the system temp dir, removed on drop.
@@ -320,7 +320,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn sha256(b: &[u8]) -> String {
-    xtask::fsutil::hex(&Sha256::digest(b))
+    xtask::util::fmt::hex(&Sha256::digest(b))
 }
 
 #[test]

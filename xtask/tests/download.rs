@@ -7,7 +7,7 @@ use std::fs;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
-use xtask::testkit::{fake_elf, AssetSpec, Body, DigestMode, Fault, ReleaseSpec, Server, TempDir};
+use testkit::{fake_elf, AssetSpec, Body, DigestMode, Fault, ReleaseSpec, Server, TempDir};
 
 const PART: &str = "disk-image-focal-amd64.qcow2.tar.gz.aa";
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use xtask::testkit::{
+use testkit::{
     make_qcow2, pack_disk, upstream_assets, AssetSpec, Compression, DiskFixture, ReleaseSpec,
     Server, TempDir,
 };
@@ -170,8 +170,8 @@ fn corrupt_xz_names_the_archive() {
         .find(|a| a.name.ends_with(".tar.xz.aa"))
         .unwrap();
     let mut data = match &part.body {
-        xtask::testkit::Body::Bytes(b) => b.to_vec(),
-        xtask::testkit::Body::File(p) => fs::read(p).unwrap(),
+        testkit::Body::Bytes(b) => b.to_vec(),
+        testkit::Body::File(p) => fs::read(p).unwrap(),
     };
     let mid = data.len() / 2;
     data[mid] ^= 0xff;

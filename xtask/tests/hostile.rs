@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use xtask::testkit::{
+use testkit::{
     fake_elf, make_qcow2, pack_disk, upstream_assets, AssetSpec, Compression, DigestMode,
     DiskFixture, Fault, ReleaseSpec, Server, TempDir,
 };
@@ -262,7 +262,7 @@ fn finding_03_changed_installed_files_are_kept_touched_ones_rehashed() {
 
     // --force replaces them.
     resources(None, out.path(), &api, &["--version", "v2", "--force"], &[]).ok();
-    assert_eq!(xtask::testkit::sha256_file_hex(&q).unwrap(), d2.sha256_hex);
+    assert_eq!(testkit::sha256_file_hex(&q).unwrap(), d2.sha256_hex);
     resources(Some("verify"), out.path(), &api, &["--deep"], &[]).ok();
 
     // Files the tool never installed (no manifest) are the user's too.
@@ -464,7 +464,7 @@ fn finding_07_bad_timeouts_and_absurd_sizes_are_named() {
 }
 
 fn fs2_free(dir: &Path) -> u64 {
-    xtask::fsutil::available_space(dir).unwrap()
+    xtask::util::fs::available_space(dir).unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -493,7 +493,7 @@ fn finding_08_a_garbage_part_is_fetched_again_once() {
     run.ok();
     assert!(run.stderr.contains("fetching again"), "{}", run.stderr);
     assert_eq!(
-        xtask::testkit::sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(),
+        testkit::sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(),
         d.sha256_hex
     );
 
@@ -613,7 +613,7 @@ fn finding_09_a_bare_image_stops_before_the_disk_is_full() {
         "{}",
         run.stderr
     );
-    let free = xtask::fsutil::available_space(mnt.path()).unwrap();
+    let free = xtask::util::fs::available_space(mnt.path()).unwrap();
     assert!(free > 2 << 20, "the disk was filled: {free} bytes free");
 }
 

@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use xtask::testkit::{
+use testkit::{
     fake_elf, make_qcow2, pack_disk, sha256_file_hex, sha256_hex, upstream_assets, AssetSpec,
     Compression, DigestMode, DiskFixture, Fault, ReleaseSpec, Server, TempDir, SCRUB_ENV,
 };
@@ -78,11 +78,11 @@ fn make_set(fx: &Path, tag: &'static str, data_mib: u64, digests: bool) -> Set {
     let mut assets = upstream_assets("focal", "amd64", &d);
     // Make each set's kernel and client its own.
     for a in assets.iter_mut().take(2) {
-        if let xtask::testkit::Body::Bytes(b) = &a.body {
+        if let testkit::Body::Bytes(b) = &a.body {
             let mut v = b.as_ref().clone();
             let mark = format!("{tag}-{}", a.name);
             v[4096 - 64..4096 - 64 + mark.len()].copy_from_slice(mark.as_bytes());
-            a.body = xtask::testkit::Body::Bytes(std::sync::Arc::new(v));
+            a.body = testkit::Body::Bytes(std::sync::Arc::new(v));
         }
     }
     if !digests {
@@ -91,8 +91,8 @@ fn make_set(fx: &Path, tag: &'static str, data_mib: u64, digests: bool) -> Set {
         }
     }
     let body = |a: &AssetSpec| match &a.body {
-        xtask::testkit::Body::Bytes(b) => sha256_hex(b),
-        xtask::testkit::Body::File(p) => sha256_file_hex(p).unwrap(),
+        testkit::Body::Bytes(b) => sha256_hex(b),
+        testkit::Body::File(p) => sha256_file_hex(p).unwrap(),
     };
     let mut hashes = BTreeMap::new();
     hashes.insert("kernel", body(&assets[0]));

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use common::*;
-use xtask::testkit::{
+use testkit::{
     fake_elf, make_qcow2, pack_disk, sha256_file_hex, upstream_assets, AssetSpec, Compression,
     DiskFixture, ReleaseSpec, Server, TempDir,
 };
@@ -264,8 +264,8 @@ fn with_disk(d: &DiskFixture, f: impl FnOnce(&mut Vec<AssetSpec>)) -> ReleaseSpe
 
 fn bytes_of(a: &AssetSpec) -> Vec<u8> {
     match &a.body {
-        xtask::testkit::Body::Bytes(b) => b.to_vec(),
-        xtask::testkit::Body::File(p) => fs::read(p).unwrap(),
+        testkit::Body::Bytes(b) => b.to_vec(),
+        testkit::Body::File(p) => fs::read(p).unwrap(),
     }
 }
 

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use xtask::testkit::{
+use testkit::{
     make_qcow2, pack_disk, sha256_file_hex, upstream_assets, Compression, DiskFixture, Fault,
     ReleaseSpec, Server, TempDir,
 };

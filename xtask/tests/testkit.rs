@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xtask::testkit::*;
+use testkit::*;
 
 const REPO: &str = "acme/widgets";
 

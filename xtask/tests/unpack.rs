@@ -431,8 +431,8 @@ fn sums_mismatch_keeps_older_dest() {
         unpack_file(&s.path("t.tar.gz"), &dest, Some(wrong)),
         &[
             "t.tar.gz",
-            &xtask::fsutil::hex(&right),
-            &xtask::fsutil::hex(&wrong),
+            &xtask::util::fmt::hex(&right),
+            &xtask::util::fmt::hex(&wrong),
         ],
     );
     assert!(msg.contains("--force"), "{msg}");
@@ -576,7 +576,7 @@ fn space_check_error_stops_before_writing() {
     let img = make_image(&s);
     s.sh("tar c temp/disk-image.qcow2 | gzip -c > t.tar.gz");
     let dest = s.dest();
-    let partial = xtask::fsutil::partial_path(&dest);
+    let partial = xtask::util::fs::partial_path(&dest);
     let mut asked = 0;
     let r = unpack_qcow2(
         Parts::new(vec![s.path("t.tar.gz")]),
@@ -690,7 +690,7 @@ fn bench_unpack_from_env() {
         in_len >> 20,
         u.size as f64 / secs / 1048576.0,
         in_len as f64 / secs / 1048576.0,
-        xtask::fsutil::hex(&u.sha256)
+        xtask::util::fmt::hex(&u.sha256)
     );
     fs::remove_dir_all(dest.parent().unwrap()).unwrap();
 }

@@ -1,12 +1,12 @@
 //! Shared by the integration tests: run the real `xtask` binary against a
-//! loopback GitHub from `xtask::testkit`, with a clean environment.
+//! loopback GitHub from `testkit`, with a clean environment.
 
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;
 
-use xtask::testkit::{fake_elf, AssetSpec, ReleaseSpec};
+use testkit::{fake_elf, AssetSpec, ReleaseSpec};
 
 pub const REPO: &str = "vhive-serverless/vSwarm-u";
 
@@ -67,7 +67,7 @@ pub fn xtask_with_file_limit(args: &[&str], limit: u64) -> Run {
 fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
     cmd.args(args);
-    for k in xtask::testkit::SCRUB_ENV {
+    for k in testkit::SCRUB_ENV {
         cmd.env_remove(k);
     }
     // Plain progress lines, and a short read timeout so stall tests are quick.

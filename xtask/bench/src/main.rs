@@ -1,0 +1,501 @@
+//! The benchmark `cargo xtask bench` runs (through cargo, in release mode):
+//! times our `resources` pipeline against the old one
+//! built from standard tools (curl, cat | pigz | tar, qemu-img) and against
+//! each tool's limit, on a synthetic release served from `testkit::Server` on
+//! loopback, plainly and with a per-connection bandwidth cap. Medians, MB/s
+//! and peak RSS go to a table and to JSON under `target/bench/`. Nothing here
+//! passes or fails: it measures.
+//!
+//! Submodules: `image` builds and caches the release, `measure` runs one timed
+//! child, `report` prints and saves the results.
+
+mod image;
+mod measure;
+mod report;
+mod steps;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use measure::{fresh_dir, Tools};
+use report::{Basis, Bytes, Derived, Round};
+use steps::{convert_pair, limits, old, ours, Ctx};
+use testkit::{Fault, ReleaseSpec, Server};
+use xtask::util::fmt::human_bytes;
+
+const REPO: &str = "vhive-serverless/vSwarm-u";
+const TAG: &str = "v0.0.0-bench";
+/// Per-connection cap of the second round: what parallel connections buy.
+const CAP_BYTES_PER_SEC: u64 = 20_000_000;
+/// Overrides where the cache, runs and JSON go (default: `<target>/bench`).
+const DIR_ENV: &str = "VSWARM_BENCH_DIR";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Size {
+    /// Hidden: for the smoke test.
+    Tiny,
+    Small,
+    Large,
+}
+
+impl Size {
+    pub fn parse(s: &str) -> Result<Size> {
+        match s {
+            "tiny" => Ok(Size::Tiny),
+            "small" => Ok(Size::Small),
+            "large" => Ok(Size::Large),
+            _ => bail!("invalid --size `{s}`: expected small or large"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Size::Tiny => "tiny",
+            Size::Small => "small",
+            Size::Large => "large",
+        }
+    }
+
+    fn params(self) -> Params {
+        const MIB: u64 = 1 << 20;
+        match self {
+            Size::Tiny => Params {
+                virtual_bytes: 64 * MIB,
+                data_bytes: 4 * MIB,
+                part_size: MIB,
+                reps: 1,
+                capped_reps: 1,
+            },
+            // Part sizes as upstream's release script splits them.
+            Size::Small => Params {
+                virtual_bytes: 2048 * MIB,
+                data_bytes: 150 * MIB,
+                part_size: 50 * MIB,
+                reps: 5,
+                capped_reps: 2,
+            },
+            Size::Large => Params {
+                virtual_bytes: 16384 * MIB,
+                data_bytes: 1536 * MIB,
+                part_size: 500 * MIB,
+                reps: 3,
+                capped_reps: 1,
+            },
+        }
+    }
+}
+
+/// The shape of one benchmark size.
+pub struct Params {
+    pub virtual_bytes: u64,
+    pub data_bytes: u64,
+    pub part_size: u64,
+    pub reps: usize,
+    pub capped_reps: usize,
+}
+
+pub struct Args {
+    pub size: Size,
+    /// Keep the per-run output directories.
+    pub keep: bool,
+    /// The xtask binary to time.
+    pub exe: PathBuf,
+}
+
+/// `bench --xtask PATH [--size small|large] [--keep] [--serve]`, as
+/// `cargo xtask bench` calls it.
+fn main() -> std::process::ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut take = |flag: &str| -> Option<String> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.remove(i);
+        (i < args.len()).then(|| args.remove(i))
+    };
+    let exe = take("--xtask").map(PathBuf::from);
+    let size = take("--size").unwrap_or_else(|| "small".into());
+    let keep = args.iter().any(|a| a == "--keep");
+    let serve = args.iter().any(|a| a == "--serve");
+    let size = match (Size::parse(&size), exe) {
+        (Ok(s), Some(exe)) => (s, exe),
+        (Err(e), _) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+        (_, None) => {
+            eprintln!("error: --xtask PATH is missing; run this through `cargo xtask bench`");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let r = if serve {
+        serve_release(size.0, &size.1)
+    } else {
+        run(Args {
+            size: size.0,
+            keep,
+            exe: size.1,
+        })
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Serves the size's release until the process is interrupted.
+fn serve_release(size: Size, exe: &Path) -> Result<()> {
+    let p = size.params();
+    let tools = Tools::detect()?;
+    let root = bench_dir(exe)?;
+    let img = image::get(&root.join(format!("cache-{}", size.name())), &p, &tools)?;
+    let server = Server::start(REPO, vec![ReleaseSpec::new(TAG, img.assets())]);
+    println!(
+        "serving {TAG} ({}) until interrupted; try:\n  cargo xtask resources --github-api {} --version {TAG} --output DIR",
+        size.name(),
+        server.api_url()
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let p = args.size.params();
+    let tools = Tools::detect()?;
+    let exe = args.exe.clone();
+    let root = bench_dir(&exe)?;
+    let img = image::get(
+        &root.join(format!("cache-{}", args.size.name())),
+        &p,
+        &tools,
+    )?;
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let runs = root.join(format!("runs-{}-{unix}", args.size.name()));
+    fresh_dir(&runs)?;
+
+    eprintln!("bench: serving the release on loopback (hashing assets first)");
+    let server = Server::start(REPO, vec![ReleaseSpec::new(TAG, img.assets())]);
+    let ctx = Ctx {
+        tools: &tools,
+        img: &img,
+        api: server.api_url(),
+        runs: runs.clone(),
+        exe,
+        keep: args.keep,
+    };
+    let mut notes = notes(&tools);
+
+    let mut plain = Round::new(&format!(
+        "loopback, no cap — {} runs each, medians, warm page cache",
+        p.reps
+    ));
+    rows_full(&mut plain);
+    plain.row(
+        "old_total",
+        "old: total (sum of 4 stages)",
+        Basis::Archive,
+        Some("ours"),
+    );
+    rows_old_stages(&mut plain, &tools);
+    plain.row(
+        "limit_curl",
+        "limit: curl parts > /dev/null (1 process)",
+        Basis::Archive,
+        Some("ours"),
+    );
+    plain.row(
+        "limit_gunzip",
+        &format!("limit: cat parts | {} -dc > /dev/null", tools.gunzip_name),
+        Basis::Archive,
+        Some("ours"),
+    );
+    plain.row(
+        "limit_sha256",
+        "limit: sha256sum disk-image.qcow2",
+        Basis::Qcow2,
+        Some("ours"),
+    );
+    plain.row(
+        "convert_qemu",
+        "limit: qemu-img convert -O raw",
+        Basis::Data,
+        Some("convert_ours"),
+    );
+    plain.row(
+        "convert_qemu_sync",
+        "limit: qemu-img convert -O raw, then sync",
+        Basis::Data,
+        Some("convert_ours"),
+    );
+    plain.row(
+        "convert_ours",
+        "ours: resources convert IN OUT",
+        Basis::Data,
+        None,
+    );
+    plain.row("rerun", "ours: re-run, nothing to do", Basis::None, None);
+    plain.note("convert_qemu", "ratio: ours convert ÷ this");
+    plain.note("convert_qemu_sync", "like for like: ours fsyncs its output");
+    skip_missing(&mut plain, &tools);
+    if tools.sha256sum.is_none() {
+        plain.note("limit_sha256", "skipped: sha256sum not found in PATH");
+    }
+
+    for i in 0..p.reps {
+        eprintln!("bench: loopback run {}/{}", i + 1, p.reps);
+        // Alternate who goes first so drift (thermal, page cache) hits both.
+        if i.is_multiple_of(2) {
+            ours(&ctx, &mut plain, i, true)?;
+            old(&ctx, &mut plain, i)?;
+        } else {
+            old(&ctx, &mut plain, i)?;
+            ours(&ctx, &mut plain, i, true)?;
+        }
+        limits(&ctx, &mut plain, i)?;
+        convert_pair(&ctx, &mut plain, i)?;
+    }
+
+    server.add_fault(Fault::RateCap {
+        bytes_per_sec: CAP_BYTES_PER_SEC,
+    });
+    let mut capped = Round::new(&format!(
+        "capped at {} MB/s per connection — {} run(s) each",
+        CAP_BYTES_PER_SEC / 1_000_000,
+        p.capped_reps
+    ));
+    rows_full(&mut capped);
+    capped.row(
+        "old_total",
+        "old: total (sum of 4 stages)",
+        Basis::Archive,
+        Some("ours"),
+    );
+    rows_old_stages(&mut capped, &tools);
+    skip_missing(&mut capped, &tools);
+    for i in 0..p.capped_reps {
+        eprintln!("bench: capped run {}/{}", i + 1, p.capped_reps);
+        if i.is_multiple_of(2) {
+            ours(&ctx, &mut capped, i, false)?;
+            old(&ctx, &mut capped, i)?;
+        } else {
+            old(&ctx, &mut capped, i)?;
+            ours(&ctx, &mut capped, i, false)?;
+        }
+    }
+    server.clear_faults();
+    drop(server);
+
+    let bytes = Bytes {
+        archive: img.stamp.archive_bytes,
+        data: img.stamp.data_bytes,
+        qcow2: img.stamp.qcow2_bytes,
+    };
+    let plain_derived = derived(&plain);
+    let capped_derived = derived(&capped);
+    notes.push(format!(
+        "image: {} virtual, {} guest data ({} system files from /usr/lib, /usr/share, rest random), \
+         qcow2 {}, archive {} in {} parts of {}",
+        human_bytes(p.virtual_bytes),
+        human_bytes(p.data_bytes),
+        human_bytes(img.stamp.system_bytes),
+        human_bytes(img.stamp.qcow2_bytes),
+        human_bytes(img.stamp.archive_bytes),
+        img.stamp.parts.len(),
+        human_bytes(p.part_size),
+    ));
+
+    println!(
+        "bench {}: ours = `xtask resources` (4 connections), old = upstream's steps with standard tools",
+        args.size.name()
+    );
+    for n in &notes {
+        println!("note: {n}");
+    }
+    print!("{}", report::render(&plain, &bytes, &plain_derived));
+    print!("{}", report::render(&capped, &bytes, &capped_derived));
+    println!(
+        "\nMB/s = 10^6 B/s over the archive (downloads, decompression, full runs), the guest \
+         data (convert) or the qcow2 (sha256sum); ratio = ours ÷ that row \
+         (<1: ours faster); peak RSS = largest process of the run"
+    );
+
+    let doc = json!({
+        "size": args.size.name(),
+        "unix_time": unix,
+        "git_commit": git_commit(),
+        "params": {
+            "virtual_bytes": p.virtual_bytes,
+            "data_bytes": p.data_bytes,
+            "part_size": p.part_size,
+            "archive_bytes": img.stamp.archive_bytes,
+            "qcow2_bytes": img.stamp.qcow2_bytes,
+            "parts": img.stamp.parts.len(),
+            "cap_bytes_per_sec": CAP_BYTES_PER_SEC,
+        },
+        "notes": notes,
+        "rounds": [
+            report::round_json(&plain, &bytes, &plain_derived),
+            report::round_json(&capped, &bytes, &capped_derived),
+        ],
+    });
+    let path = report::save(&root, args.size.name(), unix, &doc)?;
+    println!("results: {}", path.display());
+
+    if args.keep {
+        println!("kept the runs' directories in {}", runs.display());
+    } else {
+        std::fs::remove_dir_all(&runs).with_context(|| format!("remove {}", runs.display()))?;
+    }
+    Ok(())
+}
+
+/// `$VSWARM_BENCH_DIR`, else `<target>/bench` next to the running binary
+/// (`target/release/xtask` → `target/bench`).
+fn bench_dir(exe: &Path) -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os(DIR_ENV) {
+        return Ok(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Ok(PathBuf::from(d).join("bench"));
+    }
+    let target = exe.parent().and_then(Path::parent).with_context(|| {
+        format!(
+            "cannot place target/bench next to {}; set {DIR_ENV}",
+            exe.display()
+        )
+    })?;
+    Ok(target.join("bench"))
+}
+
+fn notes(tools: &Tools) -> Vec<String> {
+    let mut n = vec![
+        "all runs are warm-cache: the release files sit in the page cache (caches are not \
+         dropped, which would need root)"
+            .to_string(),
+        "the server runs in the bench process and shares the CPUs with the child being timed"
+            .to_string(),
+    ];
+    if tools.gunzip_name == "gzip" {
+        n.push("pigz not found: the old pipeline and the limit use gzip".into());
+    }
+    if tools.curl.is_none() {
+        n.push("curl not found in PATH: download rows skipped; the old pipeline reads the parts from the cache".into());
+    }
+    n
+}
+
+fn rows_full(r: &mut Round) {
+    r.row(
+        "ours",
+        "ours: resources (download+unpack+convert+verify)",
+        Basis::Archive,
+        None,
+    );
+    r.row(
+        "ours_fused",
+        "ours:   download+gunzip+untar+sha256 (fused)",
+        Basis::Archive,
+        None,
+    );
+    r.row(
+        "ours_convert",
+        "ours:   convert (after the fused phase)",
+        Basis::Data,
+        None,
+    );
+}
+
+fn rows_old_stages(r: &mut Round, tools: &Tools) {
+    r.row(
+        "old_download",
+        "old:   curl -L each asset, sequentially",
+        Basis::Archive,
+        None,
+    );
+    r.row(
+        "old_decompress",
+        &format!("old:   cat parts | {} -dc | tar x", tools.gunzip_name),
+        Basis::Archive,
+        None,
+    );
+    r.row(
+        "old_convert",
+        "old:   qemu-img convert -O raw",
+        Basis::Data,
+        None,
+    );
+    r.row(
+        "old_sync",
+        "old:   sync the two images (ours fsyncs)",
+        Basis::None,
+        None,
+    );
+}
+
+fn skip_missing(r: &mut Round, tools: &Tools) {
+    let keys: Vec<&'static str> = r.rows.iter().map(|row| row.key).collect();
+    let has = |k: &str| keys.contains(&k);
+    let curl_rows: Vec<&str> = ["old_download", "limit_curl"]
+        .into_iter()
+        .filter(|k| has(k))
+        .collect();
+    if tools.curl.is_none() {
+        for k in curl_rows {
+            r.note(k, "skipped: curl not found in PATH");
+        }
+    }
+    let gunzip_rows: Vec<&str> = ["old_decompress", "limit_gunzip", "old_total"]
+        .into_iter()
+        .filter(|k| has(k))
+        .collect();
+    if tools.gunzip.is_none() || tools.bash.is_none() || tools.tar.is_none() {
+        for k in gunzip_rows {
+            r.note(k, "skipped: needs bash, tar and pigz or gzip in PATH");
+        }
+    }
+}
+
+/// Ours vs old end to end, and ours vs the tools' limits: summed (no overlap)
+/// and the slowest alone (perfect overlap).
+fn derived(r: &Round) -> Vec<Derived> {
+    let mut d = Vec::new();
+    let Some(ours) = r.median("ours") else {
+        return d;
+    };
+    let limits: Vec<f64> = ["limit_curl", "limit_gunzip", "limit_sha256", "convert_qemu"]
+        .iter()
+        .filter_map(|k| r.median(k))
+        .collect();
+    if !limits.is_empty() {
+        let sum: f64 = limits.iter().sum();
+        let max = limits.iter().cloned().fold(0.0, f64::max);
+        d.push(Derived {
+            label: format!("ours ÷ sum of limits ({sum:.2}s, stages back to back)"),
+            value: ours / sum,
+        });
+        d.push(Derived {
+            label: format!("ours ÷ slowest limit ({max:.2}s, perfect overlap)"),
+            value: ours / max,
+        });
+    }
+    d
+}
+
+/// The checkout's commit, for comparing results across commits.
+fn git_commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}

@@ -1,0 +1,96 @@
+//! The environment, read once: defaults for the output directory, the API
+//! and the source, the token, the HTTP timeout, the proxy, and how progress
+//! is shown. A bad value is a usage error that names the variable.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::usage;
+use crate::fetch::http::Token;
+use crate::steps::opts::DEFAULT_API;
+use crate::util::progress::Style;
+
+/// Where resources go unless `--output` says otherwise: `$RESOURCES`, else the
+/// workspace's `resources/`, found from this crate's location at build time so
+/// that running from another directory never scatters files there.
+pub fn default_output() -> PathBuf {
+    match std::env::var_os("RESOURCES") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask lives inside the workspace")
+            .join("resources"),
+    }
+}
+
+pub fn default_api() -> String {
+    match std::env::var("GITHUB_API_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => DEFAULT_API.to_string(),
+    }
+}
+
+/// `VSWARM_RESOURCES_SOURCE`, if set and not empty.
+pub fn default_source() -> Option<String> {
+    std::env::var("VSWARM_RESOURCES_SOURCE")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Bars when stderr is a terminal and `CI` is unset; colour unless `NO_COLOR`.
+pub fn progress_style() -> Style {
+    use std::io::IsTerminal;
+    Style {
+        bars: std::io::stderr().is_terminal() && std::env::var_os("CI").is_none(),
+        colour: std::env::var_os("NO_COLOR").is_none(),
+    }
+}
+
+/// `GH_TOKEN`, else `GITHUB_TOKEN` (gh's order); empty values count as unset.
+/// A value that cannot be an HTTP header is an error naming the variable.
+pub fn token() -> Result<Option<Token>> {
+    for var in ["GH_TOKEN", "GITHUB_TOKEN"] {
+        let Some(raw) = std::env::var_os(var) else {
+            continue;
+        };
+        let Some(t) = raw.to_str().map(str::trim) else {
+            return Err(usage(format!(
+                "{var} is not valid UTF-8, so it cannot be a GitHub token; fix or unset it"
+            )));
+        };
+        if t.is_empty() {
+            continue;
+        }
+        if !t.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+            return Err(usage(format!(
+                "{var} holds characters a token cannot have (spaces, control characters or \
+                 non-ASCII), so it cannot be sent as a header; fix or unset it"
+            )));
+        }
+        crate::util::text::register_secret(t);
+        return Ok(Some(Token::new(t.to_string(), var)));
+    }
+    Ok(None)
+}
+
+/// `VSWARM_HTTP_TIMEOUT`: seconds, finite, from 0.1 to an hour.
+pub fn http_timeout() -> Result<Duration> {
+    const VAR: &str = "VSWARM_HTTP_TIMEOUT";
+    let Some(raw) = std::env::var_os(VAR) else {
+        return Ok(Duration::from_secs(30));
+    };
+    let s = raw.to_string_lossy();
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(Duration::from_secs(30));
+    }
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=3600.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(usage(format!(
+            "{VAR}=`{}` is not a number of seconds from 0.1 to 3600",
+            crate::util::text::clean(s, 40)
+        ))),
+    }
+}

@@ -1,0 +1,316 @@
+//! The flag table and the help text built from it: one list of every
+//! flag (names, value, help, the steps that take it), of the steps, and of
+//! the environment variables.
+
+/// One flag: its names, its value's placeholder (None: a switch), its help,
+/// and the steps that take it (empty: every step).
+pub struct Flag {
+    pub long: &'static str,
+    pub short: Option<&'static str>,
+    pub value: Option<&'static str>,
+    pub help: &'static str,
+    pub steps: &'static [&'static str],
+}
+
+const ALL: &[&str] = &[];
+
+/// Every flag of `cargo xtask resources`. The short forms are those of
+/// upstream's `artifacts.py`, so existing scripts keep working.
+pub const FLAGS: &[Flag] = &[
+    Flag {
+        long: "--version",
+        short: Some("-v"),
+        value: Some("TAG"),
+        help: "release tag, or `latest` (default: latest)",
+        steps: ALL,
+    },
+    Flag {
+        long: "--arch",
+        short: Some("-a"),
+        value: Some("ARCH"),
+        help: "amd64 | arm64 (default: amd64; mirror also takes `all`)",
+        steps: ALL,
+    },
+    Flag {
+        long: "--os-version",
+        short: Some("-l"),
+        value: Some("OS"),
+        help: "focal | jammy (default: focal; mirror also takes `all`)",
+        steps: ALL,
+    },
+    Flag {
+        long: "--output",
+        short: Some("-o"),
+        value: Some("DIR"),
+        help: "where resources go (default: $RESOURCES, else the repository's resources/)",
+        steps: ALL,
+    },
+    Flag {
+        long: "--repo",
+        short: None,
+        value: Some("OWNER/NAME"),
+        help: "GitHub repository (default: vhive-serverless/vSwarm-u)",
+        steps: ALL,
+    },
+    Flag {
+        long: "--github-api",
+        short: None,
+        value: Some("URL"),
+        help: "API base (default: $GITHUB_API_URL, else https://api.github.com)",
+        steps: ALL,
+    },
+    Flag {
+        long: "--jobs",
+        short: None,
+        value: Some("N"),
+        help: "parallel connections, 1 to 16 (default: 4)",
+        steps: ALL,
+    },
+    Flag {
+        long: "--keep-downloads",
+        short: None,
+        value: None,
+        help: "keep the downloaded parts after the disk image is checked",
+        steps: ALL,
+    },
+    Flag {
+        long: "--force",
+        short: None,
+        value: None,
+        help: "download and check everything again, replacing installed files even if changed",
+        steps: ALL,
+    },
+    Flag {
+        long: "--source",
+        short: None,
+        value: Some("DIR|URL"),
+        help: "read releases from a mirror made by `mirror` (default: $VSWARM_RESOURCES_SOURCE)",
+        steps: ALL,
+    },
+    Flag {
+        long: "--with-qemu-img",
+        short: None,
+        value: None,
+        help: "use `qemu-img convert -O raw` instead of the built-in converter",
+        steps: &["convert"],
+    },
+    Flag {
+        long: "--no-sparse-detect",
+        short: None,
+        value: None,
+        help: "do not look for zero blocks inside allocated clusters (faster, larger output)",
+        steps: &["convert"],
+    },
+    Flag {
+        long: "--deep",
+        short: None,
+        value: None,
+        help: "also compare disk-image.img's content with the qcow2's guest content",
+        steps: &["verify"],
+    },
+    Flag {
+        long: "--quick",
+        short: None,
+        value: None,
+        help: "compare sizes and modification times with the manifest only",
+        steps: &["verify"],
+    },
+];
+
+/// The steps, in help order, with their one-line summary.
+pub const STEPS: &[(&str, &str)] = &[
+    (
+        "download",
+        "fetch kernel, client, disk-image parts and sums",
+    ),
+    (
+        "merge",
+        "join the downloaded disk-image parts into one archive",
+    ),
+    (
+        "decompress",
+        "unpack the archive into disk-image.qcow2 and check it against the sums",
+    ),
+    (
+        "convert",
+        "write the raw disk-image.img that gem5 reads from disk-image.qcow2",
+    ),
+    ("verify", "check the installed files"),
+    (
+        "list",
+        "list the repository's releases and what each contains",
+    ),
+    (
+        "mirror",
+        "copy a release's assets into a directory others can use as --source",
+    ),
+];
+
+/// Environment variables the tool reads, for the help text.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "GH_TOKEN, GITHUB_TOKEN",
+        "token sent to the API host only (lifts the rate limit); GH_TOKEN first, as gh",
+    ),
+    ("RESOURCES", "default output directory"),
+    ("GITHUB_API_URL", "default API base"),
+    ("HTTPS_PROXY, NO_PROXY", "proxy settings"),
+    ("VSWARM_RESOURCES_SOURCE", "default --source"),
+    (
+        "VSWARM_HTTP_TIMEOUT",
+        "seconds a connection may stay silent before a retry (default 30, at most 3600)",
+    ),
+    (
+        "CI, NO_COLOR",
+        "plain progress lines (CI set or stderr not a terminal); no colour",
+    ),
+];
+
+pub const TOP_HELP: &str = "\
+cargo xtask — developer tasks for vSwarm-u
+
+USAGE:
+    cargo xtask <TASK> [ARGS]
+
+TASKS:
+    resources    get the kernel, disk image and test client (see `cargo xtask resources --help`)
+    bench        time `resources` against the old tool pipeline (see `cargo xtask bench --help`)
+
+OPTIONS:
+    -h, --help   print this help
+";
+
+pub const BENCH_HELP: &str = "\
+cargo xtask bench — time `resources` against the old pipeline and the tools' limits
+
+USAGE:
+    cargo xtask bench [--size small|large] [--keep] [--serve]
+
+Builds a synthetic release like upstream's (qemu-img qcow2, tar | pigz | split; cached
+in target/bench/cache-<size>/), serves it on loopback, and times, alternating: our full
+pipeline; the old steps (curl, cat | pigz -dc | tar x, qemu-img convert -O raw); each
+tool alone; our converter vs qemu-img; a no-op re-run. Then again with every connection
+capped at 20 MB/s. Prints medians, MB/s and peak RSS, and writes
+target/bench/<size>-<unix time>.json and <size>-latest.json. Needs qemu-img; curl and
+pigz are used when present.
+
+FLAGS:
+    --size SIZE   small: 2 GiB virtual / 150 MiB data, 5 runs (default)
+                  large: 16 GiB virtual / 1.5 GiB data, 3 runs (needs ~8 GiB free)
+    --keep        keep each run's output directory under target/bench/runs-*/
+    --serve       only serve the synthetic release on loopback until interrupted, for
+                  timing single commands by hand (prints the --github-api URL)
+    -h, --help    print this help
+";
+
+/// What each step does, for its own `--help`.
+fn step_text(step: &str) -> &'static str {
+    match step {
+        "download" => {
+            "\
+Fetches the release's kernel and test client (installed as `kernel` and `client` in the
+output directory once their digests check) and the disk-image parts and sums (kept in
+the hidden working directory `.downloads/<tag>/`). Partial files are resumed."
+        }
+        "merge" => {
+            "\
+Joins the downloaded disk-image parts, in split-suffix order, into one archive in the
+working directory (`.downloads/<tag>/disk-image-<os>-<arch>.qcow2.tar.gz`). Run
+`download` first. The full pipeline does not need this step."
+        }
+        "decompress" => {
+            "\
+Unpacks the downloaded disk image (merged archive, or the parts read in order) into
+`disk-image.qcow2` in the output directory and checks its sha256 against the release's
+`.sums`. Run `download` first."
+        }
+        "convert" => {
+            "\
+Converts a qcow2 image to the raw, sparse image gem5 reads.
+INPUT defaults to <output>/disk-image.qcow2, OUTPUT to <output>/disk-image.img.
+INPUT and OUTPUT must be different files."
+        }
+        "verify" => {
+            "\
+Checks the files in the output directory against manifest.json: kernel and client are
+ELF files of the right architecture, disk-image.qcow2 matches the release's sums,
+disk-image.img has the qcow2's virtual size. One line per file; exit 0 when all hold."
+        }
+        "list" => {
+            "\
+Lists the repository's releases, newest first, with what each contains for every
+os/arch, then the documentation's support table."
+        }
+        "mirror" => {
+            "\
+Stores a release's JSON and the assets of one os/arch set (or `--arch all`,
+`--os-version all` for every set), each checked against its digest, as
+MIRROR_DIR/<tag>/release.json + asset files, and MIRROR_DIR/latest naming the tag.
+Other machines then run `cargo xtask resources --source MIRROR_DIR` (or serve
+MIRROR_DIR with any static web server and pass its URL)."
+        }
+        _ => "",
+    }
+}
+
+fn flag_lines(step: Option<&str>) -> String {
+    let mut out = String::new();
+    for f in FLAGS {
+        let applies = match step {
+            None => f.steps.is_empty(),
+            Some(s) => f.steps.is_empty() || f.steps.contains(&s),
+        };
+        if !applies {
+            continue;
+        }
+        let names = match f.short {
+            Some(s) => format!("{s}, {}", f.long),
+            None => format!("    {}", f.long),
+        };
+        let left = match f.value {
+            Some(v) => format!("{names} {v}"),
+            None => names,
+        };
+        out.push_str(&format!("    {left:<26} {}\n", f.help));
+    }
+    out.push_str(&format!("    {:<26} {}\n", "-h, --help", "print help"));
+    out
+}
+
+/// The help of `cargo xtask resources [STEP]`, built from the tables.
+pub fn resources_help(step: Option<&str>) -> String {
+    match step {
+        None => {
+            let mut s = String::from(
+                "cargo xtask resources — download, unpack, convert and verify the vSwarm-u resources\n\n\
+                 USAGE:\n    cargo xtask resources [STEP] [FLAGS]\n\nSTEPS:\n",
+            );
+            s.push_str(&format!(
+                "    {:<12} every step: download, merge+decompress (fused), convert, verify\n",
+                "(none)"
+            ));
+            for (name, what) in STEPS {
+                s.push_str(&format!("    {name:<12} {what}\n"));
+            }
+            s.push_str("\nFLAGS (also `--flag=value`; every step answers `--help`):\n");
+            s.push_str(&flag_lines(None));
+            s.push_str("\nENVIRONMENT:\n");
+            for (k, v) in ENVIRONMENT {
+                s.push_str(&format!("    {k:<24} {v}\n"));
+            }
+            s
+        }
+        Some(step) => {
+            let args = if step == "convert" {
+                " [INPUT [OUTPUT]]"
+            } else {
+                ""
+            };
+            format!(
+                "cargo xtask resources {step}{args} [FLAGS]\n\n{}\n\nFLAGS:\n{}",
+                step_text(step),
+                flag_lines(Some(step))
+            )
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The download engine: fetches a list of assets over several connections,
+//! large ones as parallel Range segments scheduled in file order, into hidden
+//! `.name.partial` files that survive interruption. Each asset is read back
+//! through an [`AssetReader`] as soon as a contiguous prefix has arrived; the
+//! reader hashes what it hands out and, at the end, checks size and digest and
+//! only then renames the file to its final name.
+
+pub mod http;
+mod reader;
+mod segments;
+mod state;
+mod worker;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::util::fmt::parse_sha256_hex;
+use crate::util::fs as fsutil;
+use crate::util::progress::{Progress, Style};
+use crate::util::text::Shown;
+
+use http::Http;
+pub use reader::AssetReader;
+use state::{prepare, Inner, Shared};
+
+/// Where an asset's bytes come from. Only a mirror directory the user named
+/// gives `Local`; a URL string from a release or a redirect is never read
+/// as a local path, whatever its scheme.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Url(String),
+    Local(PathBuf),
+}
+
+impl Origin {
+    /// The host or directory, for messages.
+    fn place(&self) -> String {
+        match self {
+            Origin::Url(u) => crate::fetch::http::authority(u),
+            Origin::Local(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// One asset to fetch.
+#[derive(Clone, Debug)]
+pub struct Wanted {
+    pub name: String,
+    pub from: Origin,
+    pub size: u64,
+    /// From the release's `digest` field, when it has one.
+    pub sha256: Option<[u8; 32]>,
+    /// Final name; the download lives at `fsutil::partial_path(dest)` until checked.
+    pub dest: PathBuf,
+    /// Deleted as soon as the run has used it (disk parts in the full run):
+    /// not forced to disk, since after a power loss the digest check on
+    /// re-reading catches a part that did not survive.
+    pub transient: bool,
+}
+
+/// An asset did not match the release's digest; its file is deleted. The
+/// full run fetches it once more before giving up.
+#[derive(Debug)]
+pub struct DigestMismatch {
+    pub asset: String,
+    msg: String,
+}
+
+impl std::fmt::Display for DigestMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+impl std::error::Error for DigestMismatch {}
+
+/// The asset of a [`DigestMismatch`] anywhere in `e`'s chain.
+pub fn digest_mismatch(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(|c| {
+        if let Some(d) = c.downcast_ref::<DigestMismatch>() {
+            return Some(d.asset.clone());
+        }
+        c.downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<DigestMismatch>())
+            .map(|d| d.asset.clone())
+    })
+}
+
+/// Parses the API's `sha256:<hex>` digest field.
+pub fn parse_digest(field: Option<&str>, asset: &str) -> Result<Option<[u8; 32]>> {
+    let Some(field) = field else { return Ok(None) };
+    let Some(hexs) = field.strip_prefix("sha256:") else {
+        // Another algorithm: nothing we can check, and not an error.
+        return Ok(None);
+    };
+    parse_sha256_hex(hexs.trim()).map(Some).ok_or_else(|| {
+        anyhow!(
+            "asset {}: the release's digest `{}` is not a sha256 hex string",
+            Shown(asset),
+            crate::util::text::clean(field, 80)
+        )
+    })
+}
+
+/// Downloads in flight. Dropping it aborts what is left.
+pub struct Downloads {
+    shared: Arc<Shared>,
+    workers: Vec<thread::JoinHandle<()>>,
+}
+
+/// Starts `connections` workers on `wanted`. Assets whose final file already
+/// exists with the right size are not fetched again (their reader re-checks
+/// the digest); `--force` is the caller's: it deletes them first.
+pub fn start(
+    http: Http,
+    wanted: Vec<Wanted>,
+    connections: usize,
+    what: &str,
+    style: Style,
+) -> Result<Downloads> {
+    let mut assets = Vec::with_capacity(wanted.len());
+    let mut have = 0u64;
+    let mut total = 0u64;
+    for wanted in &wanted {
+        total = total.checked_add(wanted.size).ok_or_else(|| {
+            anyhow!(
+                "asset {}: the sizes of the assets add up past 2^64 bytes; the release is bogus",
+                Shown(&wanted.name)
+            )
+        })?;
+    }
+    for wanted in wanted {
+        let a = prepare(wanted)?;
+        have += a.written_bytes();
+        assets.push(a);
+    }
+    // All of it must fit before the first byte is fetched.
+    if let Some(first) = assets.first() {
+        let dir = first.partial.parent().unwrap_or(Path::new("."));
+        fsutil::ensure_space(dir, total - have.min(total), "the download")?;
+    }
+    let shared = Arc::new(Shared {
+        inner: Mutex::new(Inner {
+            assets,
+            abort: None,
+        }),
+        changed: Condvar::new(),
+        http,
+        progress: Progress::new(what, total, have, style),
+    });
+    let workers = (0..connections.max(1))
+        .map(|i| {
+            let s = Arc::clone(&shared);
+            thread::Builder::new()
+                .name(format!("download-{i}"))
+                .spawn(move || worker::worker(&s))
+                .expect("spawn download worker")
+        })
+        .collect();
+    Ok(Downloads { shared, workers })
+}
+
+impl Downloads {
+    /// A reader of asset `index` (in the order given to [`start`]).
+    pub fn reader(&self, index: usize) -> AssetReader {
+        AssetReader::new(Arc::clone(&self.shared), index)
+    }
+
+    /// Reads every asset to its end (checking and committing it) on the
+    /// calling thread and its helpers, then waits for the workers.
+    pub fn finish_all(self) -> Result<()> {
+        let count = self.shared.lock().assets.len();
+        let results: Vec<Result<()>> = thread::scope(|s| {
+            let handles: Vec<_> = (0..count)
+                .map(|i| {
+                    let mut r = self.reader(i);
+                    s.spawn(move || -> Result<()> {
+                        io::copy(&mut r, &mut io::sink()).map_err(anyhow::Error::from)?;
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a check thread panicked")))
+                })
+                .collect()
+        });
+        let first_err = results.into_iter().find_map(Result::err);
+        self.wait()?;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the workers; the first failure, if any.
+    pub fn wait(mut self) -> Result<()> {
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        self.shared.progress.finish();
+        let g = self.shared.lock();
+        if let Some(e) = &g.abort {
+            bail!("{e}");
+        }
+        Ok(())
+    }
+
+    /// Stops the workers (used when a consumer failed).
+    pub fn abort(&self, why: &str) {
+        let mut g = self.shared.lock();
+        if g.abort.is_none() {
+            g.abort = Some(why.to_string());
+        }
+        drop(g);
+        self.shared.changed.notify_all();
+    }
+}
+
+impl Drop for Downloads {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.abort("stopped");
+            for w in self.workers.drain(..) {
+                let _ = w.join();
+            }
+        }
+    }
+}

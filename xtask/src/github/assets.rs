@@ -1,0 +1,538 @@
+//! Asset selection: which assets of a release make up one os/arch set, chosen
+//! by exact name (never by substring), with the disk-image parts put in the
+//! order GNU `split` named them and checked for gaps.
+
+use anyhow::{bail, Result};
+
+use std::fmt;
+
+use super::release::{Asset, Release};
+use crate::unpack::Compression;
+use crate::util::fmt::human_bytes;
+use crate::util::text::Shown;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Os {
+    Focal,
+    Jammy,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+    pub fn parse(s: &str) -> Result<Arch> {
+        match s {
+            "amd64" => Ok(Arch::Amd64),
+            "arm64" => Ok(Arch::Arm64),
+            _ => bail!(
+                "invalid --arch `{}`: expected amd64 or arm64",
+                crate::util::text::clean(s, 40)
+            ),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
+impl Os {
+    pub const ALL: [Os; 2] = [Os::Focal, Os::Jammy];
+    pub fn parse(s: &str) -> Result<Os> {
+        match s {
+            "focal" => Ok(Os::Focal),
+            "jammy" => Ok(Os::Jammy),
+            _ => bail!(
+                "invalid --os-version `{}`: expected focal or jammy",
+                crate::util::text::clean(s, 40)
+            ),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Os::Focal => "focal",
+            Os::Jammy => "jammy",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Os {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// No single asset is larger: GitHub caps assets at 2 GiB, and a mirror's
+/// whole uncompressed image of a 16 GiB disk is well under this.
+pub const MAX_ASSET: u64 = 256 << 30;
+/// A checksum file is a line or two; a larger one is not a checksum file.
+pub const MAX_SUMS: u64 = 1 << 20;
+
+/// How the disk image is shipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskForm {
+    /// `.qcow2.tar.gz.aa…`, `.qcow2.tar.xz.aa…`
+    SplitTar,
+    /// `.qcow2.tar.gz`, `.qcow2.tar.xz`
+    Tar,
+    /// `.qcow2.gz`, `.qcow2.xz`, `.qcow2`
+    Qcow2,
+}
+
+/// The assets of one os/arch set.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    pub kernel: Asset,
+    pub client: Asset,
+    /// In archive order: concatenated, they are the disk archive.
+    pub disk: Vec<Asset>,
+    pub disk_form: DiskForm,
+    /// The archive's name without any split suffix.
+    pub disk_archive: String,
+    pub sums: Asset,
+}
+
+impl Selection {
+    /// How many assets [`Selection::all`] yields before the disk parts.
+    pub const SMALL: usize = 3;
+
+    pub fn total_size(&self) -> u64 {
+        self.all().map(|a| a.size).sum()
+    }
+
+    /// Every asset, in download order: small ones first, then the disk in
+    /// archive order so its beginning completes first.
+    pub fn all(&self) -> impl Iterator<Item = &Asset> {
+        [&self.kernel, &self.client, &self.sums]
+            .into_iter()
+            .chain(self.disk.iter())
+    }
+}
+
+pub fn kernel_name(os: Os, arch: Arch) -> String {
+    format!("vmlinux-{os}-{arch}")
+}
+pub fn client_name(arch: Arch) -> String {
+    format!("test-client-{arch}")
+}
+pub fn disk_base(os: Os, arch: Arch) -> String {
+    format!("disk-image-{os}-{arch}.qcow2")
+}
+/// `disk-image-focal-amd64.qcow2.tar.gz` → `disk-image-focal-amd64.qcow2`.
+pub fn disk_base_of(archive: &str) -> String {
+    match archive.find(".qcow2") {
+        Some(i) => archive[..i + ".qcow2".len()].to_string(),
+        None => archive.to_string(),
+    }
+}
+pub fn sums_name(os: Os, arch: Arch) -> String {
+    format!("{}.sums", disk_base(os, arch))
+}
+
+/// An asset name we could use as a file name: no path separators, no `..`,
+/// nothing hidden, no control characters. Any release listing another name
+/// is refused whole: its JSON is not what GitHub would send.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| !c.is_control() && c != '/' && c != '\\');
+    if !ok {
+        bail!(
+            "the release lists an asset with an unsafe name `{}`; refusing to use it as a file name",
+            Shown(name)
+        );
+    }
+    Ok(())
+}
+
+/// An asset's size is believable: at most [`MAX_ASSET`] (the sums file at
+/// most [`MAX_SUMS`]). Sizes come from the server and drive allocations,
+/// free-space checks and progress totals.
+fn check_size(a: &Asset, max: u64) -> Result<()> {
+    if a.size > max {
+        bail!(
+            "asset {}: the release says it is {} bytes ({}), more than the {} any asset of \
+             this kind can be; the release is bogus, choose another --version",
+            Shown(&a.name),
+            a.size,
+            human_bytes(a.size),
+            human_bytes(max)
+        );
+    }
+    Ok(())
+}
+
+/// The short names of the parts of an os/arch set the release lacks, or
+/// None when it has them all (it may still be unusable for another reason).
+pub fn missing(release: &Release, os: Os, arch: Arch) -> Option<Vec<&'static str>> {
+    let has = |name: &str| usable(release).any(|a| a.name == name);
+    let base = disk_base(os, arch);
+    let mut out = Vec::new();
+    if !has(&kernel_name(os, arch)) {
+        out.push("kernel");
+    }
+    if !has(&client_name(arch)) {
+        out.push("client");
+    }
+    if !has(&sums_name(os, arch)) {
+        out.push("sums");
+    }
+    if !usable(release).any(|a| a.name.starts_with(&base) && a.name != sums_name(os, arch)) {
+        out.push("disk");
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The assets a client may use: those fully uploaded. GitHub leaves an
+/// asset whose upload failed in state `starter`; older JSON has no state.
+fn usable(release: &Release) -> impl Iterator<Item = &Asset> {
+    release
+        .assets
+        .iter()
+        .filter(|a| a.state.as_deref().is_none_or(|s| s == "uploaded"))
+}
+
+/// Position of a GNU split suffix in split's own sequence: aa…yz (650 names),
+/// then zaaa…zyzz, then zzaaaa…, each group two letters longer.
+pub fn split_suffix_index(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 2
+        || !b.len().is_multiple_of(2)
+        || b.len() > 16
+        || !b.iter().all(u8::is_ascii_lowercase)
+    {
+        return None;
+    }
+    let k = (b.len() - 2) / 2;
+    if b[..k].iter().any(|&c| c != b'z') || b[k] == b'z' {
+        return None;
+    }
+    // Groups before this one: 25·26^(j+1) names each.
+    let mut base = 0u64;
+    for j in 0..k {
+        base += 25 * 26u64.pow(j as u32 + 1);
+    }
+    let rank = b[k..]
+        .iter()
+        .fold(0u64, |acc, &c| acc * 26 + u64::from(c - b'a'));
+    Some(base + rank)
+}
+
+/// The suffix split gives the file at `index` (inverse of [`split_suffix_index`]).
+pub fn split_suffix(mut index: u64) -> String {
+    let mut k = 0u32;
+    loop {
+        let group = 25 * 26u64.pow(k + 1);
+        if index < group {
+            break;
+        }
+        index -= group;
+        k += 1;
+    }
+    let len = k as usize + 2;
+    let mut digits = vec![b'a'; len];
+    for d in digits.iter_mut().rev() {
+        *d = b'a' + (index % 26) as u8;
+        index /= 26;
+    }
+    let mut s = "z".repeat(k as usize);
+    s.push_str(std::str::from_utf8(&digits).expect("ascii"));
+    s
+}
+
+/// Picks the os/arch set out of `release`.
+pub fn select(release: &Release, os: Os, arch: Arch) -> Result<Selection> {
+    for a in &release.assets {
+        check_name(&a.name)?;
+    }
+    let find = |name: &str| usable(release).find(|a| a.name == name).cloned();
+    let base = disk_base(os, arch);
+    let mut missing = Vec::new();
+    let kernel = find(&kernel_name(os, arch));
+    if kernel.is_none() {
+        missing.push(kernel_name(os, arch));
+    }
+    let client = find(&client_name(arch));
+    if client.is_none() {
+        missing.push(client_name(arch));
+    }
+    let sums = find(&sums_name(os, arch));
+    if sums.is_none() {
+        missing.push(sums_name(os, arch));
+    }
+    let disk = select_disk(release, &base)?;
+    if disk.is_none() {
+        missing.push(format!(
+            "{base}.tar.gz.aa (or another form of the disk image)"
+        ));
+    }
+    match (kernel, client, sums, disk) {
+        (Some(kernel), Some(client), Some(sums), Some((disk, disk_form, disk_archive))) => {
+            let sel = Selection {
+                kernel,
+                client,
+                disk,
+                disk_form,
+                disk_archive,
+                sums,
+            };
+            check_size(&sel.sums, MAX_SUMS)?;
+            let mut total = 0u64;
+            for a in sel.all() {
+                check_size(a, MAX_ASSET)?;
+                total = total.checked_add(a.size).ok_or_else(|| {
+                    anyhow::anyhow!("asset {}: the sizes add up past 2^64 bytes", Shown(&a.name))
+                })?;
+            }
+            Ok(sel)
+        }
+        _ => {
+            let have: Vec<String> = release
+                .assets
+                .iter()
+                .take(40)
+                .map(|a| crate::util::text::clean(&a.name, 80))
+                .collect();
+            bail!(
+                "release {} has no {} for {os}/{arch}; it contains: {}{}",
+                Shown(&release.tag_name),
+                missing.join(", "),
+                if have.is_empty() {
+                    "no assets".to_string()
+                } else {
+                    have.join(", ")
+                },
+                if release.assets.len() > 40 {
+                    format!(" … and {} more", release.assets.len() - 40)
+                } else {
+                    String::new()
+                }
+            )
+        }
+    }
+}
+
+type Disk = (Vec<Asset>, DiskForm, String);
+
+/// `tar.gz`, `tar.xz`, `tar.zst`, `tar`: the archive extensions, one for
+/// each format the unpacker reads.
+fn tar_exts() -> impl Iterator<Item = String> {
+    Compression::readable().map(|c| match c.ext() {
+        "" => "tar".to_string(),
+        ext => format!("tar.{ext}"),
+    })
+}
+
+fn select_disk(release: &Release, base: &str) -> Result<Option<Disk>> {
+    for ext in tar_exts() {
+        let archive = format!("{base}.{ext}");
+        let prefix = format!("{archive}.");
+        let mut parts: Vec<(u64, &Asset)> = usable(release)
+            .filter_map(|a| {
+                let suffix = a.name.strip_prefix(&prefix)?;
+                // `x.tar.gz` is an archive of its own, not part `gz` of `x.tar`.
+                if Compression::readable().any(|c| c.ext() == suffix) || suffix == "bz2" {
+                    return None;
+                }
+                split_suffix_index(suffix).map(|i| (i, a))
+            })
+            .collect();
+        if parts.is_empty() {
+            continue;
+        }
+        parts.sort_by_key(|(i, _)| *i);
+        for (want, (got, _)) in parts.iter().enumerate() {
+            if *got != want as u64 {
+                bail!(
+                    "release {}: disk-image part {prefix}{} is missing (the parts go up to {}); \
+                     the release is incomplete, choose another --version",
+                    Shown(&release.tag_name),
+                    split_suffix(want as u64),
+                    parts.last().map(|(_, a)| a.name.as_str()).unwrap_or("")
+                );
+            }
+        }
+        let assets = parts.into_iter().map(|(_, a)| a.clone()).collect();
+        return Ok(Some((assets, DiskForm::SplitTar, archive)));
+    }
+    let bare = Compression::readable()
+        .map(Compression::ext)
+        .filter(|e| !e.is_empty())
+        .map(|e| (e.to_string(), DiskForm::Qcow2));
+    let singles = tar_exts().map(|e| (e, DiskForm::Tar)).chain(bare);
+    for (ext, form) in singles {
+        let name = format!("{base}.{ext}");
+        if let Some(a) = usable(release).find(|a| a.name == name) {
+            return Ok(Some((vec![a.clone()], form, name)));
+        }
+    }
+    if let Some(a) = usable(release).find(|a| a.name == base) {
+        return Ok(Some((vec![a.clone()], DiskForm::Qcow2, base.to_string())));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asset(name: &str) -> Asset {
+        Asset {
+            name: name.into(),
+            size: 1,
+            browser_download_url: format!("https://x/{name}"),
+            digest: None,
+            state: None,
+        }
+    }
+
+    fn release(names: &[&str]) -> Release {
+        Release {
+            tag_name: "v1".into(),
+            name: None,
+            draft: false,
+            prerelease: true,
+            published_at: None,
+            assets: names.iter().map(|n| asset(n)).collect(),
+        }
+    }
+
+    #[test]
+    fn split_order_matches_gnu_split() {
+        assert_eq!(split_suffix_index("aa"), Some(0));
+        assert_eq!(split_suffix_index("az"), Some(25));
+        assert_eq!(split_suffix_index("ba"), Some(26));
+        assert_eq!(split_suffix_index("yz"), Some(649));
+        assert_eq!(split_suffix_index("zaaa"), Some(650));
+        assert_eq!(split_suffix_index("zyzz"), Some(650 + 16899));
+        assert_eq!(split_suffix_index("zzaaaa"), Some(650 + 16900));
+        for bad in ["", "a", "za", "zz", "aaa", "zzaa", "AA", "a1", "zzzzaa"] {
+            assert_eq!(split_suffix_index(bad), None, "{bad}");
+        }
+        for i in [0, 1, 25, 26, 649, 650, 651, 17549, 17550, 20000] {
+            assert_eq!(split_suffix_index(&split_suffix(i)), Some(i), "{i}");
+        }
+    }
+
+    #[test]
+    fn selects_exact_names_in_split_order() {
+        let r = release(&[
+            "vmlinux-focal-amd64",
+            "vmlinux-focal-amd64-debug",
+            "test-client-amd64",
+            "disk-image-focal-amd64.qcow2.tar.gz.ab",
+            "disk-image-focal-amd64.qcow2.tar.gz.aa",
+            "disk-image-focal-amd64.qcow2.tar.gz.ac",
+            "disk-image-focal-amd64.qcow2.sums",
+            "disk-image-focal-arm64.qcow2.tar.gz.aa",
+        ]);
+        let s = select(&r, Os::Focal, Arch::Amd64).unwrap();
+        assert_eq!(s.kernel.name, "vmlinux-focal-amd64");
+        let parts: Vec<_> = s.disk.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            parts,
+            [
+                "disk-image-focal-amd64.qcow2.tar.gz.aa",
+                "disk-image-focal-amd64.qcow2.tar.gz.ab",
+                "disk-image-focal-amd64.qcow2.tar.gz.ac"
+            ]
+        );
+        assert_eq!(s.disk_form, DiskForm::SplitTar);
+    }
+
+    #[test]
+    fn gap_names_the_missing_part() {
+        let r = release(&[
+            "vmlinux-focal-amd64",
+            "test-client-amd64",
+            "disk-image-focal-amd64.qcow2.tar.gz.aa",
+            "disk-image-focal-amd64.qcow2.tar.gz.ab",
+            "disk-image-focal-amd64.qcow2.tar.gz.ad",
+            "disk-image-focal-amd64.qcow2.sums",
+        ]);
+        let e = select(&r, Os::Focal, Arch::Amd64).unwrap_err().to_string();
+        assert!(
+            e.contains("disk-image-focal-amd64.qcow2.tar.gz.ac is missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_assets_list_the_release() {
+        let r = release(&[
+            "vmlinux-amd64",
+            "test-client-amd64",
+            "test-disk-image-amd64.tar.gz.aa",
+        ]);
+        let e = select(&r, Os::Focal, Arch::Amd64).unwrap_err().to_string();
+        assert!(e.contains("no vmlinux-focal-amd64"), "{e}");
+        assert!(
+            e.contains("it contains: vmlinux-amd64, test-client-amd64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        for bad in ["../x", "a/b", ".hidden", "a\\b", "x\ny", ""] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        let r = release(&["vmlinux-focal-amd64", "../../etc/passwd"]);
+        assert!(select(&r, Os::Focal, Arch::Amd64).is_err());
+    }
+
+    #[test]
+    fn every_readable_format_is_selected() {
+        for (name, form) in [
+            (
+                "disk-image-focal-amd64.qcow2.tar.zst.aa",
+                DiskForm::SplitTar,
+            ),
+            ("disk-image-focal-amd64.qcow2.tar.zst", DiskForm::Tar),
+            ("disk-image-focal-amd64.qcow2.zst", DiskForm::Qcow2),
+            ("disk-image-focal-amd64.qcow2.tar", DiskForm::Tar),
+            ("disk-image-focal-amd64.qcow2.tar.aa", DiskForm::SplitTar),
+            ("disk-image-focal-amd64.qcow2.tar.gz", DiskForm::Tar),
+            ("disk-image-focal-amd64.qcow2.tar.xz", DiskForm::Tar),
+        ] {
+            let r = release(&[
+                "vmlinux-focal-amd64",
+                "test-client-amd64",
+                name,
+                "disk-image-focal-amd64.qcow2.sums",
+            ]);
+            let s = select(&r, Os::Focal, Arch::Amd64).unwrap();
+            assert_eq!((s.disk[0].name.as_str(), s.disk_form), (name, form));
+        }
+    }
+
+    #[test]
+    fn single_file_forms() {
+        let r = release(&[
+            "vmlinux-focal-amd64",
+            "test-client-amd64",
+            "disk-image-focal-amd64.qcow2.xz",
+            "disk-image-focal-amd64.qcow2.sums",
+        ]);
+        let s = select(&r, Os::Focal, Arch::Amd64).unwrap();
+        assert_eq!(s.disk_form, DiskForm::Qcow2);
+        assert_eq!(s.disk[0].name, "disk-image-focal-amd64.qcow2.xz");
+    }
+}

@@ -1,0 +1,9 @@
+//! GitHub and mirrors: release JSON and lookup (`release`), which assets
+//! make up one os/arch set (`assets`), where a release comes from — the API
+//! or a mirror directory or URL (`source`) — and the documentation's support
+//! table (`support`).
+
+pub mod assets;
+pub mod release;
+pub mod source;
+pub mod support;

@@ -1,0 +1,155 @@
+//! Where releases come from: GitHub's API (the default), or a mirror made by
+//! `resources mirror` — a directory or the same layout on any static web
+//! server: `<tag>/release.json`, `<tag>/<asset>`, and `latest` naming a tag.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::release::{self, check_tag, Asset, Resolved};
+use crate::fetch::http::{self, Http};
+use crate::fetch::Origin;
+use crate::util::fs as fsutil;
+use crate::util::text::Shown;
+
+/// Release JSON documents are small; a larger file is not one.
+const MAX_JSON: u64 = 32 << 20;
+/// A `latest` file names one tag.
+const MAX_LATEST: u64 = 256;
+
+pub enum Source {
+    GitHub,
+    Dir(PathBuf),
+    Url(String),
+}
+
+impl Source {
+    /// The source `--source` names (a URL or a directory), else GitHub.
+    pub fn new(source: Option<&str>) -> Source {
+        match source {
+            None => Source::GitHub,
+            Some(s) if s.starts_with("http://") || s.starts_with("https://") => {
+                Source::Url(s.trim_end_matches('/').to_string())
+            }
+            Some(s) => {
+                let p = PathBuf::from(s);
+                // Absolute, so file:// URLs of its assets mean the same from anywhere.
+                let p = std::path::absolute(&p).unwrap_or(p);
+                Source::Dir(p)
+            }
+        }
+    }
+
+    /// For messages: `OWNER/NAME on API`, or `the mirror …`.
+    pub fn name(&self, repo: &str, api: &str) -> String {
+        match self {
+            Source::GitHub => format!("{repo} on {api}"),
+            Source::Dir(d) => format!("the mirror {}", d.display()),
+            Source::Url(u) => format!("the mirror {}", Shown(u)),
+        }
+    }
+
+    /// The release `version` (`latest` or a tag) names.
+    pub fn resolve(&self, http: &Http, repo: &str, version: &str) -> Result<Resolved> {
+        match self {
+            Source::GitHub => release::resolve(http, repo, version),
+            Source::Dir(dir) => {
+                let tag = if version == "latest" {
+                    let path = dir.join("latest");
+                    if !path.exists() {
+                        bail!(
+                            "{} is not a mirror (no `latest` file); make one with `cargo xtask resources mirror --output {}`",
+                            dir.display(),
+                            dir.display()
+                        );
+                    }
+                    fsutil::read_input(&path, MAX_LATEST)?.trim().to_string()
+                } else {
+                    version.to_string()
+                };
+                check_tag(&tag)
+                    .with_context(|| format!("{}/latest names an unusable tag", dir.display()))?;
+                let path = dir.join(&tag).join("release.json");
+                if !path.exists() {
+                    bail!(
+                        "the mirror {} has no release {tag}; it has: {}",
+                        dir.display(),
+                        mirrored_tags(dir).join(", ")
+                    );
+                }
+                let json = fsutil::read_input(&path, MAX_JSON)?;
+                release::parse_release(json, &path.display().to_string(), None, Some(&tag))
+            }
+            Source::Url(base) => {
+                let tag = if version == "latest" {
+                    let url = format!("{base}/latest");
+                    let resp = http.api_get(&url)?;
+                    if resp.status != 200 {
+                        bail!(
+                            "{} answered HTTP {}; is {} a mirror made by `cargo xtask resources mirror`?",
+                            Shown(&url),
+                            resp.status,
+                            Shown(base)
+                        );
+                    }
+                    if resp.body.len() as u64 > MAX_LATEST {
+                        bail!(
+                            "{} is {} bytes, not a tag name; is {} a mirror made by `cargo xtask resources mirror`?",
+                            Shown(&url),
+                            resp.body.len(),
+                            Shown(base)
+                        );
+                    }
+                    resp.body.trim().to_string()
+                } else {
+                    version.to_string()
+                };
+                check_tag(&tag)
+                    .with_context(|| format!("{}/latest names an unusable tag", Shown(base)))?;
+                let url = format!("{base}/{tag}/release.json");
+                let resp = http.api_get(&url)?;
+                match resp.status {
+                    200 => release::parse_release(resp.body, &url, None, Some(&tag)),
+                    404 => bail!(
+                        "the mirror {} has no release {tag} ({} answered 404)",
+                        Shown(base),
+                        Shown(&url)
+                    ),
+                    s => bail!("{} answered HTTP {s}", Shown(&url)),
+                }
+            }
+        }
+    }
+
+    /// Where to fetch `asset` of release `tag` from. A URL from the release
+    /// must be http(s); a local path only ever comes from a mirror directory.
+    pub fn asset_origin(&self, tag: &str, asset: &Asset) -> Result<Origin> {
+        match self {
+            Source::GitHub => {
+                let what = format!("asset {}", Shown(&asset.name));
+                http::check_url(&asset.browser_download_url, &what).map_err(|e| anyhow!(e))?;
+                Ok(Origin::Url(asset.browser_download_url.clone()))
+            }
+            Source::Dir(dir) => Ok(Origin::Local(dir.join(tag).join(&asset.name))),
+            Source::Url(base) => Ok(Origin::Url(format!("{base}/{tag}/{}", asset.name))),
+        }
+    }
+}
+
+fn mirrored_tags(dir: &Path) -> Vec<String> {
+    let mut tags: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("release.json").is_file())
+                .take(1000)
+                .map(|e| crate::util::text::clean(&e.file_name().to_string_lossy(), 60))
+                .collect()
+        })
+        .unwrap_or_default();
+    tags.sort();
+    if tags.is_empty() {
+        tags.push("no releases".into());
+    }
+    tags
+}

@@ -1,0 +1,257 @@
+//! The user's files come first: before a step replaces an installed file it
+//! asks here whether that file is still what the tool put there. A file
+//! whose modification time changed is hashed again (a `touch` or a copy
+//! that kept the content is not a change); one whose content changed, or
+//! that the manifest does not know, is the user's, and only `--force`
+//! replaces it.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use super::plan::Plan;
+use super::Opts;
+use crate::install::layout::{QCOW2, RAW};
+use crate::install::manifest::{self, FileEntry, Manifest, SourceAsset};
+use crate::qcow2;
+use crate::util::fmt::hex;
+use crate::util::fs as fsutil;
+
+/// What stands at one installed name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Nothing there.
+    Missing,
+    /// Exactly as recorded (size and modification time).
+    Unchanged,
+    /// Same content as recorded, but a new modification time.
+    Touched,
+    /// The content differs from what was recorded: the user's now.
+    Changed(String),
+    /// There, but the tool never recorded it: the user's.
+    Foreign(String),
+}
+
+impl State {
+    /// The user's file: only `--force` may replace it.
+    pub fn is_users(&self) -> bool {
+        matches!(self, State::Changed(_) | State::Foreign(_))
+    }
+    /// Present with the recorded content.
+    pub fn is_intact(&self) -> bool {
+        matches!(self, State::Unchanged | State::Touched)
+    }
+}
+
+/// The recorded entries a file at `name` may match: the installed one, and
+/// the pending one of an install that was interrupted.
+pub(super) fn candidates<'a>(m: Option<&'a Manifest>, name: &str) -> Vec<&'a FileEntry> {
+    let Some(m) = m else { return Vec::new() };
+    let mut v: Vec<&FileEntry> = m.entry(name).into_iter().collect();
+    if let Some(p) = &m.pending {
+        v.extend(p.entry(name));
+    }
+    v
+}
+
+/// Looks at `out/name` against the manifest `m`. Hashes only when the
+/// modification time changed; the raw image, which has no recorded hash, is
+/// compared with the guest content of the qcow2 beside it.
+pub fn inspect(out: &Path, m: Option<&Manifest>, name: &str) -> State {
+    let path = out.join(name);
+    let meta = match fs::symlink_metadata(&path) {
+        Err(_) => return State::Missing,
+        Ok(meta) => meta,
+    };
+    if !meta.file_type().is_file() {
+        return State::Foreign(format!("{} is not a regular file", path.display()));
+    }
+    let entries = candidates(m, name);
+    if entries.is_empty() {
+        return State::Foreign(format!(
+            "{} was not installed by this tool (manifest.json does not list it)",
+            path.display()
+        ));
+    }
+    let Ok((size, ns)) = manifest::modified_ns(&path) else {
+        return State::Foreign(format!("{} cannot be read", path.display()));
+    };
+    if entries
+        .iter()
+        .any(|e| e.size == size && e.modified_ns == ns && e.modified_ns != 0)
+    {
+        return State::Unchanged;
+    }
+    let sized: Vec<&&FileEntry> = entries
+        .iter()
+        .filter(|e| e.size == size || e.modified_ns == 0)
+        .collect();
+    if sized.is_empty() {
+        return State::Changed(format!(
+            "{} changed since it was installed (it is {size} bytes, the manifest says {})",
+            path.display(),
+            entries[0].size
+        ));
+    }
+    if name == RAW {
+        // The raw image is checked against the qcow2 it was made from, which
+        // must itself be intact.
+        if !inspect(out, m, QCOW2).is_intact() {
+            return State::Changed(format!(
+                "{} cannot be checked: the qcow2 beside it changed or is gone",
+                path.display()
+            ));
+        }
+        return match qcow2::compare_with_raw(&out.join(QCOW2), &path) {
+            Ok(None) => State::Touched,
+            Ok(Some(at)) => State::Changed(format!(
+                "{} changed since it was installed (its content differs from the qcow2's at byte {at})",
+                path.display()
+            )),
+            Err(e) => State::Changed(format!("{}: {e:#}", path.display())),
+        };
+    }
+    match fsutil::sha256_file(&path) {
+        Ok(got) => {
+            let got = hex(&got);
+            if sized
+                .iter()
+                .any(|e| e.sha256.as_deref() == Some(got.as_str()))
+            {
+                State::Touched
+            } else {
+                State::Changed(format!(
+                    "{} changed since it was installed (its sha256 differs from the manifest's)",
+                    path.display()
+                ))
+            }
+        }
+        Err(e) => State::Changed(format!("{e:#}")),
+    }
+}
+
+/// The states of `names` in `out`.
+pub fn inspect_all(out: &Path, m: Option<&Manifest>, names: &[&str]) -> Vec<(String, State)> {
+    names
+        .iter()
+        .map(|n| (n.to_string(), inspect(out, m, n)))
+        .collect()
+}
+
+/// Fails, naming each file, when any of `states` is the user's.
+pub fn refuse_users(out: &Path, states: &[(String, State)]) -> Result<()> {
+    let users: Vec<String> = states
+        .iter()
+        .filter_map(|(_, s)| match s {
+            State::Changed(why) | State::Foreign(why) => Some(why.clone()),
+            _ => None,
+        })
+        .collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = states
+        .iter()
+        .filter(|(_, s)| s.is_users())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    bail!(
+        "{}; nothing was changed. To keep {}, move {} out of {} first; to replace {} \
+         with the release's, run again with --force",
+        users.join("; "),
+        if names.len() == 1 { "it" } else { "them" },
+        names.join(", "),
+        out.display(),
+        if names.len() == 1 { "it" } else { "them" },
+    )
+}
+
+/// Brings the manifest's recorded times up to date for files that were only
+/// touched, so the next run need not hash them again.
+pub fn record_touched(out: &Path, m: &mut Manifest, states: &[(String, State)]) -> Result<bool> {
+    let mut changed = false;
+    for (name, s) in states {
+        if *s != State::Touched {
+            continue;
+        }
+        let (size, ns) = manifest::modified_ns(&out.join(name))?;
+        if let Some(e) = m.files.iter_mut().find(|f| &f.name == name) {
+            e.size = size;
+            e.modified_ns = ns;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// The manifest to extend with files of `plan`'s set: the installed one if
+/// it is that set, else a new one.
+pub(super) fn same_set_manifest(opts: &Opts, plan: &Plan, m: Option<&Manifest>) -> Manifest {
+    match m {
+        Some(m) if is_plan_set(opts, plan, m) => {
+            let mut n = m.clone();
+            n.pending = None;
+            n
+        }
+        _ => Manifest::for_set(
+            &opts.repo,
+            &plan.release.tag_name,
+            opts.os.as_str(),
+            opts.arch.as_str(),
+        ),
+    }
+}
+
+pub(super) fn is_plan_set(opts: &Opts, plan: &Plan, m: &Manifest) -> bool {
+    m.same_set(&opts.repo, opts.os.as_str(), opts.arch.as_str()) && m.tag == plan.release.tag_name
+}
+
+/// The manifest of an installed set other than `plan`'s: the single steps
+/// leave such a set whole rather than mix two releases in one directory.
+pub(super) fn other_set<'a>(
+    opts: &Opts,
+    plan: &Plan,
+    m: Option<&'a Manifest>,
+) -> Option<&'a Manifest> {
+    m.filter(|m| !m.files.is_empty() && !is_plan_set(opts, plan, m))
+}
+
+/// The manifest, for a step that is about to replace files: a damaged one
+/// means nothing can be told about the files, so only `--force` goes on.
+pub(super) fn load_manifest(opts: &Opts) -> Result<Option<Manifest>> {
+    match manifest::load(&opts.output) {
+        Ok(m) => Ok(m),
+        Err(_) if opts.force => Ok(None),
+        Err(e) => Err(e.context(
+            "cannot tell which installed files are the tool's; move them away, or run with --force",
+        )),
+    }
+}
+
+/// Refuses (unless `--force`) to replace any of `names` that is the user's.
+pub(super) fn guard_names(opts: &Opts, m: Option<&Manifest>, names: &[&str]) -> Result<()> {
+    if opts.force {
+        return Ok(());
+    }
+    let states = inspect_all(&opts.output, m, names);
+    refuse_users(&opts.output, &states)
+}
+
+/// A manifest entry for the staged file at `path`, to be installed as `name`
+/// (its time is recorded once it is in place).
+pub(super) fn entry(
+    name: &str,
+    path: &Path,
+    sha: Option<String>,
+    sources: Vec<SourceAsset>,
+) -> Result<FileEntry> {
+    let (size, _) = manifest::modified_ns(path)?;
+    Ok(FileEntry {
+        name: name.into(),
+        size,
+        sha256: sha,
+        modified_ns: 0,
+        sources,
+    })
+}

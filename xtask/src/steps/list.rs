@@ -1,0 +1,55 @@
+//! `cargo xtask resources list`: the repository's releases, newest first,
+//! what each holds per os/arch, then the documentation's support table.
+
+use anyhow::Result;
+
+use super::Opts;
+use crate::fetch::http::Http;
+use crate::github::assets::{self, Arch, Os};
+use crate::github::release::list_all;
+use crate::github::support::support;
+use crate::util::fmt::human_bytes;
+use crate::util::text::clean;
+
+/// `cargo xtask resources list`
+pub fn run(opts: &Opts) -> Result<()> {
+    let http = Http::new(&opts.http(opts.connections));
+    let all = list_all(&http, &opts.repo)?;
+    println!("Releases of {} (newest first):", opts.repo);
+    if all.is_empty() {
+        println!("  (none)");
+    }
+    for r in all.iter().filter(|r| !r.draft) {
+        println!(
+            "{}  {}{}",
+            clean(&r.tag_name, 60),
+            clean(r.published_at.as_deref().unwrap_or("(unpublished)"), 40),
+            if r.prerelease { "  pre-release" } else { "" }
+        );
+        for os in Os::ALL {
+            for arch in Arch::ALL {
+                let line = match assets::select(r, os, arch) {
+                    Ok(sel) => format!("complete, {} to download", human_bytes(sel.total_size())),
+                    Err(e) => match assets::missing(r, os, arch) {
+                        Some(missing) => format!("missing: {}", missing.join(", ")),
+                        None => format!("unusable: {}", clean(first_line(&e.to_string()), 160)),
+                    },
+                };
+                println!("    {os:<5} {arch:<5}  {line}");
+            }
+        }
+    }
+    println!();
+    println!("Support (from the documentation):");
+    for os in Os::ALL {
+        for arch in Arch::ALL {
+            println!("  {os:<5} {arch:<5}  {}", support(os, arch).summary());
+        }
+    }
+    println!("  test client: stable, QEMU + gem5, on both architectures");
+    Ok(())
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}

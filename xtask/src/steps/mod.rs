@@ -1,0 +1,19 @@
+//! The steps of `cargo xtask resources`, one module each, and what they
+//! share: the options (`opts`), the release plan and working directory
+//! (`plan`), the guard of the user's files (`guard`), and the checks of a
+//! set (`verify`). A step uses every layer below it; nothing below uses a step.
+
+pub mod bench;
+pub mod convert;
+pub mod decompress;
+pub mod download;
+pub mod guard;
+pub mod list;
+pub mod merge;
+pub mod mirror;
+pub mod opts;
+pub mod plan;
+pub mod run;
+pub mod verify;
+
+pub use opts::Opts;

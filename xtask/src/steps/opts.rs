@@ -1,0 +1,87 @@
+//! The options every step shares, command line and environment alike,
+//! resolved once by `cli`.
+
+use std::path::PathBuf;
+
+use crate::fetch::http::{self, Token};
+use crate::github::assets::{Arch, Os};
+use crate::github::source::Source;
+use crate::install::layout;
+use crate::util::progress::Style;
+
+pub const DEFAULT_REPO: &str = "vhive-serverless/vSwarm-u";
+pub const DEFAULT_API: &str = "https://api.github.com";
+/// Connections per host: more than 16 is impolite to a shared server.
+pub const MAX_CONNECTIONS: usize = 16;
+pub const DEFAULT_CONNECTIONS: usize = 4;
+
+/// Everything a step needs to know, command line and environment alike;
+/// built once by `cli`.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub version: String,
+    pub arch: Arch,
+    pub os: Os,
+    pub output: PathBuf,
+    pub repo: String,
+    pub api: String,
+    /// Parallel connections (`--jobs`).
+    pub connections: usize,
+    pub keep_downloads: bool,
+    pub force: bool,
+    /// `--source`/`VSWARM_RESOURCES_SOURCE`: a mirror directory or URL.
+    pub source: Option<String>,
+    /// `GH_TOKEN`, else `GITHUB_TOKEN`.
+    pub token: Option<Token>,
+    /// From `HTTPS_PROXY` and friends, with `NO_PROXY`.
+    pub proxy: Option<ureq::Proxy>,
+    /// `VSWARM_HTTP_TIMEOUT`: how long a connection may stay silent.
+    pub http_timeout: std::time::Duration,
+    pub progress: Style,
+}
+
+impl Opts {
+    /// The options of a plain run into `output`, with nothing read from the
+    /// environment (library callers and tests).
+    pub fn new(output: PathBuf) -> Opts {
+        Opts {
+            version: "latest".into(),
+            arch: Arch::Amd64,
+            os: Os::Focal,
+            output,
+            repo: DEFAULT_REPO.into(),
+            api: DEFAULT_API.into(),
+            connections: DEFAULT_CONNECTIONS,
+            keep_downloads: false,
+            force: false,
+            source: None,
+            token: None,
+            proxy: None,
+            http_timeout: std::time::Duration::from_secs(30),
+            progress: Style::PLAIN,
+        }
+    }
+}
+
+impl Opts {
+    /// The HTTP client's settings, with `connections` connections.
+    pub fn http(&self, connections: usize) -> http::Config {
+        http::Config {
+            api: self.api.clone(),
+            connections,
+            token: self.token.clone(),
+            timeout: self.http_timeout,
+            proxy: self.proxy.clone(),
+        }
+    }
+
+    /// Where releases come from: GitHub, or the mirror `--source` names.
+    pub fn source(&self) -> Source {
+        Source::new(self.source.as_deref())
+    }
+
+    /// Hidden working directory for one release's downloads.
+    pub fn work_dir(&self, tag: &str) -> PathBuf {
+        layout::work_dir(&self.output, tag)
+    }
+}

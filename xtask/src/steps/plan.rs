@@ -1,0 +1,261 @@
+//! A release and the assets of our os/arch in it (`Plan`), looked up online
+//! or left behind by an earlier `download`; the working directory that
+//! holds its downloads; the pieces the disk steps share (what to download,
+//! the sums, the unpacker call).
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+
+use super::Opts;
+use crate::fetch::http::Http;
+use crate::fetch::{self, AssetReader, Downloads, Wanted};
+use crate::github::assets::{self, Selection};
+use crate::github::release::{check_tag, Asset, Release};
+use crate::github::support::support;
+use crate::install::layout::{self, LAST_TAG, MAX_JSON, QCOW2, RELEASE_JSON};
+use crate::install::manifest::SourceAsset;
+use crate::unpack;
+use crate::util::fmt::human_bytes;
+use crate::util::fs as fsutil;
+use crate::util::fs::write_small;
+use crate::util::text::Shown;
+
+/// A release and the assets of our os/arch in it.
+pub struct Plan {
+    pub release: Release,
+    pub json: String,
+    pub sel: Selection,
+    pub work: PathBuf,
+}
+
+/// Makes the output directory and the working directory root (a link at
+/// `.downloads` is junk and is replaced), and takes the lock.
+pub(super) fn open_work(opts: &Opts) -> Result<fsutil::Lock> {
+    fs::create_dir_all(&opts.output)
+        .with_context(|| format!("cannot create {}", opts.output.display()))?;
+    let root = layout::downloads_root(&opts.output);
+    fsutil::ensure_own_dir(&root)?;
+    fsutil::lock(&root)
+}
+
+/// Looks the release up and picks our assets.
+pub(super) fn plan_online(opts: &Opts, http: &Http) -> Result<Plan> {
+    let resolved = opts.source().resolve(http, &opts.repo, &opts.version)?;
+    if let Some(note) = &resolved.note {
+        eprintln!("note: {note}");
+    }
+    plan_from(opts, resolved.release, resolved.json)
+}
+
+pub(super) fn plan_from(opts: &Opts, release: Release, json: String) -> Result<Plan> {
+    check_tag(&release.tag_name).with_context(|| {
+        format!(
+            "the release's tag `{}` is unusable",
+            Shown(&release.tag_name)
+        )
+    })?;
+    let sel = assets::select(&release, opts.os, opts.arch)?;
+    let work = opts.work_dir(&release.tag_name);
+    Ok(Plan {
+        release,
+        json,
+        sel,
+        work,
+    })
+}
+
+/// The plan an earlier `download` left behind (no network).
+pub(super) fn plan_offline(opts: &Opts) -> Result<Plan> {
+    let root = layout::downloads_root(&opts.output);
+    let tag = if opts.version == "latest" {
+        fsutil::read_small(&root.join(LAST_TAG), 256)
+            .map(|s| s.trim().to_string())
+            .map_err(|_| {
+                anyhow!(
+                    "nothing downloaded in {} yet; run `cargo xtask resources download` first",
+                    root.display()
+                )
+            })?
+    } else {
+        opts.version.clone()
+    };
+    check_tag(&tag).with_context(|| format!("{} is damaged", root.join(LAST_TAG).display()))?;
+    let work = opts.work_dir(&tag);
+    let path = work.join(RELEASE_JSON);
+    let json = fsutil::read_small(&path, MAX_JSON).map_err(|_| {
+        anyhow!(
+            "release {tag} has not been downloaded to {}; run `cargo xtask resources download --version {tag}` first",
+            work.display()
+        )
+    })?;
+    let release: Release = serde_json::from_str(&json)
+        .with_context(|| format!("{} is damaged; run the download again", path.display()))?;
+    plan_from(opts, release, json)
+}
+
+/// The downloads of a plan. `transient_disk`: the disk parts are deleted once
+/// the image is checked (the full run without `--keep-downloads`).
+pub(super) fn wanted(plan: &Plan, opts: &Opts, transient_disk: bool) -> Result<Vec<Wanted>> {
+    let source = opts.source();
+    plan.sel
+        .all()
+        .map(|a| {
+            Ok(Wanted {
+                name: a.name.clone(),
+                from: source.asset_origin(&plan.release.tag_name, a)?,
+                size: a.size,
+                sha256: fetch::parse_digest(a.digest.as_deref(), &a.name)?,
+                dest: plan.work.join(&a.name),
+                transient: transient_disk && plan.sel.disk.iter().any(|d| d.name == a.name),
+            })
+        })
+        .collect()
+}
+
+/// Says which assets carry a digest of another algorithm: it is not checked.
+pub(super) fn note_unchecked_digests(plan: &Plan) {
+    for a in plan.sel.all() {
+        if let Some(d) = &a.digest {
+            if !d.starts_with("sha256:") {
+                eprintln!(
+                    "note: asset {} has a digest `{}` of an algorithm this tool does not \
+                     check; its size and the image's sums are still checked",
+                    Shown(&a.name),
+                    crate::util::text::clean(d, 40)
+                );
+            }
+        }
+    }
+}
+
+pub(super) fn warn_support(opts: &Opts) {
+    let s = support(opts.os, opts.arch);
+    if !s.stable || !s.gem5 {
+        eprintln!(
+            "warning: {}/{} is {} in the documentation ({})",
+            opts.os,
+            opts.arch,
+            if s.gem5 {
+                "experimental"
+            } else {
+                "without gem5 support"
+            },
+            s.summary()
+        );
+    }
+}
+
+/// Prepares the working directory of a plan: `--force` clears it, the
+/// release JSON is recorded for the offline steps.
+pub(super) fn prepare_work(opts: &Opts, plan: &Plan) -> Result<()> {
+    if opts.force && fs::symlink_metadata(&plan.work).is_ok() {
+        // Removes a link itself, never what it points at.
+        fs::remove_dir_all(&plan.work)
+            .or_else(|_| fs::remove_file(&plan.work))
+            .with_context(|| format!("cannot clear {}", plan.work.display()))?;
+    }
+    fsutil::ensure_own_dir(&plan.work)?;
+    write_small(&plan.work.join(RELEASE_JSON), plan.json.as_bytes())?;
+    write_small(
+        &layout::downloads_root(&opts.output).join(LAST_TAG),
+        plan.release.tag_name.as_bytes(),
+    )
+}
+
+/// The release's checksum file could not be read or parsed: it is at fault.
+#[derive(Debug)]
+pub(super) struct BadSums(String);
+
+impl std::fmt::Display for BadSums {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadSums {}
+
+/// The sha256 the release's sums file gives for the qcow2. Upstream's line
+/// names `temp/disk-image.qcow2`; a renamed set may name ours.
+pub(super) fn expected_sha(plan: &Plan) -> Result<[u8; 32]> {
+    let path = plan.work.join(&plan.sel.sums.name);
+    let text = fsutil::read_small(&path, assets::MAX_SUMS)
+        .with_context(|| format!("cannot read the checksum file {}", path.display()))?;
+    let bad = |e: anyhow::Error| anyhow::Error::new(BadSums(format!("{e:#}")));
+    let entries = unpack::parse_sums(&text, &plan.sel.sums.name).map_err(bad)?;
+    let ours = assets::disk_base_of(&plan.sel.disk_archive);
+    unpack::expected_sha256(&entries, QCOW2, &plan.sel.sums.name)
+        .or_else(|e| unpack::expected_sha256(&entries, &ours, &plan.sel.sums.name).map_err(|_| e))
+        .map_err(bad)
+}
+
+pub(super) fn disk_source_name(sel: &Selection) -> String {
+    match sel.disk.len() {
+        1 => sel.disk[0].name.clone(),
+        n => format!("{} ({n} parts)", sel.disk_archive),
+    }
+}
+
+/// Unpacks the disk archive from `input` into `dest`, checking the sums.
+pub(super) fn unpack_disk(
+    plan: &Plan,
+    input: impl Read + Send,
+    dest: &Path,
+    still_to_download: u64,
+) -> Result<unpack::Unpacked> {
+    let expected = expected_sha(plan)?;
+    let dir = dest.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut check = |qcow2_size: u64| -> Result<()> {
+        // The qcow2, the raw image (at most the qcow2's data), and what
+        // is still to arrive.
+        fsutil::ensure_space(
+            &dir,
+            qcow2_size
+                .saturating_mul(2)
+                .saturating_add(still_to_download),
+            "the disk image (qcow2 and raw) and the rest of the download",
+        )
+    };
+    unpack::unpack_qcow2(
+        input,
+        &disk_source_name(&plan.sel),
+        dest,
+        Some(expected),
+        &mut check,
+    )
+}
+
+/// Said once the progress bars are gone.
+pub(super) fn report_unpacked(plan: &Plan, out: &unpack::Unpacked, started: Instant) {
+    eprintln!(
+        "  {}: {} unpacked and checked against {} in {:.1} s",
+        QCOW2,
+        human_bytes(out.size),
+        plan.sel.sums.name,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// What the manifest records of an asset a file came from.
+pub(super) fn source_of(a: &Asset) -> SourceAsset {
+    SourceAsset {
+        name: a.name.clone(),
+        size: a.size,
+        digest: a.digest.clone(),
+    }
+}
+
+pub(super) fn disk_sources(plan: &Plan) -> Vec<SourceAsset> {
+    let mut v: Vec<SourceAsset> = plan.sel.disk.iter().map(source_of).collect();
+    v.push(source_of(&plan.sel.sums));
+    v
+}
+
+/// Readers of the disk parts, in archive order.
+pub(super) fn disk_readers(plan: &Plan, dl: &Downloads) -> Vec<AssetReader> {
+    (Selection::SMALL..Selection::SMALL + plan.sel.disk.len())
+        .map(|i| dl.reader(i))
+        .collect()
+}

@@ -1,0 +1,282 @@
+//! `verify`: checks the installed set against `manifest.json` and what each
+//! file must be (ELF of the right architecture, a qcow2 matching the sums, a
+//! raw image of the qcow2's virtual size), one line per file.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use super::Opts;
+use crate::install::layout::{CLIENT, KERNEL, NAMES, QCOW2, RAW};
+use crate::install::manifest::{self, FileEntry, Manifest};
+use crate::qcow2;
+use crate::util::fmt::{hex, human_bytes};
+use crate::util::fs as fsutil;
+use crate::util::text::Shown;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Depth {
+    /// Sizes and modification times against the manifest, file types.
+    Quick,
+    /// Also every recorded sha256.
+    Normal,
+    /// Also the raw image's content against the qcow2's guest content.
+    Deep,
+}
+
+/// `cargo xtask resources verify`
+pub fn run(opts: &Opts, depth: Depth) -> Result<()> {
+    let m = manifest::require(&opts.output).map_err(|e| {
+        anyhow::anyhow!("{e:#}; run `cargo xtask resources` to install the resources")
+    })?;
+    println!(
+        "{} {}/{} from {} in {}",
+        Shown(&m.tag),
+        Shown(&m.os),
+        Shown(&m.arch),
+        Shown(&m.repo),
+        opts.output.display()
+    );
+    if m.pending.is_some() {
+        bail!(
+            "an install into {} was interrupted, so the files are a mix of two sets; run \
+             `cargo xtask resources` again to finish it",
+            opts.output.display()
+        );
+    }
+    check_installed(&opts.output, &m, depth)
+}
+
+/// Checks every file of the set `m` records in `out`; prints one line
+/// each; Err when any is wrong or the set is incomplete.
+pub fn check_installed(out: &Path, m: &Manifest, depth: Depth) -> Result<()> {
+    let files: Vec<(&FileEntry, PathBuf)> =
+        m.files.iter().map(|f| (f, out.join(&f.name))).collect();
+    let results = check_files(&files, &m.arch, &out.join(QCOW2), depth, true);
+    let mut bad = Vec::new();
+    for (name, r) in &results {
+        match r {
+            Ok(note) => println!("  ok       {name:<18} {note}"),
+            Err(why) => {
+                println!("  FAILED   {name:<18} {why}");
+                bad.push(name.clone());
+            }
+        }
+    }
+    for name in m.unlisted() {
+        println!("  FAILED   {name:<18} not in the manifest (the set is incomplete)");
+        bad.push(name.to_string());
+    }
+    for extra in extra_files(out) {
+        println!(
+            "  note     {:<18} is not part of the installed set (not in the manifest)",
+            crate::util::text::clean(&extra, 60)
+        );
+    }
+    if !bad.is_empty() {
+        bail!(
+            "{} of {} files failed verification ({}); run `cargo xtask resources --force` to reinstall",
+            bad.len(),
+            NAMES.len(),
+            bad.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Checks a staged set before it is installed: everything `verify` checks
+/// but the recorded times (the files are not in place yet). Says nothing
+/// when all is well; the error lists what is wrong.
+pub fn check_staged(m: &Manifest, staged: &[(&str, PathBuf); 4]) -> Result<()> {
+    let mut files = Vec::new();
+    for (name, path) in staged {
+        let entry = m
+            .entry(name)
+            .ok_or_else(|| anyhow::anyhow!("internal: the new manifest lacks {name}"))?;
+        files.push((entry, path.clone()));
+    }
+    let qcow2 = staged[2].1.clone();
+    let bad: Vec<String> = check_files(&files, &m.arch, &qcow2, Depth::Quick, false)
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|why| format!("{name}: {why}")))
+        .collect();
+    if !bad.is_empty() {
+        bail!("{}", bad.join("; "));
+    }
+    Ok(())
+}
+
+/// Checks files in parallel (the qcow2 dominates, the rest rides along).
+fn check_files(
+    files: &[(&FileEntry, PathBuf)],
+    arch: &str,
+    qcow2: &Path,
+    depth: Depth,
+    times: bool,
+) -> Vec<(String, Result<String, String>)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|(f, path)| {
+                s.spawn(move || {
+                    (
+                        f.name.clone(),
+                        check_file(path, f, arch, qcow2, depth, times),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| ("?".into(), Err("check panicked".into())))
+            })
+            .collect()
+    })
+}
+
+/// Names in the output directory that are not the set's own.
+fn extra_files(out: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(out) else {
+        return Vec::new();
+    };
+    let mut extra: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && n != manifest::FILE && n != "gem5")
+        .filter(|n| !NAMES.contains(&n.as_str()))
+        .take(50)
+        .collect();
+    extra.sort();
+    extra
+}
+
+fn check_file(
+    path: &Path,
+    f: &FileEntry,
+    arch: &str,
+    qcow2_path: &Path,
+    depth: Depth,
+    times: bool,
+) -> Result<String, String> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(_) => return Err(format!("missing ({})", path.display())),
+    };
+    if !meta.file_type().is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let (size, ns) = match manifest::modified_ns(path) {
+        Ok(x) => x,
+        Err(_) => return Err(format!("missing ({})", path.display())),
+    };
+    if size != f.size {
+        return Err(format!(
+            "size is {size}, the manifest says {} (truncated or replaced)",
+            f.size
+        ));
+    }
+    let mut notes = vec![human_bytes(size)];
+    match f.name.as_str() {
+        KERNEL | CLIENT => {
+            let want = elf_machine(arch);
+            match read_elf_machine(path) {
+                Some(got) if Some(got) == want => notes.push(format!("ELF {}", Shown(arch))),
+                Some(got) => {
+                    return Err(format!(
+                        "ELF for machine {} ({}), not {}: wrong architecture",
+                        got,
+                        machine_name(got),
+                        Shown(arch)
+                    ))
+                }
+                None => return Err("not an ELF file".into()),
+            }
+        }
+        QCOW2 => {
+            qcow2::Image::open(path).map_err(|e| format!("not a readable qcow2: {e:#}"))?;
+        }
+        RAW => {
+            let virt = qcow2::Image::open(qcow2_path)
+                .map(|i| i.virtual_size())
+                .map_err(|e| format!("cannot read the qcow2 beside it: {e:#}"))?;
+            if size != virt {
+                return Err(format!(
+                    "size {size} differs from the qcow2's virtual size {virt}"
+                ));
+            }
+            // The raw image has no recorded hash: its content is compared with
+            // the qcow2's when asked, or when its time says it was written to.
+            if depth == Depth::Deep || (depth == Depth::Normal && times && ns != f.modified_ns) {
+                match qcow2::compare_with_raw(qcow2_path, path) {
+                    Ok(None) => notes.push("content equals the qcow2's".into()),
+                    Ok(Some(at)) => {
+                        return Err(format!(
+                            "content differs from the qcow2's guest content at byte {at}"
+                        ))
+                    }
+                    Err(e) => return Err(format!("cannot compare with the qcow2: {e:#}")),
+                }
+            }
+        }
+        _ => return Err("not a file of the set".into()),
+    }
+    if depth == Depth::Quick {
+        if times && ns != f.modified_ns {
+            return Err("modified since it was installed (modification time changed)".into());
+        }
+        return Ok(notes.join(", "));
+    }
+    if let Some(want) = &f.sha256 {
+        let got = fsutil::sha256_file(path).map_err(|e| format!("{e:#}"))?;
+        if &hex(&got) != want {
+            return Err(format!(
+                "sha256 is {}, the manifest says {}",
+                hex(&got),
+                Shown(want)
+            ));
+        }
+        notes.push("sha256 ok".into());
+    }
+    Ok(notes.join(", "))
+}
+
+fn elf_machine(arch: &str) -> Option<u16> {
+    match arch {
+        "amd64" => Some(62),
+        "arm64" => Some(183),
+        _ => None,
+    }
+}
+
+fn machine_name(m: u16) -> &'static str {
+    match m {
+        3 => "x86",
+        40 => "ARM",
+        62 => "x86-64",
+        183 => "AArch64",
+        243 => "RISC-V",
+        _ => "other",
+    }
+}
+
+/// e_machine of a little-endian ELF file, if it is one.
+fn read_elf_machine(path: &Path) -> Option<u16> {
+    let mut head = [0u8; 20];
+    crate::util::fs::open_regular(path)
+        .ok()?
+        .read_exact(&mut head)
+        .ok()?;
+    if &head[..4] != b"\x7fELF" {
+        return None;
+    }
+    let m = if head[5] == 2 {
+        u16::from_be_bytes([head[18], head[19]])
+    } else {
+        u16::from_le_bytes([head[18], head[19]])
+    };
+    Some(m)
+}

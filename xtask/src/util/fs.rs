@@ -1,0 +1,385 @@
+//! File-system rules every stage follows: nothing half-written ever stands
+//! under a final name (write to a hidden temporary beside it, fsync, rename,
+//! fsync the directory), no link is ever followed at a name the tool
+//! creates (a link found at a working name is junk and is removed), and big
+//! writes check free space first.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Removes what stands at `path` unless it is a regular file or nothing:
+/// a symlink (whatever it points at), a FIFO, a socket. A directory is an
+/// error: the tool never puts one at a file's name.
+pub fn clear_non_regular(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(m) if m.file_type().is_dir() => Err(io::Error::other(format!(
+            "{} is a directory where a file belongs; move it away",
+            path.display()
+        ))),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `path` anew for reading and writing: whatever stood there is
+/// removed first, and `O_EXCL` makes sure no link planted meanwhile is
+/// followed.
+pub fn create_fresh(path: &Path) -> io::Result<File> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_dir() => {
+            return Err(io::Error::other(format!(
+                "{} is a directory where a file belongs; move it away",
+                path.display()
+            )))
+        }
+        Ok(_) => fs::remove_file(path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens the regular file at `path` for reading and writing, creating it
+/// if absent; a link or other non-regular entry there is removed first, and
+/// `O_NOFOLLOW` refuses a link planted meanwhile.
+pub fn open_or_create(path: &Path) -> io::Result<File> {
+    clear_non_regular(path)?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens `path` for reading, refusing a link at its last component and
+/// anything that is not a regular file (a FIFO would block forever).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::other(format!(
+                    "{} is a symbolic link; refusing to follow it",
+                    path.display()
+                ))
+            } else {
+                e
+            }
+        })?;
+    let ft = f.metadata()?.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(io::Error::other(format!(
+            "{} is {what}, not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Opens a file the user pointed us at (a mirror's asset, an INPUT): links
+/// are followed, but only a regular file is read, so a FIFO cannot hang us.
+pub fn open_input(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// The sha256 of the regular file at `path` (a link there is refused).
+pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut f = open_regular(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// Whether `path` is a regular file itself (not a link to one).
+pub fn is_regular(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// Reads a small text file the tool wrote (at most `max` bytes), without
+/// following a link.
+pub fn read_small(path: &Path, max: u64) -> Result<String> {
+    let f = open_regular(path).with_context(|| format!("cannot open {}", path.display()))?;
+    read_capped(f, path, max)
+}
+
+/// Reads a small text file the user pointed at (a mirror's `latest` or
+/// release JSON): links followed, only a regular file, at most `max` bytes.
+pub fn read_input(path: &Path, max: u64) -> Result<String> {
+    let f = open_input(path).with_context(|| format!("cannot open {}", path.display()))?;
+    read_capped(f, path, max)
+}
+
+fn read_capped(f: File, path: &Path, max: u64) -> Result<String> {
+    let mut s = String::new();
+    f.take(max + 1)
+        .read_to_string(&mut s)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if s.len() as u64 > max {
+        bail!(
+            "{} is larger than {} bytes, so it is not what this tool wrote there",
+            path.display(),
+            max
+        );
+    }
+    Ok(s)
+}
+
+/// Makes the directory `dir` that the tool owns (inside the output
+/// directory): a link or file at its name is junk and is removed, so the
+/// tool never writes through a planted link. Its parent must exist.
+pub fn ensure_own_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_dir() => return Ok(()),
+        Ok(_) => fs::remove_file(dir)
+            .with_context(|| format!("cannot remove {} (not a directory)", dir.display()))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
+    }
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(e).with_context(|| format!("cannot create {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The hidden temporary name used while `path` is being written:
+/// `dir/.name.partial`. Stable, so an interrupted run can find it again.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial"))
+}
+
+/// A file being written under a temporary name; removed on drop unless
+/// [`TempFile::commit`] renamed it to its final name.
+pub struct TempFile {
+    file: Option<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl TempFile {
+    /// Creates (truncating) the temporary file for `dest`.
+    pub fn create(dest: &Path) -> Result<TempFile> {
+        let tmp = partial_path(dest);
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        }
+        let file =
+            create_fresh(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(TempFile {
+            file: Some(file),
+            tmp,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("file is open until commit")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// fsync, rename over the final name, fsync the directory.
+    pub fn commit(mut self) -> Result<()> {
+        let file = self.file.take().expect("commit once");
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", self.tmp.display()))?;
+        drop(file);
+        rename_durable(&self.tmp, &self.dest)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes a small file (a manifest, a tag) atomically.
+pub fn write_small(path: &Path, data: &[u8]) -> Result<()> {
+    let mut t = TempFile::create(path)?;
+    std::io::Write::write_all(t.file(), data)
+        .with_context(|| format!("cannot write {}", t.path().display()))?;
+    t.commit()
+}
+
+/// Renames `from` to `to` and syncs the directory so the rename survives a
+/// power loss.
+pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to)
+        .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))?;
+    if let Some(dir) = to.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync directory {}", dir.display()))
+}
+
+/// Bytes an unprivileged user may still write in the file system holding `dir`.
+pub fn available_space(dir: &Path) -> Result<u64> {
+    space(dir).map(|(free, _)| free)
+}
+
+/// (free to an unprivileged user, total size) of the file system holding `dir`.
+pub fn space(dir: &Path) -> Result<(u64, u64)> {
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .with_context(|| format!("path {} contains a NUL byte", dir.display()))?;
+    // SAFETY: statvfs only writes into the zeroed struct we pass.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot read free space of {}", dir.display()));
+    }
+    let unit = st.f_frsize as u64;
+    Ok((
+        (st.f_bavail as u64).saturating_mul(unit),
+        (st.f_blocks as u64).saturating_mul(unit),
+    ))
+}
+
+/// Fails before anything big is written when `dir` has less than `needed` bytes free.
+pub fn ensure_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
+    let free = available_space(dir)?;
+    if free < needed {
+        bail!(
+            "not enough free space in {}: {what} needs {} but only {} is free; \
+             free some space or choose another --output",
+            dir.display(),
+            super::fmt::human_bytes(needed),
+            super::fmt::human_bytes(free)
+        );
+    }
+    Ok(())
+}
+
+/// Holds an exclusive lock on `dir/.lock` while alive, so two runs on one
+/// output directory never interleave their writes.
+pub struct Lock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Removes the lock file and its directory, if nothing else is in it,
+    /// while still holding the lock: a finished run leaves no working files.
+    pub fn remove(self) {
+        let _ = fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Locks `dir/.lock`; `dir` must exist (callers make the directories they
+/// own with [`ensure_own_dir`]).
+pub fn lock(dir: &Path) -> Result<Lock> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = open_or_create(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            bail!(
+                "another `cargo xtask resources` is working on {} (it holds {}); \
+                 wait for it to finish, then run again",
+                dir.parent().unwrap_or(dir).display(),
+                path.display()
+            );
+        }
+        return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    Ok(Lock { _file: file, path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_file_is_removed_unless_committed() {
+        let dir = std::env::temp_dir().join(format!("fsutil-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("x.img");
+        {
+            let mut t = TempFile::create(&dest).unwrap();
+            std::io::Write::write_all(t.file(), b"half").unwrap();
+        }
+        assert!(!partial_path(&dest).exists());
+        assert!(!dest.exists());
+        let mut t = TempFile::create(&dest).unwrap();
+        std::io::Write::write_all(t.file(), b"whole").unwrap();
+        t.commit().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"whole");
+        assert!(!partial_path(&dest).exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,286 @@
+//! A loopback fake of GitHub's release REST API plus its asset storage host,
+//! with switchable faults (rate limits, 5xx, cut or stalled bodies, ignored
+//! ranges, truncated content, bandwidth caps) and a log of every request.
+//!
+//! Two listeners, like the real thing: the API on `127.0.0.1:P1` (which also
+//! answers `browser_download_url`s with a 302) and storage on `127.0.0.2:P2`
+//! (a different host, so clients that drop headers on cross-host redirects are
+//! exercised). Every response says `Connection: close`: one request per
+//! connection keeps the parser trivial and is still valid HTTP/1.1.
+//! Threads per connection are detached and watch a shutdown flag, so a stalled
+//! handler never keeps a test process alive.
+
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::api::*;
+use crate::catalog::*;
+use crate::http1::*;
+use crate::spec::*;
+use crate::store::*;
+
+/// Writes to a client that stopped reading give up after this.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) struct FaultSlot {
+    pub(crate) fault: Fault,
+    /// Remaining uses for counted faults; ignored by the permanent ones.
+    pub(crate) left: usize,
+}
+
+pub(crate) struct Shared {
+    pub(crate) owner: String,
+    pub(crate) repo: String,
+    pub(crate) api_url: String,
+    pub(crate) asset_host: String,
+    pub(crate) catalog: Mutex<Arc<Catalog>>,
+    pub(crate) faults: Mutex<Vec<FaultSlot>>,
+    pub(crate) log: Mutex<Vec<Logged>>,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) api_calls: AtomicU64,
+}
+
+/// Lock ignoring poison: a panicking handler thread must not wedge the test.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct Server {
+    shared: Arc<Shared>,
+    api_addr: SocketAddr,
+    asset_addr: SocketAddr,
+    acceptors: Vec<JoinHandle<()>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Host {
+    Api,
+    Assets,
+}
+
+impl Host {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Host::Api => "api",
+            Host::Assets => "assets",
+        }
+    }
+}
+
+impl Server {
+    /// Serve `repo` ("owner/name") with `releases`, newest first. Asset
+    /// digests are computed here. Panics on bind failure or unreadable asset
+    /// files (test infrastructure errors).
+    pub fn start(repo: &str, releases: Vec<ReleaseSpec>) -> Server {
+        let (owner, name) = repo
+            .split_once('/')
+            .unwrap_or_else(|| panic!("testkit: repo {repo:?} is not owner/name"));
+        let api = TcpListener::bind("127.0.0.1:0").expect("testkit: bind API listener");
+        // A second loopback address makes the redirect truly cross-host; not
+        // every system routes all of 127/8, hence the fallback.
+        let assets = TcpListener::bind("127.0.0.2:0")
+            .or_else(|_| TcpListener::bind("127.0.0.1:0"))
+            .expect("testkit: bind asset listener");
+        let api_addr = api.local_addr().expect("testkit: API address");
+        let asset_addr = assets.local_addr().expect("testkit: asset address");
+        let api_url = format!("http://{api_addr}");
+        let asset_host = asset_addr.to_string();
+        let catalog = build_catalog(&api_url, owner, name, releases);
+        let shared = Arc::new(Shared {
+            owner: owner.to_string(),
+            repo: name.to_string(),
+            api_url,
+            asset_host,
+            catalog: Mutex::new(Arc::new(catalog)),
+            faults: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            shutdown: AtomicBool::new(false),
+            api_calls: AtomicU64::new(0),
+        });
+        let acceptors = vec![
+            spawn_acceptor(api, Host::Api, shared.clone()),
+            spawn_acceptor(assets, Host::Assets, shared.clone()),
+        ];
+        Server {
+            shared,
+            api_addr,
+            asset_addr,
+            acceptors,
+        }
+    }
+
+    /// `http://127.0.0.1:P1`: the API base (what `api.github.com` is upstream).
+    pub fn api_url(&self) -> String {
+        self.shared.api_url.clone()
+    }
+
+    /// `127.0.0.2:P2`, or `127.0.0.1:P2` where 127.0.0.2 could not be bound.
+    pub fn asset_host(&self) -> String {
+        self.shared.asset_host.clone()
+    }
+
+    /// `http://` + [`Server::asset_host`].
+    pub fn asset_url(&self) -> String {
+        format!("http://{}", self.shared.asset_host)
+    }
+
+    /// Whether storage got its own address (127.0.0.2) rather than the fallback.
+    pub fn asset_host_is_distinct(&self) -> bool {
+        self.asset_addr.ip() != self.api_addr.ip()
+    }
+
+    pub fn add_fault(&self, f: Fault) {
+        let left = match &f {
+            Fault::ApiStatus { times, .. }
+            | Fault::Status { times, .. }
+            | Fault::CutAfter { times, .. }
+            | Fault::Stall { times, .. }
+            | Fault::Garbage { times, .. }
+            | Fault::ApiEcho { times, .. }
+            | Fault::ApiRetryAfter { times, .. } => *times,
+            _ => usize::MAX,
+        };
+        lock(&self.shared.faults).push(FaultSlot { fault: f, left });
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// Every request so far, both hosts, in the order their status was decided.
+    pub fn requests(&self) -> Vec<Logged> {
+        lock(&self.shared.log).clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared.log).len()
+    }
+
+    /// Byte-exact JSON the API serves for `tag` (drafts included here).
+    pub fn release_json(&self, tag: &str) -> Option<String> {
+        let catalog = lock(&self.shared.catalog).clone();
+        catalog.by_tag(tag).map(|r| r.json.clone())
+    }
+
+    /// Serve `json` verbatim as release `tag` (by tag, as latest, and in
+    /// lists), e.g. with a lying size, URL or tag name.
+    pub fn set_release_json(&self, tag: &str, json: &str) {
+        let mut guard = lock(&self.shared.catalog);
+        let mut catalog: Catalog = (**guard).clone();
+        if let Some(r) = catalog.releases.iter_mut().find(|r| r.tag == tag) {
+            r.json = json.to_string();
+        }
+        *guard = Arc::new(catalog);
+    }
+
+    /// Replace the served releases (newest first), e.g. to publish a new tag.
+    pub fn set_releases(&self, releases: Vec<ReleaseSpec>) {
+        let s = &self.shared;
+        let catalog = build_catalog(&s.api_url, &s.owner, &s.repo, releases);
+        *lock(&s.catalog) = Arc::new(catalog);
+    }
+
+    /// Stop accepting and release stalled handlers. Also done on drop.
+    pub fn stop(self) {}
+
+    pub(crate) fn shutdown(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        // Wake the blocking accept() calls so the acceptors see the flag.
+        for addr in [self.api_addr, self.asset_addr] {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        }
+        for t in self.acceptors.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub(crate) fn spawn_acceptor(
+    listener: TcpListener,
+    host: Host,
+    shared: Arc<Shared>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("testkit-{}", host.name()))
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if shared.shutdown.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = conn else {
+                    // EMFILE and friends: back off instead of spinning.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let shared = shared.clone();
+                // Detached on purpose: handlers watch the shutdown flag.
+                let _ = std::thread::Builder::new()
+                    .name("testkit-conn".into())
+                    .spawn(move || handle_conn(&shared, stream, host));
+            }
+        })
+        .expect("testkit: spawn acceptor")
+}
+
+impl Shared {
+    pub(crate) fn record(&self, host: Host, req: &Request, status: u16) {
+        lock(&self.log).push(Logged {
+            host: host.name(),
+            method: req.method.clone(),
+            path: req.target.clone(),
+            headers: req.headers.clone(),
+            status,
+        });
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+}
+
+pub(crate) fn handle_conn(shared: &Shared, mut stream: TcpStream, host: Host) {
+    if shared.stopping() {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let req = match read_request(&mut stream) {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = send_reply(&mut stream, Reply::text(400, "bad request\n"), false);
+            return;
+        }
+    };
+    let head_only = req.method == "HEAD";
+    let result = match host {
+        Host::Api => {
+            let reply = api_reply(shared, &req);
+            shared.record(host, &req, reply.status);
+            let trickle = lock(&shared.faults)
+                .iter()
+                .find_map(|slot| match slot.fault {
+                    Fault::ApiTrickle { interval_ms } => Some(interval_ms),
+                    _ => None,
+                });
+            match trickle {
+                Some(ms) => send_trickled(shared, &mut stream, reply, ms),
+                None => send_reply(&mut stream, reply, head_only),
+            }
+        }
+        Host::Assets => serve_asset(shared, &mut stream, &req),
+    };
+    if result.is_ok() {
+        // Half-close so the client sees a clean EOF after the body.
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+}

@@ -1,0 +1,284 @@
+//! The crate's layers, checked from its source: every `crate::…` and
+//! `super::…` path in a file must lead to its own layer or one below it,
+//! and the files must not import each other in a circle. The order is the
+//! one `src/lib.rs` documents.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Top to bottom; `main.rs` stands above them all.
+const LAYERS: [&str; 8] = [
+    "cli", "steps", "github", "fetch", "unpack", "qcow2", "install", "util",
+];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The module path of a source file: `src/fetch/http.rs` → [fetch, http].
+fn module_of(file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src()).unwrap();
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    let last = parts.pop().unwrap();
+    match last.as_str() {
+        "mod.rs" | "lib.rs" | "main.rs" => {}
+        other => parts.push(other.trim_end_matches(".rs").to_string()),
+    }
+    parts
+}
+
+/// The source file that defines module path `m`, or the longest prefix of
+/// it that is a file (an item inside it).
+fn file_of(m: &[String]) -> Option<PathBuf> {
+    for n in (1..=m.len()).rev() {
+        let base = src().join(m[..n].join("/"));
+        for cand in [base.with_extension("rs"), base.join("mod.rs")] {
+            if cand.is_file() {
+                return Some(cand);
+            }
+        }
+    }
+    None
+}
+
+fn layer(file: &Path) -> usize {
+    let m = module_of(file);
+    match m.first() {
+        None => 0,
+        Some(top) => {
+            1 + LAYERS
+                .iter()
+                .position(|l| l == top)
+                .unwrap_or_else(|| panic!("{}: folder `{top}` is in no layer", file.display()))
+        }
+    }
+}
+
+/// Code without comments and without the unit tests at the end of a file
+/// (their `super` is the file itself; they are not the architecture).
+fn code(text: &str) -> String {
+    let text = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    text.lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every path that starts `crate::` or `super::` in `text`, with `{a, b::c}`
+/// groups expanded, as segments.
+fn paths(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    for root in ["crate::", "super::"] {
+        let mut from = 0;
+        while let Some(i) = text[from..].find(root) {
+            let start = from + i;
+            from = start + root.len();
+            let before = start.checked_sub(1).map(|j| bytes[j]);
+            if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':') {
+                continue;
+            }
+            let head = root.trim_end_matches("::").to_string();
+            expand(&text[from..], vec![head], &mut out);
+        }
+    }
+    out
+}
+
+fn expand(rest: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
+    let rest = rest.trim_start();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let mut depth = 1;
+        let mut end = 0;
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut depth = 0;
+        let mut piece = String::new();
+        for c in inner[..end].chars().chain(std::iter::once(',')) {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    expand(&piece, prefix.clone(), out);
+                    piece.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            piece.push(c);
+        }
+        return;
+    }
+    let ident: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if ident.is_empty() || ident == "self" {
+        out.push(prefix);
+        return;
+    }
+    let mut p = prefix;
+    p.push(ident.clone());
+    match rest[ident.len()..].strip_prefix("::") {
+        Some(more) => expand(more, p, out),
+        None => out.push(p),
+    }
+}
+
+/// The files `file` imports, each with the path that names it.
+fn imports(file: &Path) -> Vec<(PathBuf, String)> {
+    let text = code(&fs::read_to_string(file).unwrap());
+    let me = module_of(file);
+    let mut out = Vec::new();
+    for p in paths(&text) {
+        let target: Vec<String> = if p[0] == "crate" {
+            p[1..].to_vec()
+        } else {
+            // `super` is the module above this file's own module.
+            let mut base = me.clone();
+            let mut rest = &p[..];
+            while rest.first().is_some_and(|s| s == "super") {
+                base.pop();
+                rest = &rest[1..];
+            }
+            base.extend(rest.iter().cloned());
+            base
+        };
+        if let Some(f) = file_of(&target) {
+            if f != file {
+                out.push((f, p.join("::")));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn imports_run_down_the_layers_without_circles() {
+    let mut all = Vec::new();
+    files(&src(), &mut all);
+    all.sort();
+    let mut graph: BTreeMap<PathBuf, BTreeSet<PathBuf>> = BTreeMap::new();
+    let mut upward = Vec::new();
+    for f in &all {
+        if f.ends_with("lib.rs") {
+            continue;
+        }
+        for (target, how) in imports(f) {
+            if target.ends_with("lib.rs") {
+                continue;
+            }
+            if layer(&target) < layer(f) {
+                upward.push(format!(
+                    "{} imports {} ({how}), a higher layer",
+                    f.strip_prefix(src()).unwrap().display(),
+                    target.strip_prefix(src()).unwrap().display()
+                ));
+            }
+            graph.entry(f.clone()).or_default().insert(target);
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "imports that run up:\n{}",
+        upward.join("\n")
+    );
+
+    // Circles: depth-first search for a back edge.
+    fn visit(
+        n: &PathBuf,
+        g: &BTreeMap<PathBuf, BTreeSet<PathBuf>>,
+        state: &mut BTreeMap<PathBuf, u8>,
+        stack: &mut Vec<PathBuf>,
+    ) -> Option<Vec<PathBuf>> {
+        state.insert(n.clone(), 1);
+        stack.push(n.clone());
+        for m in g.get(n).into_iter().flatten() {
+            match state.get(m).copied().unwrap_or(0) {
+                1 => {
+                    let i = stack.iter().position(|x| x == m).unwrap();
+                    return Some(stack[i..].to_vec());
+                }
+                0 => {
+                    if let Some(c) = visit(m, g, state, stack) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        state.insert(n.clone(), 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for n in graph.keys() {
+        if state.get(n).copied().unwrap_or(0) == 0 {
+            if let Some(c) = visit(n, &graph, &mut state, &mut Vec::new()) {
+                let names: Vec<String> = c
+                    .iter()
+                    .map(|p| p.strip_prefix(src()).unwrap().display().to_string())
+                    .collect();
+                panic!("import circle: {}", names.join(" -> "));
+            }
+        }
+    }
+}
+
+#[test]
+fn every_folder_says_what_it_owns_and_files_stay_readable() {
+    let mut all = Vec::new();
+    files(&src(), &mut all);
+    for f in &all {
+        let text = fs::read_to_string(f).unwrap();
+        let rel = f.strip_prefix(src()).unwrap().display().to_string();
+        assert!(
+            text.starts_with("//!"),
+            "{rel} does not open with a line on what it owns"
+        );
+        let lines = text.lines().count();
+        assert!(lines <= 600, "{rel} has {lines} lines; split it");
+    }
+}
+
+#[test]
+fn the_checker_sees_imports() {
+    let p = paths("use crate::{a::b, c::{d, e}};\nlet x = super::f::g(); y::crate::z");
+    let joined: Vec<String> = p.iter().map(|v| v.join("::")).collect();
+    assert_eq!(
+        joined,
+        ["crate::a::b", "crate::c::d", "crate::c::e", "super::f::g"]
+    );
+}
