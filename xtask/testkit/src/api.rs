@@ -6,10 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::catalog::*;
-use crate::http1::*;
-use crate::server::*;
-use crate::spec::*;
+use crate::catalog::Catalog;
+use crate::http1::{pct_decode, pct_encode, reason, Reply, Request};
+use crate::spec::Fault;
+use crate::state::{lock, Shared};
 
 pub(crate) const DEFAULT_PER_PAGE: usize = 30;
 pub(crate) const MAX_PER_PAGE: usize = 100;

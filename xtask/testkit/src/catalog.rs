@@ -4,7 +4,8 @@
 use serde_json::{json, Value};
 
 use crate::fixture::{sha256_file_hex, sha256_hex};
-use crate::spec::*;
+use crate::http1::pct_encode;
+use crate::spec::{Body, DigestMode, ReleaseSpec};
 
 #[derive(Clone)]
 pub(crate) struct Asset {
@@ -138,16 +139,4 @@ pub(crate) fn build_catalog(
         })
         .collect();
     Catalog { releases }
-}
-
-pub(crate) fn pct_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~+".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

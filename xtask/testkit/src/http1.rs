@@ -7,7 +7,17 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::server::*;
+pub(crate) fn pct_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~+".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
 pub(crate) fn pct_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -189,7 +199,7 @@ pub(crate) fn send_reply(stream: &mut TcpStream, reply: Reply, head_only: bool) 
 
 /// Sends `reply` one body byte at a time, `ms` apart, until done or stopped.
 pub(crate) fn send_trickled(
-    shared: &Shared,
+    stopping: impl Fn() -> bool,
     stream: &mut TcpStream,
     reply: Reply,
     ms: u64,
@@ -198,7 +208,7 @@ pub(crate) fn send_trickled(
     headers.push(("Content-Length".into(), reply.body.len().to_string()));
     write_head(stream, reply.status, &headers)?;
     for b in &reply.body {
-        if shared.stopping() {
+        if stopping() {
             return Err(io::ErrorKind::Interrupted.into());
         }
         stream.write_all(&[*b])?;

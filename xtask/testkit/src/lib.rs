@@ -19,6 +19,7 @@ pub mod fixture;
 mod http1;
 pub mod server;
 pub mod spec;
+mod state;
 mod store;
 
 pub use fixture::*;

@@ -12,62 +12,25 @@
 
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::api::*;
-use crate::catalog::*;
-use crate::http1::*;
-use crate::spec::*;
-use crate::store::*;
+use crate::api::api_reply;
+use crate::catalog::{build_catalog, Catalog};
+use crate::http1::{read_request, send_reply, send_trickled, Reply};
+use crate::spec::{Fault, Logged, ReleaseSpec};
+use crate::state::{lock, FaultSlot, Host, Shared};
+use crate::store::serve_asset;
 
 /// Writes to a client that stopped reading give up after this.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub(crate) struct FaultSlot {
-    pub(crate) fault: Fault,
-    /// Remaining uses for counted faults; ignored by the permanent ones.
-    pub(crate) left: usize,
-}
-
-pub(crate) struct Shared {
-    pub(crate) owner: String,
-    pub(crate) repo: String,
-    pub(crate) api_url: String,
-    pub(crate) asset_host: String,
-    pub(crate) catalog: Mutex<Arc<Catalog>>,
-    pub(crate) faults: Mutex<Vec<FaultSlot>>,
-    pub(crate) log: Mutex<Vec<Logged>>,
-    pub(crate) shutdown: AtomicBool,
-    pub(crate) api_calls: AtomicU64,
-}
-
-/// Lock ignoring poison: a panicking handler thread must not wedge the test.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 pub struct Server {
     shared: Arc<Shared>,
     api_addr: SocketAddr,
     asset_addr: SocketAddr,
     acceptors: Vec<JoinHandle<()>>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Host {
-    Api,
-    Assets,
-}
-
-impl Host {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Host::Api => "api",
-            Host::Assets => "assets",
-        }
-    }
 }
 
 impl Server {
@@ -231,22 +194,6 @@ pub(crate) fn spawn_acceptor(
         .expect("testkit: spawn acceptor")
 }
 
-impl Shared {
-    pub(crate) fn record(&self, host: Host, req: &Request, status: u16) {
-        lock(&self.log).push(Logged {
-            host: host.name(),
-            method: req.method.clone(),
-            path: req.target.clone(),
-            headers: req.headers.clone(),
-            status,
-        });
-    }
-
-    pub(crate) fn stopping(&self) -> bool {
-        self.shutdown.load(Ordering::SeqCst)
-    }
-}
-
 pub(crate) fn handle_conn(shared: &Shared, mut stream: TcpStream, host: Host) {
     if shared.stopping() {
         return;
@@ -273,7 +220,7 @@ pub(crate) fn handle_conn(shared: &Shared, mut stream: TcpStream, host: Host) {
                     _ => None,
                 });
             match trickle {
-                Some(ms) => send_trickled(shared, &mut stream, reply, ms),
+                Some(ms) => send_trickled(|| shared.stopping(), &mut stream, reply, ms),
                 None => send_reply(&mut stream, reply, head_only),
             }
         }

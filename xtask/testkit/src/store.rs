@@ -6,9 +6,9 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http1::*;
-use crate::server::*;
-use crate::spec::*;
+use crate::http1::{pct_decode, send_reply, write_head, Reply, Request};
+use crate::spec::{Body, Fault};
+use crate::state::{lock, Host, Shared};
 
 /// How long a stalled handler holds its socket at most.
 pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(120);

@@ -1,0 +1,63 @@
+//! What the server's threads share: the catalog, the faults switched on,
+//! the request log and the shutdown flag.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::catalog::Catalog;
+use crate::http1::Request;
+use crate::spec::{Fault, Logged};
+
+pub(crate) struct FaultSlot {
+    pub(crate) fault: Fault,
+    /// Remaining uses for counted faults; ignored by the permanent ones.
+    pub(crate) left: usize,
+}
+
+pub(crate) struct Shared {
+    pub(crate) owner: String,
+    pub(crate) repo: String,
+    pub(crate) api_url: String,
+    pub(crate) asset_host: String,
+    pub(crate) catalog: Mutex<Arc<Catalog>>,
+    pub(crate) faults: Mutex<Vec<FaultSlot>>,
+    pub(crate) log: Mutex<Vec<Logged>>,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) api_calls: AtomicU64,
+}
+
+/// Lock ignoring poison: a panicking handler thread must not wedge the test.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Host {
+    Api,
+    Assets,
+}
+
+impl Host {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Host::Api => "api",
+            Host::Assets => "assets",
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn record(&self, host: Host, req: &Request, status: u16) {
+        lock(&self.log).push(Logged {
+            host: host.name(),
+            method: req.method.clone(),
+            path: req.target.clone(),
+            headers: req.headers.clone(),
+            status,
+        });
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+}
