@@ -6,9 +6,11 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
+use serde_json::Value;
 use ureq::config::RedirectAuthHeaders;
 use ureq::http::{HeaderMap, Response};
 use ureq::{Agent, Body};
@@ -64,6 +66,8 @@ pub struct Http {
     token: Option<Token>,
     proxy: Option<ureq::Proxy>,
     api_deadline: Duration,
+    /// Origins besides the API's that may have the token (uploads).
+    trusted: Vec<String>,
 }
 
 /// A finished API call whose status the caller interprets.
@@ -184,6 +188,7 @@ impl Http {
             proxy: cfg.proxy.clone(),
             // A whole API call, so a server dribbling bytes cannot hold a run.
             api_deadline: timeout * 5,
+            trusted: Vec::new(),
         }
     }
 
@@ -202,10 +207,14 @@ impl Http {
             .map_or("GH_TOKEN/GITHUB_TOKEN", |t| t.var)
     }
 
-    /// The token goes only to the API's own scheme and host.
+    /// The token goes only to the API's own scheme and host, and to an
+    /// uploads host [`Http::trust_uploads`] accepted.
     fn auth_for(&self, url: &str) -> Option<String> {
+        let o = origin(url);
         match &self.token {
-            Some(t) if origin(url) == self.api_origin => Some(format!("Bearer {}", t.value)),
+            Some(t) if o == self.api_origin || self.trusted.contains(&o) => {
+                Some(format!("Bearer {}", t.value))
+            }
             _ => None,
         }
     }
@@ -263,50 +272,157 @@ impl Http {
     /// GET a JSON document from the API (or a mirror), retrying transient
     /// failures; statuses other than those are the caller's to interpret.
     pub fn api_get(&self, url: &str) -> Result<ApiResponse> {
-        let headers = [
-            ("Accept", "application/vnd.github+json".to_string()),
-            ("X-GitHub-Api-Version", "2022-11-28".to_string()),
-        ];
+        self.with_retries(url, || {
+            let resp = self.get(
+                url,
+                &api_headers(),
+                Some(self.api_deadline),
+                &clean(url, 200),
+            )?;
+            self.read_answer(resp, url)
+        })
+    }
+
+    /// POST (with a JSON body) or DELETE on the API, with the retries of
+    /// [`Http::api_get`]. Redirects are not followed: GitHub sends none for
+    /// these, and a body must not be sent to a host the API did not name.
+    pub fn api_send(&self, method: &str, url: &str, json: Option<&Value>) -> Result<ApiResponse> {
+        check_url(url, &clean(url, 200)).map_err(|e| anyhow!(e))?;
+        self.with_retries(url, || {
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in api_headers() {
+                req = req.header(k, v);
+            }
+            if let Some(auth) = self.auth_for(url) {
+                req = req.header("Authorization", auth);
+            }
+            let body = json.map(|v| v.to_string()).unwrap_or_default();
+            if json.is_some() {
+                req = req.header("Content-Type", "application/json");
+            }
+            let req = req
+                .body(body)
+                .map_err(|e| Failure::Fatal(format!("{}: {e}", Shown(url))))?;
+            let req = self
+                .agent
+                .configure_request(req)
+                .timeout_global(Some(self.api_deadline))
+                .build();
+            let resp = self.agent.run(req).map_err(|e| self.classify(&e, url))?;
+            self.read_answer(resp, url)
+        })
+    }
+
+    /// POSTs `len` bytes from `body` to an uploads URL (one try: a failed
+    /// upload may leave an asset behind that the caller must look at first).
+    /// `progress` hears of every chunk sent.
+    pub fn upload(
+        &self,
+        url: &str,
+        body: &mut dyn Read,
+        len: u64,
+        progress: &dyn Fn(u64),
+    ) -> std::result::Result<ApiResponse, Failure> {
+        check_url(url, &clean(url, 200)).map_err(Failure::Fatal)?;
+        let mut counted = Counted {
+            inner: body,
+            progress,
+        };
+        let mut req = self
+            .agent
+            .post(url)
+            .header("Accept", "application/vnd.github+json")
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", len.to_string());
+        if let Some(auth) = self.auth_for(url) {
+            req = req.header("Authorization", auth);
+        }
+        let resp = req
+            .send(ureq::SendBody::from_reader(&mut counted))
+            .map_err(|e| self.classify(&e, url))?;
+        self.read_answer(resp, url)
+    }
+
+    /// Lets the token go to the uploads host a release's `upload_url` names
+    /// too, if that host belongs to the API: the same host (GitHub
+    /// Enterprise), or `uploads.X` beside `api.X` (github.com).
+    pub fn trust_uploads(&mut self, upload_url: &str) -> std::result::Result<(), String> {
+        check_url(upload_url, "the release's upload_url")?;
+        let host = |url: &str| {
+            let a = authority(url);
+            match a.rsplit_once(':') {
+                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+                _ => a,
+            }
+        };
+        let (api, up) = (host(&self.api), host(upload_url));
+        let sibling = api
+            .strip_prefix("api.")
+            .is_some_and(|rest| up.strip_prefix("uploads.") == Some(rest));
+        let scheme_ok =
+            upload_url.starts_with("https://") || self.api_origin.starts_with("http://");
+        if (api == up || sibling) && scheme_ok {
+            self.trusted.push(origin(upload_url));
+            return Ok(());
+        }
+        Err(format!(
+            "the release's upload_url points at {}, which does not belong to the API host {}; \
+             refusing to send the token there",
+            clean(&authority(upload_url), 100),
+            authority(&self.api)
+        ))
+    }
+
+    /// Reads a small answer whole.
+    fn read_answer(
+        &self,
+        resp: Response<Body>,
+        url: &str,
+    ) -> std::result::Result<ApiResponse, Failure> {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .with_config()
+            .limit(API_BODY_LIMIT)
+            .read_to_string()
+            .map_err(|e| self.classify(&e, url))?;
+        Ok(ApiResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Runs `attempt` until it gives a final answer: transient failures and
+    /// answers (5xx, 408, 429 that is not a spent quota) are retried with
+    /// backoff, honouring `Retry-After` within a bound.
+    fn with_retries(
+        &self,
+        url: &str,
+        mut attempt: impl FnMut() -> std::result::Result<ApiResponse, Failure>,
+    ) -> Result<ApiResponse> {
         let mut tries = 0;
         loop {
             tries += 1;
-            let failure = match self.get(url, &headers, Some(self.api_deadline), &clean(url, 200)) {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let headers = resp.headers().clone();
-                    let body = resp
-                        .into_body()
-                        .with_config()
-                        .limit(API_BODY_LIMIT)
-                        .read_to_string();
-                    match body {
-                        Ok(body) => {
-                            let r = ApiResponse {
-                                status,
-                                headers,
-                                body,
-                            };
-                            match self.retry_after(&r, url) {
-                                None => return Ok(r),
-                                Some(Err(e)) => return Err(e),
-                                Some(Ok(wait)) if tries < API_TRIES => {
-                                    eprintln!(
-                                        "  {}: HTTP {status}; retrying in {:.1} s",
-                                        Shown(url),
-                                        wait.as_secs_f64()
-                                    );
-                                    std::thread::sleep(wait);
-                                    continue;
-                                }
-                                Some(Ok(_)) => Failure::Transient(format!(
-                                    "{} answered HTTP {status}",
-                                    Shown(url)
-                                )),
-                            }
-                        }
-                        Err(e) => self.classify(&e, url),
+            let failure = match attempt() {
+                Ok(r) => match self.retry_after(&r, url) {
+                    None => return Ok(r),
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(wait)) if tries < API_TRIES => {
+                        eprintln!(
+                            "  {}: HTTP {}; retrying in {:.1} s",
+                            Shown(url),
+                            r.status,
+                            wait.as_secs_f64()
+                        );
+                        std::thread::sleep(wait);
+                        continue;
                     }
-                }
+                    Some(Ok(_)) => {
+                        Failure::Transient(format!("{} answered HTTP {}", Shown(url), r.status))
+                    }
+                },
                 Err(f) => f,
             };
             match failure {
@@ -328,7 +444,7 @@ impl Http {
     /// than we wait. None: the answer is final.
     fn retry_after(&self, r: &ApiResponse, url: &str) -> Option<Result<Duration>> {
         let transient = matches!(r.status, 408 | 429 | 500..=599);
-        if !transient || api_refusal(r, url, self).is_some() {
+        if !transient || quota_spent(r) {
             return None;
         }
         let asked = header(&r.headers, "retry-after").and_then(|v| v.trim().parse::<u64>().ok());
@@ -448,43 +564,31 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The error for a rate-limited or unauthorised API answer, if it is one.
-pub fn api_refusal(resp: &ApiResponse, url: &str, http: &Http) -> Option<anyhow::Error> {
-    let remaining = header(&resp.headers, "x-ratelimit-remaining");
-    if matches!(resp.status, 403 | 429) && remaining == Some("0") {
-        let reset = header(&resp.headers, "x-ratelimit-reset")
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .filter(|t| (0..=4_102_444_800).contains(t))
-            .map(|t| format!("it resets at {}", crate::util::time::local_time(t)))
-            .unwrap_or_else(|| "the reset time was not given".into());
-        let hint = if http.has_token() {
-            "wait until then (the token's own limit is exhausted)"
-        } else {
-            "set GH_TOKEN (or GITHUB_TOKEN) to a GitHub token to lift the limit to 5000 an hour, or wait"
-        };
-        return Some(anyhow!(
-            "the GitHub API rate limit is exhausted ({} answered {}); {reset}; {hint}",
-            Shown(url),
-            resp.status
-        ));
-    }
-    if resp.status == 401 {
-        let var = http.token_var();
-        return Some(anyhow!(
-            "{} answered 401: the token in {var} was refused (invalid or expired); fix it or unset it",
-            Shown(url)
-        ));
-    }
-    None
+/// A 403 or 429 that says the hourly quota is used up: waiting a little
+/// will not help.
+pub fn quota_spent(r: &ApiResponse) -> bool {
+    matches!(r.status, 403 | 429) && header(&r.headers, "x-ratelimit-remaining") == Some("0")
 }
 
-pub fn unexpected(resp: &ApiResponse, url: &str) -> anyhow::Error {
-    anyhow!(
-        "{} answered HTTP {}: {}",
-        Shown(url),
-        resp.status,
-        Shown(&resp.body)
-    )
+fn api_headers() -> [(&'static str, String); 2] {
+    [
+        ("Accept", "application/vnd.github+json".to_string()),
+        ("X-GitHub-Api-Version", "2022-11-28".to_string()),
+    ]
+}
+
+/// Counts the bytes an upload reads, for progress.
+struct Counted<'a> {
+    inner: &'a mut dyn Read,
+    progress: &'a dyn Fn(u64),
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

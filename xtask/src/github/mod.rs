@@ -1,8 +1,10 @@
-//! GitHub and mirrors: release JSON and lookup (`release`), which assets
+//! GitHub and mirrors: what its answers mean (`api`), release JSON and
+//! lookup (`release`), which assets
 //! make up one os/arch set (`assets`), where a release comes from — the API
 //! or a mirror directory or URL (`source`) — and the documentation's support
 //! table (`support`).
 
+pub mod api;
 pub mod assets;
 pub mod release;
 pub mod source;

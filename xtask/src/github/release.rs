@@ -5,7 +5,8 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::http::{self, Http};
+use super::api;
+use crate::fetch::http::{header, Http};
 use crate::util::text::Shown;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -53,13 +54,13 @@ pub fn resolve(http: &Http, repo: &str, version: &str) -> Result<Resolved> {
     if version == "latest" {
         let url = format!("{base}/latest");
         let resp = http.api_get(&url)?;
-        if let Some(err) = http::api_refusal(&resp, &url, http) {
+        if let Some(err) = api::api_refusal(&resp, &url, http) {
             return Err(err);
         }
         match resp.status {
             200 => return parse_release(resp.body, &url, None, None),
             404 => {}
-            _ => return Err(http::unexpected(&resp, &url)),
+            _ => return Err(api::unexpected(&resp, &url)),
         }
         // Upstream publishes every release as a pre-release, which GitHub's
         // `latest` skips: take the newest non-draft from the list instead.
@@ -80,7 +81,7 @@ pub fn resolve(http: &Http, repo: &str, version: &str) -> Result<Resolved> {
     }
     let url = format!("{base}/tags/{version}");
     let resp = http.api_get(&url)?;
-    if let Some(err) = http::api_refusal(&resp, &url, http) {
+    if let Some(err) = api::api_refusal(&resp, &url, http) {
         return Err(err);
     }
     match resp.status {
@@ -101,7 +102,7 @@ pub fn resolve(http: &Http, repo: &str, version: &str) -> Result<Resolved> {
                 newest.join(", ")
             )
         }
-        _ => Err(http::unexpected(&resp, &url)),
+        _ => Err(api::unexpected(&resp, &url)),
     }
 }
 
@@ -144,11 +145,11 @@ type Page = (Vec<(Release, String)>, Option<String>);
 
 fn list_page(http: &Http, url: &str) -> Result<Page> {
     let resp = http.api_get(url)?;
-    if let Some(err) = http::api_refusal(&resp, url, http) {
+    if let Some(err) = api::api_refusal(&resp, url, http) {
         return Err(err);
     }
     if resp.status != 200 {
-        return Err(http::unexpected(&resp, url));
+        return Err(api::unexpected(&resp, url));
     }
     let values: Vec<serde_json::Value> = serde_json::from_str(&resp.body)
         .with_context(|| format!("{} did not answer with a release list", Shown(url)))?;
@@ -159,7 +160,7 @@ fn list_page(http: &Http, url: &str) -> Result<Page> {
             .with_context(|| format!("{} listed a release in an unexpected form", Shown(url)))?;
         out.push((r, json));
     }
-    let next = http::header(&resp.headers, "link").and_then(next_link);
+    let next = header(&resp.headers, "link").and_then(next_link);
     Ok((out, next))
 }
 

@@ -20,7 +20,7 @@ pub(crate) fn now_epoch() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-pub(crate) fn api_reply(shared: &Shared, req: &Request) -> Reply {
+pub(crate) fn api_reply(shared: &Shared, req: &Request, body: &[u8]) -> Reply {
     let path = pct_decode(&req.path);
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let catalog = lock(&shared.catalog).clone();
@@ -54,7 +54,10 @@ pub(crate) fn api_reply(shared: &Shared, req: &Request) -> Reply {
         return reply;
     }
     let used = shared.api_calls.fetch_add(1, Ordering::SeqCst) + 1;
-    let reply = route_api(shared, req, &segs, &catalog, ours);
+    let reply = match req.method.as_str() {
+        "POST" | "DELETE" => change(shared, req, &segs, body, ours),
+        _ => route_api(shared, req, &segs, &catalog, ours),
+    };
     // Plausible, never-zero quota headers: zero belongs to the rate-limit fault.
     reply
         .header("X-RateLimit-Limit", "5000")
@@ -181,13 +184,7 @@ pub(crate) fn route_api(
             if wants_bytes {
                 return redirect(shared, &rel.tag, &asset.name);
             }
-            let v: Value = serde_json::from_str(&rel.json).expect("own JSON");
-            let a = v["assets"]
-                .as_array()
-                .and_then(|l| l.iter().find(|a| a["id"] == asset.id))
-                .cloned()
-                .unwrap_or(Value::Null);
-            Reply::json(200, a.to_string())
+            Reply::json(200, catalog.asset_json(rel, asset).to_string())
         }
         [id] => id
             .parse::<u64>()
@@ -195,6 +192,60 @@ pub(crate) fn route_api(
             .and_then(|id| catalog.releases.iter().find(|r| r.id == id))
             .map_or_else(not_found, |r| Reply::json(200, r.json.clone())),
         _ => not_found(),
+    }
+}
+
+/// The writing routes: create a release, delete an asset. They need a token.
+fn change(
+    shared: &Shared,
+    req: &Request,
+    segs: &[&str],
+    body: &[u8],
+    ours: impl Fn(&str, &str) -> bool,
+) -> Reply {
+    let not_found = || Reply::message(404, "Not Found");
+    let ["repos", o, r, "releases", rest @ ..] = segs else {
+        return not_found();
+    };
+    if !ours(o, r) {
+        return not_found();
+    }
+    if req.header("authorization").is_none() {
+        return Reply::message(401, "Requires authentication");
+    }
+    match (req.method.as_str(), rest) {
+        ("POST", [] | [""]) => {
+            let Ok(v) = serde_json::from_slice::<Value>(body) else {
+                return Reply::message(400, "Problems parsing JSON");
+            };
+            let Some(tag) = v["tag_name"].as_str().filter(|t| !t.is_empty()) else {
+                return Reply::message(422, "tag_name is missing");
+            };
+            let draft = v["draft"].as_bool().unwrap_or(false);
+            let pre = v["prerelease"].as_bool().unwrap_or(false);
+            let created = shared.edit_catalog(|c| {
+                if c.by_tag(tag).is_some() {
+                    None
+                } else {
+                    Some(c.create(tag, draft, pre))
+                }
+            });
+            match created {
+                Some(json) => Reply::json(201, json),
+                None => {
+                    let body = json!({
+                        "message": "Validation Failed",
+                        "errors": [{"resource": "Release", "code": "already_exists", "field": "tag_name"}],
+                    });
+                    Reply::json(422, body.to_string())
+                }
+            }
+        }
+        ("DELETE", ["assets", id]) => match id.parse::<u64>() {
+            Ok(id) if shared.edit_catalog(|c| c.delete_asset(id)) => Reply::text(204, ""),
+            _ => not_found(),
+        },
+        _ => Reply::message(405, "Method Not Allowed"),
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) fn pct_decode(s: &str) -> String {
 }
 
 pub(crate) struct Request {
+    /// Bytes read past the head: the start of the body.
+    pub(crate) body_start: Vec<u8>,
     pub(crate) method: String,
     /// Path and query as sent (absolute-form reduced to origin-form).
     pub(crate) target: String,
@@ -104,6 +106,7 @@ pub(crate) fn read_request(stream: &mut TcpStream) -> io::Result<Request> {
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     Ok(Request {
+        body_start: buf[end + 4..].to_vec(),
         method,
         target,
         path,
@@ -112,9 +115,34 @@ pub(crate) fn read_request(stream: &mut TcpStream) -> io::Result<Request> {
     })
 }
 
+/// Reads up to `limit` bytes of the body (Content-Length framed); fewer
+/// when the client stops sending.
+pub(crate) fn read_body(stream: &mut TcpStream, req: &Request, limit: u64) -> io::Result<Vec<u8>> {
+    let len: u64 = req
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let want = len.min(limit) as usize;
+    let mut body = req.body_start.clone();
+    body.truncate(want);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while body.len() < want {
+        let n = stream.read(&mut chunk[..(want - body.len()).min(64 * 1024)])?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Ok(body)
+}
+
 pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        411 => "Length Required",
+        422 => "Unprocessable Entity",
         206 => "Partial Content",
         302 => "Found",
         400 => "Bad Request",

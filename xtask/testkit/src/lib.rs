@@ -21,6 +21,7 @@ pub mod server;
 pub mod spec;
 mod state;
 mod store;
+mod uploads;
 
 pub use fixture::*;
 pub use server::Server;

@@ -17,11 +17,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::api::api_reply;
-use crate::catalog::{build_catalog, Catalog};
-use crate::http1::{read_request, send_reply, send_trickled, Reply};
-use crate::spec::{Fault, Logged, ReleaseSpec};
+use crate::catalog::{build_catalog, Urls};
+use crate::http1::{read_body, read_request, send_reply, send_trickled, Reply};
+use crate::spec::{Body, Fault, Logged, ReleaseSpec};
 use crate::state::{lock, FaultSlot, Host, Shared};
 use crate::store::serve_asset;
+use crate::uploads::receive_upload;
 
 /// Writes to a client that stopped reading give up after this.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +31,7 @@ pub struct Server {
     shared: Arc<Shared>,
     api_addr: SocketAddr,
     asset_addr: SocketAddr,
+    upload_addr: SocketAddr,
     acceptors: Vec<JoinHandle<()>>,
 }
 
@@ -47,11 +49,21 @@ impl Server {
         let assets = TcpListener::bind("127.0.0.2:0")
             .or_else(|_| TcpListener::bind("127.0.0.1:0"))
             .expect("testkit: bind asset listener");
+        // Uploads have a host of their own, as uploads.github.com; on the
+        // API's address, which is what a client may send the token to.
+        let uploads = TcpListener::bind("127.0.0.1:0").expect("testkit: bind upload listener");
         let api_addr = api.local_addr().expect("testkit: API address");
         let asset_addr = assets.local_addr().expect("testkit: asset address");
+        let upload_addr = uploads.local_addr().expect("testkit: upload address");
         let api_url = format!("http://{api_addr}");
         let asset_host = asset_addr.to_string();
-        let catalog = build_catalog(&api_url, owner, name, releases);
+        let urls = Urls {
+            api: api_url.clone(),
+            uploads: format!("http://{upload_addr}"),
+            owner: owner.to_string(),
+            repo: name.to_string(),
+        };
+        let catalog = build_catalog(urls, releases);
         let shared = Arc::new(Shared {
             owner: owner.to_string(),
             repo: name.to_string(),
@@ -66,11 +78,13 @@ impl Server {
         let acceptors = vec![
             spawn_acceptor(api, Host::Api, shared.clone()),
             spawn_acceptor(assets, Host::Assets, shared.clone()),
+            spawn_acceptor(uploads, Host::Uploads, shared.clone()),
         ];
         Server {
             shared,
             api_addr,
             asset_addr,
+            upload_addr,
             acceptors,
         }
     }
@@ -90,6 +104,34 @@ impl Server {
         format!("http://{}", self.shared.asset_host)
     }
 
+    /// `http://127.0.0.1:P3`: where uploads go (what `uploads.github.com` is upstream).
+    pub fn uploads_url(&self) -> String {
+        format!("http://{}", self.upload_addr)
+    }
+
+    /// The assets release `tag` holds: (name, state, bytes), in upload order.
+    pub fn assets_of(&self, tag: &str) -> Vec<(String, String, Vec<u8>)> {
+        let catalog = lock(&self.shared.catalog).clone();
+        let Some(r) = catalog.by_tag(tag) else {
+            return Vec::new();
+        };
+        r.assets
+            .iter()
+            .map(|a| {
+                let bytes = match &a.body {
+                    Body::Bytes(b) => b.as_ref().clone(),
+                    Body::File(p) => std::fs::read(p).unwrap_or_default(),
+                };
+                (a.name.clone(), a.state.to_string(), bytes)
+            })
+            .collect()
+    }
+
+    /// Whether release `tag` exists and is a draft.
+    pub fn is_draft(&self, tag: &str) -> Option<bool> {
+        lock(&self.shared.catalog).by_tag(tag).map(|r| r.draft)
+    }
+
     /// Whether storage got its own address (127.0.0.2) rather than the fallback.
     pub fn asset_host_is_distinct(&self) -> bool {
         self.asset_addr.ip() != self.api_addr.ip()
@@ -103,7 +145,9 @@ impl Server {
             | Fault::Stall { times, .. }
             | Fault::Garbage { times, .. }
             | Fault::ApiEcho { times, .. }
-            | Fault::ApiRetryAfter { times, .. } => *times,
+            | Fault::ApiRetryAfter { times, .. }
+            | Fault::UploadCut { times, .. }
+            | Fault::UploadStatus { times, .. } => *times,
             _ => usize::MAX,
         };
         lock(&self.shared.faults).push(FaultSlot { fault: f, left });
@@ -131,18 +175,19 @@ impl Server {
     /// Serve `json` verbatim as release `tag` (by tag, as latest, and in
     /// lists), e.g. with a lying size, URL or tag name.
     pub fn set_release_json(&self, tag: &str, json: &str) {
-        let mut guard = lock(&self.shared.catalog);
-        let mut catalog: Catalog = (**guard).clone();
-        if let Some(r) = catalog.releases.iter_mut().find(|r| r.tag == tag) {
-            r.json = json.to_string();
-        }
-        *guard = Arc::new(catalog);
+        self.shared.edit_catalog(|c| {
+            if let Some(r) = c.releases.iter_mut().find(|r| r.tag == tag) {
+                r.json = json.to_string();
+                r.json_fixed = true;
+            }
+        });
     }
 
     /// Replace the served releases (newest first), e.g. to publish a new tag.
     pub fn set_releases(&self, releases: Vec<ReleaseSpec>) {
         let s = &self.shared;
-        let catalog = build_catalog(&s.api_url, &s.owner, &s.repo, releases);
+        let urls = lock(&s.catalog).urls.clone();
+        let catalog = build_catalog(urls, releases);
         *lock(&s.catalog) = Arc::new(catalog);
     }
 
@@ -152,7 +197,7 @@ impl Server {
     pub(crate) fn shutdown(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         // Wake the blocking accept() calls so the acceptors see the flag.
-        for addr in [self.api_addr, self.asset_addr] {
+        for addr in [self.api_addr, self.asset_addr, self.upload_addr] {
             let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
         }
         for t in self.acceptors.drain(..) {
@@ -211,7 +256,11 @@ pub(crate) fn handle_conn(shared: &Shared, mut stream: TcpStream, host: Host) {
     let head_only = req.method == "HEAD";
     let result = match host {
         Host::Api => {
-            let reply = api_reply(shared, &req);
+            let body = match req.method.as_str() {
+                "POST" | "PATCH" => read_body(&mut stream, &req, 1 << 20).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let reply = api_reply(shared, &req, &body);
             shared.record(host, &req, reply.status);
             let trickle = lock(&shared.faults)
                 .iter()
@@ -225,6 +274,7 @@ pub(crate) fn handle_conn(shared: &Shared, mut stream: TcpStream, host: Host) {
             }
         }
         Host::Assets => serve_asset(shared, &mut stream, &req),
+        Host::Uploads => receive_upload(shared, &mut stream, &req),
     };
     if result.is_ok() {
         // Half-close so the client sees a clean EOF after the body.

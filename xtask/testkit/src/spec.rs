@@ -121,6 +121,12 @@ pub enum Fault {
     ApiRetryAfter { secs: u64, times: usize },
     /// API answers dribble out one byte every `interval_ms`.
     ApiTrickle { interval_ms: u64 },
+    /// The first `times` uploads read `after_bytes` of the body, leave an
+    /// empty asset in state `starter` (as GitHub does), and close the socket.
+    UploadCut { after_bytes: u64, times: usize },
+    /// The first `times` uploads read the body, leave a `starter` asset and
+    /// answer `status` (GitHub's 502 on an upstream failure).
+    UploadStatus { status: u16, times: usize },
 }
 
 /// One request as the server saw it.

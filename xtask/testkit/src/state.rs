@@ -14,6 +14,39 @@ pub(crate) struct FaultSlot {
     pub(crate) left: usize,
 }
 
+impl Shared {
+    /// Takes one use of the first counted fault `pick` selects.
+    pub(crate) fn take_fault<T>(&self, pick: impl Fn(&Fault) -> Option<T>) -> Option<T> {
+        let mut faults = lock(&self.faults);
+        for slot in faults.iter_mut() {
+            if slot.left > 0 {
+                if let Some(v) = pick(&slot.fault) {
+                    slot.left -= 1;
+                    return Some(v);
+                }
+            }
+        }
+        None
+    }
+
+    /// The token a `RequireToken` fault asks for, if one is on.
+    pub(crate) fn required_token(&self) -> Option<String> {
+        lock(&self.faults).iter().find_map(|s| match &s.fault {
+            Fault::RequireToken { token } => Some(token.clone()),
+            _ => None,
+        })
+    }
+
+    /// Changes the catalog (uploads, new releases, deletions).
+    pub(crate) fn edit_catalog<T>(&self, f: impl FnOnce(&mut Catalog) -> T) -> T {
+        let mut guard = lock(&self.catalog);
+        let mut c: Catalog = (**guard).clone();
+        let out = f(&mut c);
+        *guard = Arc::new(c);
+        out
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) owner: String,
     pub(crate) repo: String,
@@ -35,6 +68,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) enum Host {
     Api,
     Assets,
+    Uploads,
 }
 
 impl Host {
@@ -42,6 +76,7 @@ impl Host {
         match self {
             Host::Api => "api",
             Host::Assets => "assets",
+            Host::Uploads => "uploads",
         }
     }
 }
