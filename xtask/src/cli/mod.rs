@@ -178,7 +178,7 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
         Some(a) => a,
         None => env::default_api(),
     };
-    crate::fetch::http::check_url(&api, "--github-api").map_err(usage)?;
+    crate::fetch::url::check_url(&api, "--github-api").map_err(usage)?;
     let connections = match p.value("--jobs")? {
         Some(j) => match j.parse::<usize>() {
             Ok(n) if (1..=opts::MAX_CONNECTIONS).contains(&n) => n,

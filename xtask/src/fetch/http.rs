@@ -6,15 +6,14 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use serde_json::Value;
 use ureq::config::RedirectAuthHeaders;
 use ureq::http::{HeaderMap, Response};
 use ureq::{Agent, Body};
 
+use super::url::{authority, check_url, origin, resolve_location};
 use crate::util::text::{clean, Shown};
 
 /// API responses are small JSON documents; anything larger is not GitHub.
@@ -60,14 +59,14 @@ pub struct Config {
 }
 
 pub struct Http {
-    agent: Agent,
-    api: String,
-    api_origin: String,
+    pub(super) agent: Agent,
+    pub(super) api: String,
+    pub(super) api_origin: String,
     token: Option<Token>,
     proxy: Option<ureq::Proxy>,
-    api_deadline: Duration,
+    pub(super) api_deadline: Duration,
     /// Origins besides the API's that may have the token (uploads).
-    trusted: Vec<String>,
+    pub(super) trusted: Vec<String>,
 }
 
 /// A finished API call whose status the caller interprets.
@@ -93,74 +92,6 @@ impl fmt::Display for Failure {
             Failure::Transient(m) | Failure::Fatal(m) => f.write_str(m),
         }
     }
-}
-
-/// `scheme://host[:port]` → `host[:port]`, lowercased, userinfo dropped.
-pub fn authority(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let auth = &rest[..end];
-    let auth = auth.rsplit_once('@').map(|(_, h)| h).unwrap_or(auth);
-    auth.to_ascii_lowercase()
-}
-
-/// `scheme://authority`, lowercased: what the token is bound to.
-fn origin(url: &str) -> String {
-    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
-    format!("{}://{}", scheme.to_ascii_lowercase(), authority(url))
-}
-
-/// The scheme of `url`, if it has one.
-fn scheme_of(url: &str) -> Option<String> {
-    let (s, _) = url.split_once(':')?;
-    let ok = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    ok.then(|| s.to_ascii_lowercase())
-}
-
-/// Fails unless `url` is an http(s) URL with a host; `what` names the asset
-/// or document it is for.
-pub fn check_url(url: &str, what: &str) -> std::result::Result<(), String> {
-    match scheme_of(url).as_deref() {
-        Some("http") | Some("https") if !authority(url).is_empty() => Ok(()),
-        Some("http") | Some("https") => {
-            Err(format!("{what}: the URL `{}` has no host", clean(url, 120)))
-        }
-        Some(other) => Err(format!(
-            "{what}: the URL `{}` uses the scheme `{}`; only http and https are accepted",
-            clean(url, 120),
-            clean(other, 20)
-        )),
-        None => Err(format!(
-            "{what}: `{}` is not a URL; only http and https URLs are accepted",
-            clean(url, 120)
-        )),
-    }
-}
-
-/// Resolves a `Location` header against the URL that sent it.
-fn resolve_location(base: &str, loc: &str) -> String {
-    if scheme_of(loc).is_some() && loc.contains("://") {
-        return loc.to_string();
-    }
-    let scheme = base.split_once("://").map(|(s, _)| s).unwrap_or("https");
-    if let Some(rest) = loc.strip_prefix("//") {
-        return format!("{scheme}://{rest}");
-    }
-    let (root, path) = match base.split_once("://") {
-        Some((s, r)) => {
-            let end = r.find(['/', '?', '#']).unwrap_or(r.len());
-            (format!("{s}://{}", &r[..end]), &r[end..])
-        }
-        None => (base.to_string(), ""),
-    };
-    if loc.starts_with('/') {
-        return format!("{root}{loc}");
-    }
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-    format!("{root}{dir}/{loc}")
 }
 
 impl Http {
@@ -209,7 +140,7 @@ impl Http {
 
     /// The token goes only to the API's own scheme and host, and to an
     /// uploads host [`Http::trust_uploads`] accepted.
-    fn auth_for(&self, url: &str) -> Option<String> {
+    pub(super) fn auth_for(&self, url: &str) -> Option<String> {
         let o = origin(url);
         match &self.token {
             Some(t) if o == self.api_origin || self.trusted.contains(&o) => {
@@ -283,98 +214,8 @@ impl Http {
         })
     }
 
-    /// POST (with a JSON body) or DELETE on the API, with the retries of
-    /// [`Http::api_get`]. Redirects are not followed: GitHub sends none for
-    /// these, and a body must not be sent to a host the API did not name.
-    pub fn api_send(&self, method: &str, url: &str, json: Option<&Value>) -> Result<ApiResponse> {
-        check_url(url, &clean(url, 200)).map_err(|e| anyhow!(e))?;
-        self.with_retries(url, || {
-            let mut req = ureq::http::Request::builder().method(method).uri(url);
-            for (k, v) in api_headers() {
-                req = req.header(k, v);
-            }
-            if let Some(auth) = self.auth_for(url) {
-                req = req.header("Authorization", auth);
-            }
-            let body = json.map(|v| v.to_string()).unwrap_or_default();
-            if json.is_some() {
-                req = req.header("Content-Type", "application/json");
-            }
-            let req = req
-                .body(body)
-                .map_err(|e| Failure::Fatal(format!("{}: {e}", Shown(url))))?;
-            let req = self
-                .agent
-                .configure_request(req)
-                .timeout_global(Some(self.api_deadline))
-                .build();
-            let resp = self.agent.run(req).map_err(|e| self.classify(&e, url))?;
-            self.read_answer(resp, url)
-        })
-    }
-
-    /// POSTs `len` bytes from `body` to an uploads URL (one try: a failed
-    /// upload may leave an asset behind that the caller must look at first).
-    /// `progress` hears of every chunk sent.
-    pub fn upload(
-        &self,
-        url: &str,
-        body: &mut dyn Read,
-        len: u64,
-        progress: &dyn Fn(u64),
-    ) -> std::result::Result<ApiResponse, Failure> {
-        check_url(url, &clean(url, 200)).map_err(Failure::Fatal)?;
-        let mut counted = Counted {
-            inner: body,
-            progress,
-        };
-        let mut req = self
-            .agent
-            .post(url)
-            .header("Accept", "application/vnd.github+json")
-            .header("Content-Type", "application/octet-stream")
-            .header("Content-Length", len.to_string());
-        if let Some(auth) = self.auth_for(url) {
-            req = req.header("Authorization", auth);
-        }
-        let resp = req
-            .send(ureq::SendBody::from_reader(&mut counted))
-            .map_err(|e| self.classify(&e, url))?;
-        self.read_answer(resp, url)
-    }
-
-    /// Lets the token go to the uploads host a release's `upload_url` names
-    /// too, if that host belongs to the API: the same host (GitHub
-    /// Enterprise), or `uploads.X` beside `api.X` (github.com).
-    pub fn trust_uploads(&mut self, upload_url: &str) -> std::result::Result<(), String> {
-        check_url(upload_url, "the release's upload_url")?;
-        let host = |url: &str| {
-            let a = authority(url);
-            match a.rsplit_once(':') {
-                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
-                _ => a,
-            }
-        };
-        let (api, up) = (host(&self.api), host(upload_url));
-        let sibling = api
-            .strip_prefix("api.")
-            .is_some_and(|rest| up.strip_prefix("uploads.") == Some(rest));
-        let scheme_ok =
-            upload_url.starts_with("https://") || self.api_origin.starts_with("http://");
-        if (api == up || sibling) && scheme_ok {
-            self.trusted.push(origin(upload_url));
-            return Ok(());
-        }
-        Err(format!(
-            "the release's upload_url points at {}, which does not belong to the API host {}; \
-             refusing to send the token there",
-            clean(&authority(upload_url), 100),
-            authority(&self.api)
-        ))
-    }
-
     /// Reads a small answer whole.
-    fn read_answer(
+    pub(super) fn read_answer(
         &self,
         resp: Response<Body>,
         url: &str,
@@ -397,7 +238,7 @@ impl Http {
     /// Runs `attempt` until it gives a final answer: transient failures and
     /// answers (5xx, 408, 429 that is not a spent quota) are retried with
     /// backoff, honouring `Retry-After` within a bound.
-    fn with_retries(
+    pub(super) fn with_retries(
         &self,
         url: &str,
         mut attempt: impl FnMut() -> std::result::Result<ApiResponse, Failure>,
@@ -508,6 +349,7 @@ impl Http {
             | ureq::Error::RequireHttpsOnly(_)
             | ureq::Error::Tls(_)
             | ureq::Error::InvalidProxyUrl
+            | ureq::Error::BodyExceedsLimit(_)
             | ureq::Error::Http(_) => Failure::Fatal(msg),
             _ => Failure::Transient(msg),
         }
@@ -570,59 +412,9 @@ pub fn quota_spent(r: &ApiResponse) -> bool {
     matches!(r.status, 403 | 429) && header(&r.headers, "x-ratelimit-remaining") == Some("0")
 }
 
-fn api_headers() -> [(&'static str, String); 2] {
+pub(super) fn api_headers() -> [(&'static str, String); 2] {
     [
         ("Accept", "application/vnd.github+json".to_string()),
         ("X-GitHub-Api-Version", "2022-11-28".to_string()),
     ]
-}
-
-/// Counts the bytes an upload reads, for progress.
-struct Counted<'a> {
-    inner: &'a mut dyn Read,
-    progress: &'a dyn Fn(u64),
-}
-
-impl Read for Counted<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        (self.progress)(n as u64);
-        Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn authorities() {
-        assert_eq!(
-            authority("https://api.github.com/repos/x"),
-            "api.github.com"
-        );
-        assert_eq!(authority("http://127.0.0.1:8080"), "127.0.0.1:8080");
-        assert_eq!(authority("https://u:p@Host.example/x?y"), "host.example");
-        assert_eq!(origin("HTTPS://Api.GitHub.com/x"), "https://api.github.com");
-    }
-
-    #[test]
-    fn schemes() {
-        assert!(check_url("https://x/y", "a").is_ok());
-        assert!(check_url("HTTP://x", "a").is_ok());
-        let e = check_url("file:///etc/passwd", "asset kernel").unwrap_err();
-        assert!(e.contains("asset kernel") && e.contains("`file`"), "{e}");
-        assert!(check_url("ftp://x/y", "a").unwrap_err().contains("`ftp`"));
-        assert!(check_url("/etc/passwd", "a").is_err());
-        assert!(check_url("https:///x", "a").is_err());
-    }
-
-    #[test]
-    fn locations() {
-        assert_eq!(resolve_location("http://a/b/c?q", "/d"), "http://a/d");
-        assert_eq!(resolve_location("http://a/b/c", "d"), "http://a/b/d");
-        assert_eq!(resolve_location("https://a/b", "//h/x"), "https://h/x");
-        assert_eq!(resolve_location("https://a/b", "http://h/x"), "http://h/x");
-        assert_eq!(resolve_location("https://a/b", "file:///x"), "file:///x");
-    }
 }

@@ -8,7 +8,9 @@
 pub mod http;
 mod reader;
 mod segments;
+mod send;
 mod state;
+pub mod url;
 mod worker;
 
 use std::io;
@@ -40,7 +42,7 @@ impl Origin {
     /// The host or directory, for messages.
     fn place(&self) -> String {
         match self {
-            Origin::Url(u) => crate::fetch::http::authority(u),
+            Origin::Url(u) => crate::fetch::url::authority(u),
             Origin::Local(p) => p.display().to_string(),
         }
     }
@@ -151,13 +153,20 @@ pub fn start(
         changed: Condvar::new(),
         http,
         progress: Progress::new(what, total, have, style),
+        record: Mutex::new(()),
     });
     let workers = (0..connections.max(1))
         .map(|i| {
             let s = Arc::clone(&shared);
             thread::Builder::new()
                 .name(format!("download-{i}"))
-                .spawn(move || worker::worker(&s))
+                .spawn(move || {
+                    let run = std::panic::AssertUnwindSafe(|| worker::worker(&s));
+                    if std::panic::catch_unwind(run).is_err() {
+                        // A reader must not wait forever on a worker that died.
+                        s.abort_all("internal error: a download worker stopped; run again");
+                    }
+                })
                 .expect("spawn download worker")
         })
         .collect();

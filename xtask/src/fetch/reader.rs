@@ -153,7 +153,23 @@ impl AssetReader {
         self.finished = true;
         let digest = self.hasher.finish();
         let (wanted, mode, partial, segs_path) = {
-            let g = self.shared.lock();
+            // The bytes may all be there while a worker still records its
+            // segment: wait for the workers to be done with this asset.
+            let mut g = self.shared.lock();
+            loop {
+                let a = &g.assets[self.index];
+                if a.complete() {
+                    break;
+                }
+                if let Some(e) = a.error.clone().or_else(|| g.abort.clone()) {
+                    return Err(io::Error::other(e));
+                }
+                g = self
+                    .shared
+                    .changed
+                    .wait(g)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
             let a = &g.assets[self.index];
             (
                 a.wanted.clone(),

@@ -1,9 +1,7 @@
 //! How an asset is cut into Range segments, and the `.segs` record of the
 //! segments finished, so an interrupted download resumes where it stopped.
 
-use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::util::fs as fsutil;
@@ -33,24 +31,34 @@ pub(super) fn read_segs(path: &Path, size: u64) -> Vec<usize> {
     if lines.next() != Some(&format!("segments {} {size}", segment_size(size))) {
         return Vec::new();
     }
-    // A torn last line (power loss) is simply not counted.
     lines.filter_map(|l| l.trim().parse().ok()).collect()
 }
 
-pub(super) fn append_seg(path: &Path, size: u64, seg: usize, durable: bool) -> io::Result<()> {
-    let new = !path.exists();
-    fsutil::clear_non_regular(path)?;
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    if new {
-        writeln!(f, "segments {} {size}", segment_size(size))?;
+/// Writes the record of the segments `done` anew, through a temporary name
+/// and a rename, so it is always whole: workers finishing at once cannot
+/// interleave their lines (the caller holds the record lock).
+pub(super) fn write_record(
+    path: &Path,
+    size: u64,
+    done: &[usize],
+    durable: bool,
+) -> io::Result<()> {
+    let mut text = format!("segments {} {size}\n", segment_size(size));
+    for i in done {
+        text.push_str(&format!("{i}\n"));
     }
-    writeln!(f, "{seg}")?;
+    let tmp = fsutil::partial_path(path);
+    let mut f = fsutil::create_fresh(&tmp)?;
+    f.write_all(text.as_bytes())?;
     if durable {
         f.sync_data()?;
+    }
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if durable {
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
     }
     Ok(())
 }

@@ -91,9 +91,22 @@ pub(super) struct Shared {
     pub(super) changed: Condvar,
     pub(super) http: Http,
     pub(super) progress: Progress,
+    /// One writer of `.segs` records at a time.
+    pub(super) record: Mutex<()>,
 }
 
 impl Shared {
+    /// Stops every worker and wakes every reader, with `msg` unless a
+    /// failure came first.
+    pub(super) fn abort_all(&self, msg: &str) {
+        let mut g = self.lock();
+        if g.abort.is_none() {
+            g.abort = Some(msg.to_string());
+        }
+        drop(g);
+        self.changed.notify_all();
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -13,7 +13,7 @@ use crate::util::fs as fsutil;
 use crate::util::text::Shown;
 
 use super::http::Failure;
-use super::segments::append_seg;
+use super::segments::write_record;
 use super::state::{Inner, Mode, Seg, SegState, Shared};
 use super::{Origin, Wanted};
 
@@ -27,7 +27,7 @@ pub(super) struct Task {
 
 pub(super) fn worker(shared: &Shared) {
     loop {
-        let task = {
+        let mut task = {
             let mut g = shared.lock();
             loop {
                 if g.abort.is_some() {
@@ -42,7 +42,7 @@ pub(super) fn worker(shared: &Shared) {
                 }
             }
         };
-        match fetch(shared, &task) {
+        match fetch(shared, &mut task) {
             Ok(()) => {}
             // Another asset failed first; its message is the one to report.
             Err(Stop::Aborted) => return,
@@ -96,7 +96,7 @@ pub(super) enum Stop {
 }
 
 /// Fetches one segment with retries.
-pub(super) fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), Stop> {
+pub(super) fn fetch(shared: &Shared, task: &mut Task) -> std::result::Result<(), Stop> {
     let (wanted, file, mode, start, end, segs_path) = {
         let g = shared.lock();
         let a = &g.assets[task.asset];
@@ -170,14 +170,24 @@ pub(super) fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), Sto
         } else {
             file.sync_data()
         };
-        synced
-            .and_then(|()| append_seg(&segs_path, wanted.size, task.seg, !wanted.transient))
-            .map_err(|e| {
-                Stop::Failed(format!(
-                    "cannot record progress in {}: {e}",
-                    segs_path.display()
-                ))
-            })?;
+        let recorded = synced.and_then(|()| {
+            let _one_writer = shared.record.lock().unwrap_or_else(|e| e.into_inner());
+            let mut done: Vec<usize> = {
+                let g = shared.lock();
+                let a = &g.assets[task.asset];
+                (0..a.segs.len())
+                    .filter(|&i| a.segs[i].state == SegState::Done)
+                    .collect()
+            };
+            done.push(task.seg);
+            write_record(&segs_path, wanted.size, &done, !wanted.transient)
+        });
+        recorded.map_err(|e| {
+            Stop::Failed(format!(
+                "cannot record progress in {}: {e}",
+                segs_path.display()
+            ))
+        })?;
     }
     g = shared.lock();
     let s = &mut g.assets[task.asset].segs[task.seg];
@@ -193,7 +203,7 @@ pub(super) fn fetch(shared: &Shared, task: &Task) -> std::result::Result<(), Sto
 #[allow(clippy::too_many_arguments)]
 pub(super) fn stream(
     shared: &Shared,
-    task: &Task,
+    task: &mut Task,
     wanted: &Wanted,
     file: &File,
     mode: Mode,
@@ -279,7 +289,7 @@ pub(super) fn open_local(
 #[allow(clippy::too_many_arguments)]
 pub(super) fn open_http(
     shared: &Shared,
-    task: &Task,
+    task: &mut Task,
     wanted: &Wanted,
     url: &str,
     file: &File,
@@ -353,7 +363,7 @@ pub(super) fn open_http(
 /// The server ignored our range: fetch this asset as one stream instead.
 pub(super) fn go_whole(
     shared: &Shared,
-    task: &Task,
+    task: &mut Task,
     wanted: &Wanted,
     url: &str,
     file: &File,
@@ -378,6 +388,8 @@ pub(super) fn go_whole(
         written: 0,
         state: SegState::InFlight,
     }];
+    // The asset is one segment now, whichever segment this task was for.
+    task.seg = 0;
     Ok(())
 }
 

@@ -87,13 +87,15 @@ pub fn resolve(http: &Http, repo: &str, version: &str) -> Result<Resolved> {
     match resp.status {
         200 => parse_release(resp.body, &url, None, Some(version)),
         404 => {
-            let all = list_all(http, repo)
-                .with_context(|| format!("release {version} does not exist in {repo}"))?;
-            let newest: Vec<String> = all
-                .iter()
-                .take(10)
-                .map(|r| crate::util::text::clean(&r.tag_name, 40))
-                .collect();
+            // Walked page by page; only the newest ten names are kept.
+            let mut newest: Vec<String> = Vec::new();
+            for_each_release(http, repo, |r| {
+                if newest.len() < 10 {
+                    newest.push(crate::util::text::clean(&r.tag_name, 40));
+                }
+                Ok(())
+            })
+            .with_context(|| format!("release {version} does not exist in {repo}"))?;
             if newest.is_empty() {
                 bail!("release {version} does not exist in {repo}, which has no releases");
             }
@@ -164,10 +166,14 @@ fn list_page(http: &Http, url: &str) -> Result<Page> {
     Ok((out, next))
 }
 
-/// Every release, newest first, following `Link: rel="next"`.
-pub fn list_all(http: &Http, repo: &str) -> Result<Vec<Release>> {
+/// Every release, newest first, following `Link: rel="next"`, handed to
+/// `each` page by page so that only one page is held at a time.
+pub fn for_each_release(
+    http: &Http,
+    repo: &str,
+    mut each: impl FnMut(Release) -> Result<()>,
+) -> Result<()> {
     let mut url = Some(format!("{}?per_page=100", releases_url(http, repo)));
-    let mut all = Vec::new();
     // GitHub caps listings at 10 000 entries; a longer chain is a loop.
     let mut pages = 0;
     while let Some(u) = url {
@@ -179,10 +185,12 @@ pub fn list_all(http: &Http, repo: &str) -> Result<Vec<Release>> {
             );
         }
         let (page, next) = list_page(http, &u)?;
-        all.extend(page.into_iter().map(|(r, _)| r));
+        for (r, _) in page {
+            each(r)?;
+        }
         url = next;
     }
-    Ok(all)
+    Ok(())
 }
 
 /// The `rel="next"` target of a `Link` header.

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::release::{self, check_tag, Asset, Resolved};
-use crate::fetch::http::{self, Http};
+use crate::fetch::http::Http;
+use crate::fetch::url;
 use crate::fetch::Origin;
 use crate::util::fs as fsutil;
 use crate::util::text::Shown;
@@ -128,7 +129,7 @@ impl Source {
         match self {
             Source::GitHub => {
                 let what = format!("asset {}", Shown(&asset.name));
-                http::check_url(&asset.browser_download_url, &what).map_err(|e| anyhow!(e))?;
+                url::check_url(&asset.browser_download_url, &what).map_err(|e| anyhow!(e))?;
                 Ok(Origin::Url(asset.browser_download_url.clone()))
             }
             Source::Dir(dir) => Ok(Origin::Local(dir.join(tag).join(&asset.name))),

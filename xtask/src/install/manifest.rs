@@ -142,9 +142,14 @@ impl Manifest {
             .sort_by_key(|f| NAMES.iter().position(|n| *n == f.name).unwrap_or(9));
     }
 
-    /// Records the installed files' sizes and modification times.
-    pub fn with_installed_times(mut self, out: &Path) -> Result<Manifest> {
-        for f in &mut self.files {
+    /// Records the sizes and modification times of the files `names`, just
+    /// installed.
+    pub fn with_installed_times(mut self, out: &Path, names: &[&str]) -> Result<Manifest> {
+        for f in self
+            .files
+            .iter_mut()
+            .filter(|f| names.contains(&f.name.as_str()))
+        {
             let (size, ns) = modified_ns(&out.join(&f.name))?;
             f.size = size;
             f.modified_ns = ns;

@@ -52,14 +52,18 @@ pub fn install(
     };
     cur.pending = Some(Box::new(new.clone()));
     manifest::store(out, &cur)?;
+    let mut moved = Vec::new();
     for (name, m) in moves {
         let dest = out.join(name);
         match m {
             Move::Link(src) => install_link(&src, &dest)?,
             Move::Rename(src) => fsutil::rename_durable(&src, &dest)?,
         }
+        moved.push(name);
     }
-    let done = new.with_installed_times(out)?;
+    // Only what was moved in gets its new time: an entry carried over keeps
+    // the one it had, so a change the user made to that file still shows.
+    let done = new.with_installed_times(out, &moved)?;
     manifest::store(out, &done)?;
     Ok(done)
 }

@@ -165,7 +165,9 @@ pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
 
 impl Image<File> {
     pub fn open(path: &Path) -> Result<Image<File>> {
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // Only a regular file: a FIFO at the image's name would hang us.
+        let file = crate::util::fs::open_input(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
         Image::from_reader(file, &path.display().to_string())
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use super::guard;
 use super::Opts;
-use crate::install::layout::{QCOW2, RAW};
+use crate::install::layout::{CLIENT, KERNEL, QCOW2, RAW};
 use crate::install::manifest::{self, FileEntry};
 use crate::qcow2::convert::convert_file;
 use crate::util::fmt::human_bytes;
@@ -45,16 +45,26 @@ pub fn run(opts: &Opts, args: ConvertArgs) -> Result<()> {
         );
     }
     refuse_same_file(&input, &output)?;
+    for other in [KERNEL, CLIENT, QCOW2, manifest::FILE] {
+        if same_path(&output, &opts.output.join(other)) {
+            bail!(
+                "OUTPUT {} is the installed {other}; a raw image does not go there, name \
+                 another OUTPUT",
+                output.display()
+            );
+        }
+    }
     let tracked = same_path(&output, &installed_raw);
     let mut m = if tracked {
-        manifest::load(&opts.output).ok().flatten()
+        guard::load_manifest(opts)?
     } else {
         None
     };
-    if tracked && !opts.force {
-        let states = guard::inspect_all(&opts.output, m.as_ref(), &[RAW]);
-        guard::refuse_users(&opts.output, &states)?;
+    if tracked {
+        guard::refuse_pending(opts, m.as_ref())?;
+        guard::guard_names(opts, m.as_ref(), &[RAW])?;
     }
+    let before = m.clone();
     // Record the coming raw image as pending, so a run killed midway does
     // not leave an image the next run takes for the user's.
     let qcow2_entry = m
@@ -69,22 +79,34 @@ pub fn run(opts: &Opts, args: ConvertArgs) -> Result<()> {
         manifest::store(&opts.output, mm)?;
     }
     let start = Instant::now();
-    if with_qemu_img {
-        convert_qemu_img(&input, &output, sparse_detect)?;
-        eprintln!(
-            "convert: {} written by qemu-img in {:.1} s",
-            output.display(),
-            start.elapsed().as_secs_f64()
-        );
+    let converted = if with_qemu_img {
+        convert_qemu_img(&input, &output, sparse_detect).map(|()| {
+            format!(
+                "convert: {} written by qemu-img in {:.1} s",
+                output.display(),
+                start.elapsed().as_secs_f64()
+            )
+        })
     } else {
-        let stats = convert_file(&input, &output, sparse_detect, opts.progress)?;
-        eprintln!(
-            "convert: {} written ({} virtual, {} data) in {:.1} s",
-            output.display(),
-            human_bytes(stats.virtual_size),
-            human_bytes(stats.data_bytes),
-            start.elapsed().as_secs_f64()
-        );
+        convert_file(&input, &output, sparse_detect, opts.progress).map(|stats| {
+            format!(
+                "convert: {} written ({} virtual, {} data) in {:.1} s",
+                output.display(),
+                human_bytes(stats.virtual_size),
+                human_bytes(stats.data_bytes),
+                start.elapsed().as_secs_f64()
+            )
+        })
+    };
+    match converted {
+        Ok(line) => eprintln!("{line}"),
+        Err(e) => {
+            // Nothing was replaced: the manifest goes back to what it said.
+            if let (Some(orig), Some(_)) = (&before, &qcow2_entry) {
+                manifest::store(&opts.output, orig)?;
+            }
+            return Err(e);
+        }
     }
     if let (Some(mut mm), Some(q)) = (m, qcow2_entry) {
         let (size, ns) = manifest::modified_ns(&output)?;

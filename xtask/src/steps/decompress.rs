@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::guard::{entry, guard_names, load_manifest, other_set, same_set_manifest};
+use super::guard::{
+    entry, guard_names, load_manifest, other_set, refuse_pending, same_set_manifest,
+};
 use super::plan::{
     disk_readers, disk_sources, open_work, plan_offline, report_unpacked, unpack_disk, wanted,
 };
@@ -19,6 +21,7 @@ use crate::install::swap::{install, Move};
 use crate::util::fmt::hex;
 use crate::util::fs as fsutil;
 use crate::util::io::Chain;
+use crate::util::text::Shown;
 
 /// `cargo xtask resources decompress`: from the merged archive if `merge`
 /// made one, else from the parts read in order (their digests checked). The
@@ -30,6 +33,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     let plan = plan_offline(opts)?;
     let other = other_set(opts, &plan, m.as_ref());
     if other.is_none() {
+        refuse_pending(opts, m.as_ref())?;
         guard_names(opts, m.as_ref(), &[QCOW2])?;
     }
     let staged = plan.work.join(QCOW2);
@@ -74,9 +78,9 @@ pub fn run(opts: &Opts) -> Result<()> {
     if let Some(o) = other {
         eprintln!(
             "note: {} {}/{} stays installed whole in {}; the image stays in the working directory",
-            o.tag,
-            o.os,
-            o.arch,
+            Shown(&o.tag),
+            Shown(&o.os),
+            Shown(&o.arch),
             opts.output.display()
         );
         println!("{} is ready", staged.display());

@@ -4,7 +4,9 @@
 
 use anyhow::Result;
 
-use super::guard::{entry, guard_names, load_manifest, other_set, same_set_manifest};
+use super::guard::{
+    entry, guard_names, load_manifest, other_set, refuse_pending, same_set_manifest,
+};
 use super::plan::{
     note_unchecked_digests, open_work, plan_online, prepare_work, source_of, wanted, warn_support,
 };
@@ -14,6 +16,7 @@ use crate::install::layout::{CLIENT, KERNEL};
 use crate::install::swap::{install, Move};
 use crate::util::fmt::{hex, human_bytes};
 use crate::util::fs as fsutil;
+use crate::util::text::Shown;
 
 /// `cargo xtask resources download`
 pub fn run(opts: &Opts) -> Result<()> {
@@ -23,6 +26,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     let plan = plan_online(opts, &http)?;
     let other = other_set(opts, &plan, m.as_ref()).is_some();
     if !other {
+        refuse_pending(opts, m.as_ref())?;
         guard_names(opts, m.as_ref(), &[KERNEL, CLIENT])?;
     }
     warn_support(opts);
@@ -49,9 +53,9 @@ pub fn run(opts: &Opts) -> Result<()> {
             "Downloaded {tag} into {work}. {} {}/{} stays installed whole in {out}, so the new \
              kernel and client stay in {work}; `cargo xtask resources --version {tag}` switches \
              the whole set.",
-            m.tag,
-            m.os,
-            m.arch,
+            Shown(&m.tag),
+            Shown(&m.os),
+            Shown(&m.arch),
             tag = plan.release.tag_name,
             work = plan.work.display(),
             out = opts.output.display(),

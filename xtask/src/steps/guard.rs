@@ -25,8 +25,9 @@ pub enum State {
     Missing,
     /// Exactly as recorded (size and modification time).
     Unchanged,
-    /// Same content as recorded, but a new modification time.
-    Touched,
+    /// Same content as recorded, but a new modification time; `installed`:
+    /// the installed entry's content (else the pending install's).
+    Touched { installed: bool },
     /// The content differs from what was recorded: the user's now.
     Changed(String),
     /// There, but the tool never recorded it: the user's.
@@ -40,24 +41,14 @@ impl State {
     }
     /// Present with the recorded content.
     pub fn is_intact(&self) -> bool {
-        matches!(self, State::Unchanged | State::Touched)
+        matches!(self, State::Unchanged | State::Touched { .. })
     }
 }
 
-/// The recorded entries a file at `name` may match: the installed one, and
-/// the pending one of an install that was interrupted.
-pub(super) fn candidates<'a>(m: Option<&'a Manifest>, name: &str) -> Vec<&'a FileEntry> {
-    let Some(m) = m else { return Vec::new() };
-    let mut v: Vec<&FileEntry> = m.entry(name).into_iter().collect();
-    if let Some(p) = &m.pending {
-        v.extend(p.entry(name));
-    }
-    v
-}
-
-/// Looks at `out/name` against the manifest `m`. Hashes only when the
-/// modification time changed; the raw image, which has no recorded hash, is
-/// compared with the guest content of the qcow2 beside it.
+/// Looks at `out/name` against the manifest `m` (its installed entry, and
+/// the pending one of an install that was interrupted). Hashes only when
+/// the modification time changed; the raw image, which has no recorded
+/// hash, is compared with the guest content of the qcow2 beside it.
 pub fn inspect(out: &Path, m: Option<&Manifest>, name: &str) -> State {
     let path = out.join(name);
     let meta = match fs::symlink_metadata(&path) {
@@ -67,8 +58,11 @@ pub fn inspect(out: &Path, m: Option<&Manifest>, name: &str) -> State {
     if !meta.file_type().is_file() {
         return State::Foreign(format!("{} is not a regular file", path.display()));
     }
-    let entries = candidates(m, name);
-    if entries.is_empty() {
+    let installed = m.and_then(|m| m.entry(name));
+    let pending = m
+        .and_then(|m| m.pending.as_ref())
+        .and_then(|p| p.entry(name));
+    if installed.is_none() && pending.is_none() {
         return State::Foreign(format!(
             "{} was not installed by this tool (manifest.json does not list it)",
             path.display()
@@ -77,57 +71,66 @@ pub fn inspect(out: &Path, m: Option<&Manifest>, name: &str) -> State {
     let Ok((size, ns)) = manifest::modified_ns(&path) else {
         return State::Foreign(format!("{} cannot be read", path.display()));
     };
-    if entries
-        .iter()
-        .any(|e| e.size == size && e.modified_ns == ns && e.modified_ns != 0)
-    {
+    if installed.is_some_and(|e| e.size == size && e.modified_ns == ns && ns != 0) {
         return State::Unchanged;
     }
-    let sized: Vec<&&FileEntry> = entries
-        .iter()
-        .filter(|e| e.size == size || e.modified_ns == 0)
-        .collect();
-    if sized.is_empty() {
+    // The content decides: does it match the installed entry, the pending one?
+    let fits = |e: &FileEntry| e.size == size || e.modified_ns == 0;
+    let (inst, pend) = (installed.filter(|e| fits(e)), pending.filter(|e| fits(e)));
+    if inst.is_none() && pend.is_none() {
+        let recorded = installed.or(pending).map_or(0, |e| e.size);
         return State::Changed(format!(
-            "{} changed since it was installed (it is {size} bytes, the manifest says {})",
-            path.display(),
-            entries[0].size
+            "{} changed since it was installed (it is {size} bytes, the manifest says {recorded})",
+            path.display()
         ));
     }
-    if name == RAW {
-        // The raw image is checked against the qcow2 it was made from, which
-        // must itself be intact.
-        if !inspect(out, m, QCOW2).is_intact() {
-            return State::Changed(format!(
-                "{} cannot be checked: the qcow2 beside it changed or is gone",
-                path.display()
-            ));
-        }
-        return match qcow2::compare_with_raw(&out.join(QCOW2), &path) {
-            Ok(None) => State::Touched,
-            Ok(Some(at)) => State::Changed(format!(
-                "{} changed since it was installed (its content differs from the qcow2's at byte {at})",
-                path.display()
-            )),
-            Err(e) => State::Changed(format!("{}: {e:#}", path.display())),
-        };
-    }
-    match fsutil::sha256_file(&path) {
-        Ok(got) => {
-            let got = hex(&got);
-            if sized
-                .iter()
-                .any(|e| e.sha256.as_deref() == Some(got.as_str()))
-            {
-                State::Touched
-            } else {
-                State::Changed(format!(
-                    "{} changed since it was installed (its sha256 differs from the manifest's)",
+    let matched = if name == RAW {
+        // Checked against the qcow2 it was made from, which must be intact:
+        // installed with the installed qcow2, pending with the pending one.
+        let q_inst = match inspect(out, m, QCOW2) {
+            State::Unchanged => true,
+            State::Touched { installed } => installed,
+            _ => {
+                return State::Changed(format!(
+                    "{} cannot be checked: the qcow2 beside it changed or is gone",
                     path.display()
                 ))
             }
+        };
+        match qcow2::compare_with_raw(&out.join(QCOW2), &path) {
+            Ok(None) => Some(q_inst && inst.is_some()),
+            Ok(Some(at)) => {
+                return State::Changed(format!(
+                    "{} changed since it was installed (its content differs from the qcow2's at byte {at})",
+                    path.display()
+                ))
+            }
+            Err(e) => return State::Changed(format!("{}: {e:#}", path.display())),
         }
-        Err(e) => State::Changed(format!("{e:#}")),
+    } else {
+        match fsutil::sha256_file(&path) {
+            Ok(got) => {
+                let got = hex(&got);
+                let same = |e: Option<&FileEntry>| {
+                    e.is_some_and(|e| e.sha256.as_deref() == Some(got.as_str()))
+                };
+                if same(inst) {
+                    Some(true)
+                } else if same(pend) {
+                    Some(false)
+                } else {
+                    None
+                }
+            }
+            Err(e) => return State::Changed(format!("{e:#}")),
+        }
+    };
+    match matched {
+        Some(installed) => State::Touched { installed },
+        None => State::Changed(format!(
+            "{} changed since it was installed (its sha256 differs from the manifest's)",
+            path.display()
+        )),
     }
 }
 
@@ -172,7 +175,8 @@ pub fn refuse_users(out: &Path, states: &[(String, State)]) -> Result<()> {
 pub fn record_touched(out: &Path, m: &mut Manifest, states: &[(String, State)]) -> Result<bool> {
     let mut changed = false;
     for (name, s) in states {
-        if *s != State::Touched {
+        // A file that is the pending install's is not the installed entry's.
+        if *s != (State::Touched { installed: true }) {
             continue;
         }
         let (size, ns) = manifest::modified_ns(&out.join(name))?;
@@ -227,6 +231,18 @@ pub(super) fn load_manifest(opts: &Opts) -> Result<Option<Manifest>> {
             "cannot tell which installed files are the tool's; move them away, or run with --force",
         )),
     }
+}
+
+/// A single step installs nothing while an interrupted install is pending:
+/// only the full run knows how to finish it.
+pub(super) fn refuse_pending(opts: &Opts, m: Option<&Manifest>) -> Result<()> {
+    if m.is_some_and(|m| m.pending.is_some()) {
+        bail!(
+            "an install into {} was interrupted; run `cargo xtask resources` to finish it first",
+            opts.output.display()
+        );
+    }
+    Ok(())
 }
 
 /// Refuses (unless `--force`) to replace any of `names` that is the user's.

@@ -6,7 +6,7 @@ use anyhow::Result;
 use super::Opts;
 use crate::fetch::http::Http;
 use crate::github::assets::{self, Arch, Os};
-use crate::github::release::list_all;
+use crate::github::release::{for_each_release, Release};
 use crate::github::support::support;
 use crate::util::fmt::human_bytes;
 use crate::util::text::clean;
@@ -14,30 +14,17 @@ use crate::util::text::clean;
 /// `cargo xtask resources list`
 pub fn run(opts: &Opts) -> Result<()> {
     let http = Http::new(&opts.http(opts.connections));
-    let all = list_all(&http, &opts.repo)?;
     println!("Releases of {} (newest first):", opts.repo);
-    if all.is_empty() {
-        println!("  (none)");
-    }
-    for r in all.iter().filter(|r| !r.draft) {
-        println!(
-            "{}  {}{}",
-            clean(&r.tag_name, 60),
-            clean(r.published_at.as_deref().unwrap_or("(unpublished)"), 40),
-            if r.prerelease { "  pre-release" } else { "" }
-        );
-        for os in Os::ALL {
-            for arch in Arch::ALL {
-                let line = match assets::select(r, os, arch) {
-                    Ok(sel) => format!("complete, {} to download", human_bytes(sel.total_size())),
-                    Err(e) => match assets::missing(r, os, arch) {
-                        Some(missing) => format!("missing: {}", missing.join(", ")),
-                        None => format!("unusable: {}", clean(first_line(&e.to_string()), 160)),
-                    },
-                };
-                println!("    {os:<5} {arch:<5}  {line}");
-            }
+    let mut none = true;
+    for_each_release(&http, &opts.repo, |r| {
+        none = false;
+        if !r.draft {
+            show(&r);
         }
+        Ok(())
+    })?;
+    if none {
+        println!("  (none)");
     }
     println!();
     println!("Support (from the documentation):");
@@ -48,6 +35,28 @@ pub fn run(opts: &Opts) -> Result<()> {
     }
     println!("  test client: stable, QEMU + gem5, on both architectures");
     Ok(())
+}
+
+/// A release and what it holds per os/arch.
+fn show(r: &Release) {
+    println!(
+        "{}  {}{}",
+        clean(&r.tag_name, 60),
+        clean(r.published_at.as_deref().unwrap_or("(unpublished)"), 40),
+        if r.prerelease { "  pre-release" } else { "" }
+    );
+    for os in Os::ALL {
+        for arch in Arch::ALL {
+            let line = match assets::select(r, os, arch) {
+                Ok(sel) => format!("complete, {} to download", human_bytes(sel.total_size())),
+                Err(e) => match assets::missing(r, os, arch) {
+                    Some(missing) => format!("missing: {}", missing.join(", ")),
+                    None => format!("unusable: {}", clean(first_line(&e.to_string()), 160)),
+                },
+            };
+            println!("    {os:<5} {arch:<5}  {line}");
+        }
+    }
 }
 
 fn first_line(s: &str) -> &str {

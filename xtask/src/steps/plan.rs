@@ -85,6 +85,10 @@ pub(super) fn plan_offline(opts: &Opts) -> Result<Plan> {
     };
     check_tag(&tag).with_context(|| format!("{} is damaged", root.join(LAST_TAG).display()))?;
     let work = opts.work_dir(&tag);
+    // A link planted at the working directory is junk, never followed.
+    if fs::symlink_metadata(&work).is_ok_and(|m| !m.file_type().is_dir()) {
+        let _ = fs::remove_file(&work);
+    }
     let path = work.join(RELEASE_JSON);
     let json = fsutil::read_small(&path, MAX_JSON).map_err(|_| {
         anyhow!(

@@ -28,6 +28,7 @@ use crate::unpack::{self, BadContent};
 use crate::util::fmt::{hex, human_bytes};
 use crate::util::fs as fsutil;
 use crate::util::io::Chain;
+use crate::util::text::Shown;
 
 /// `cargo xtask resources`: everything, fused.
 pub fn run(opts: &Opts) -> Result<()> {
@@ -241,8 +242,9 @@ fn forget_download(dest: &Path) {
 /// The assets to throw away after a content failure: the part holding the
 /// fault and those after it, among the ones that could hold it. A part
 /// whose digest was checked cannot (it got its final name only then); a part
-/// without a digest, or one still partial, can. The fault may show a little
-/// after the bytes that hold it, so the part a megabyte before counts too.
+/// without a digest, or one still partial, can. The fault may show some way
+/// after the bytes that hold it, so the parts up to 64 MiB before count too,
+/// and a fault seen only at the end (a CRC) puts every such part in doubt.
 fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
     let suspect = |a: &crate::github::release::Asset| {
         let has_digest = fetch::parse_digest(a.digest.as_deref(), &a.name)
@@ -261,10 +263,16 @@ fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
         return Vec::new();
     };
     let parts = &plan.sel.disk;
-    let first = match bad.at {
+    let total: u64 = parts.iter().map(|p| p.size).sum();
+    // Near the end of the input the fault is most likely a trailer check
+    // (a gzip CRC): it may lie anywhere before.
+    let placed = bad.at.filter(|at| at.saturating_add(64 << 20) < total);
+    let first = match placed {
         None => 0,
         Some(at) => {
-            let at = at.saturating_sub(1 << 20);
+            // A decoder notices a fault up to a member (and its buffers)
+            // after the bytes that hold it.
+            let at = at.saturating_sub(64 << 20);
             let mut end = 0u64;
             parts
                 .iter()
@@ -280,7 +288,7 @@ fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
         .filter(|p| suspect(p))
         .map(|p| p.name.clone())
         .collect();
-    if bad.at.is_none() && suspect(&plan.sel.sums) {
+    if placed.is_none() && suspect(&plan.sel.sums) {
         out.push(plan.sel.sums.name.clone());
     }
     out
@@ -345,9 +353,9 @@ fn fused(plan: &Plan, dl: &Downloads, dest: &Path, to_download: u64) -> Result<u
 fn up_to_date(m: &Manifest, out: &Path, started: Instant) -> String {
     format!(
         "Up to date: {} {}/{} in {} (checked in {:.2} s; --force downloads again)",
-        m.tag,
-        m.os,
-        m.arch,
+        Shown(&m.tag),
+        Shown(&m.os),
+        Shown(&m.arch),
         out.display(),
         started.elapsed().as_secs_f64()
     )
@@ -356,10 +364,10 @@ fn up_to_date(m: &Manifest, out: &Path, started: Instant) -> String {
 fn print_summary(opts: &Opts, m: &Manifest, started: Instant) {
     println!(
         "Installed {} {}/{} from {} in {:.1} s:",
-        m.tag,
-        m.os,
-        m.arch,
-        m.repo,
+        Shown(&m.tag),
+        Shown(&m.os),
+        Shown(&m.arch),
+        Shown(&m.repo),
         started.elapsed().as_secs_f64()
     );
     for f in &m.files {

@@ -119,7 +119,9 @@ pub fn unpack_qcow2_hinted(
         if e.is::<Local>() || e.is::<BadContent>() || state.failed.get() {
             e
         } else {
-            let at = Some(state.bytes.get());
+            // A fault seen once the input has ended (a gzip CRC, the last
+            // tar block) cannot be placed: it may lie anywhere before.
+            let at = (!state.eof.get()).then(|| state.bytes.get());
             anyhow::Error::new(BadContent {
                 at,
                 msg: format!("{e:#}"),
@@ -179,7 +181,7 @@ fn unpack_inner(
             let what = if member.is_empty() {
                 "the image".to_string()
             } else {
-                format!("the image ({member})")
+                format!("the image ({})", crate::util::text::clean(&member, 200))
             };
             // The fault may be in any part: no place to point at.
             return Err(anyhow::Error::new(BadContent {

@@ -64,10 +64,19 @@ pub fn clean(s: &str, max: usize) -> String {
     out
 }
 
+/// Longest message shown whole: each piece of outside text in it is cut
+/// already; this is the backstop.
+const MESSAGE_MAX: usize = 8000;
+
 /// The same for a whole message that may hold several lines of our own:
-/// newlines stay, every other control character is escaped, nothing is cut.
+/// newlines stay, every other control character is escaped, and only a
+/// message of runaway length is cut.
 pub fn clean_message(s: &str) -> String {
     let s = redact(s);
+    let s = match s.char_indices().nth(MESSAGE_MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    };
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c != '\n' && is_control(c) {
