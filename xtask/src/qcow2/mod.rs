@@ -9,10 +9,13 @@
 //! against the file length and fixed caps before anything is allocated, and a
 //! bad value is an error naming the file, never a panic.
 
+mod clone;
 mod compare;
 pub mod convert;
+mod copy;
 mod decoder;
 mod extents;
+pub mod stream;
 
 use std::fs::File;
 use std::io;
@@ -130,7 +133,7 @@ impl Header {
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
     }
-    fn l2_entry_bytes(&self) -> u64 {
+    pub(crate) fn l2_entry_bytes(&self) -> u64 {
         if self.extended_l2 {
             16
         } else {
@@ -141,7 +144,7 @@ impl Header {
         self.cluster_size() / self.l2_entry_bytes()
     }
     /// Guest bytes one L1 entry covers.
-    fn l1_span(&self) -> u64 {
+    pub(crate) fn l1_span(&self) -> u64 {
         self.cluster_size() * self.l2_entries()
     }
 }

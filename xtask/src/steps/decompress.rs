@@ -42,7 +42,13 @@ pub fn run(opts: &Opts) -> Result<()> {
     let out = if plan.sel.disk.len() > 1 && fsutil::is_regular(&merged) {
         let f = fsutil::open_regular(&merged)
             .with_context(|| format!("cannot open {}", merged.display()))?;
-        unpack_disk(&plan, io::BufReader::with_capacity(1 << 20, f), &staged, 0)?
+        unpack_disk(
+            &plan,
+            io::BufReader::with_capacity(1 << 20, f),
+            &staged,
+            None,
+            0,
+        )?
     } else {
         let missing: Vec<&str> = plan
             .sel
@@ -62,7 +68,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         let http = Http::new(&opts.http(1));
         let dl = fetch::start(http, wanted(&plan, opts, false)?, 1, "check", opts.progress)?;
         let readers = disk_readers(&plan, &dl);
-        match unpack_disk(&plan, Chain::new(readers), &staged, 0) {
+        match unpack_disk(&plan, Chain::new(readers), &staged, None, 0) {
             Ok(out) => {
                 dl.wait()?;
                 out

@@ -203,10 +203,12 @@ pub(super) fn disk_source_name(sel: &Selection) -> String {
 }
 
 /// Unpacks the disk archive from `input` into `dest`, checking the sums.
+/// `raw`: also write the raw image there in the same pass.
 pub(super) fn unpack_disk(
     plan: &Plan,
     input: impl Read + Send,
     dest: &Path,
+    raw: Option<&Path>,
     still_to_download: u64,
 ) -> Result<unpack::Unpacked> {
     let expected = expected_sha(plan)?;
@@ -222,13 +224,15 @@ pub(super) fn unpack_disk(
             "the disk image (qcow2 and raw) and the rest of the download",
         )
     };
-    unpack::unpack_qcow2(
-        input,
-        &disk_source_name(&plan.sel),
+    let source = disk_source_name(&plan.sel);
+    let req = unpack::Request {
+        source: &source,
         dest,
-        Some(expected),
-        &mut check,
-    )
+        expected: Some(expected),
+        size_hint: None,
+        raw,
+    };
+    unpack::unpack(input, &req, &mut check)
 }
 
 /// Said once the progress bars are gone.

@@ -99,12 +99,19 @@ pub fn run(opts: &Opts) -> Result<()> {
             fetch::start(http, small, opts.connections, "download", opts.progress)?.finish_all()?;
             u
         }
-        None => fetch_with_one_retry(opts, &plan, &staged_qcow2)?,
+        None => fetch_with_one_retry(opts, &plan, &staged_qcow2, &staged_raw)?,
     };
-
-    let t = Instant::now();
-    convert_file(&staged_qcow2, &staged_raw, true, opts.progress)?;
-    eprintln!("  {RAW}: converted in {:.1} s", t.elapsed().as_secs_f64());
+    match unpacked.raw {
+        Some(stats) => eprintln!(
+            "  {RAW}: converted in the same pass ({} data)",
+            human_bytes(stats.data_bytes)
+        ),
+        None => {
+            let t = Instant::now();
+            convert_file(&staged_qcow2, &staged_raw, true, opts.progress)?;
+            eprintln!("  {RAW}: converted in {:.1} s", t.elapsed().as_secs_f64());
+        }
+    }
 
     // The staged set is checked whole before anything installed is touched.
     let new = build(opts, &plan, &unpacked)?;
@@ -167,7 +174,12 @@ pub fn run(opts: &Opts) -> Result<()> {
 /// the release gives no digest for (upstream's older assets), those parts
 /// are deleted and fetched once more before giving up, so one bad transfer
 /// neither fails the run nor poisons the next.
-fn fetch_with_one_retry(opts: &Opts, plan: &Plan, dest: &Path) -> Result<unpack::Unpacked> {
+fn fetch_with_one_retry(
+    opts: &Opts,
+    plan: &Plan,
+    dest: &Path,
+    raw: &Path,
+) -> Result<unpack::Unpacked> {
     let mut tries = 0;
     loop {
         tries += 1;
@@ -186,7 +198,7 @@ fn fetch_with_one_retry(opts: &Opts, plan: &Plan, dest: &Path) -> Result<unpack:
             opts.progress,
         )?;
         let started = Instant::now();
-        match fused(plan, &dl, dest, to_download) {
+        match fused(plan, &dl, dest, raw, to_download) {
             Ok(u) => {
                 dl.wait()?;
                 report_unpacked(plan, &u, started);
@@ -311,13 +323,20 @@ fn staged_image(plan: &Plan, staged: &Path) -> Option<unpack::Unpacked> {
         size: fs::metadata(staged).ok()?.len(),
         sha256: got,
         member: String::new(),
+        raw: None,
     })
 }
 
 /// Download and unpack in one pass: the small assets are checked on their
 /// own threads while this thread feeds the disk parts, in order, to the
 /// unpacker as they arrive.
-fn fused(plan: &Plan, dl: &Downloads, dest: &Path, to_download: u64) -> Result<unpack::Unpacked> {
+fn fused(
+    plan: &Plan,
+    dl: &Downloads,
+    dest: &Path,
+    raw: &Path,
+    to_download: u64,
+) -> Result<unpack::Unpacked> {
     std::thread::scope(|s| {
         let small: Vec<_> = (0..Selection::SMALL)
             .map(|i| {
@@ -346,7 +365,7 @@ fn fused(plan: &Plan, dl: &Downloads, dest: &Path, to_download: u64) -> Result<u
             return Err(e);
         }
         let parts = disk_readers(plan, dl);
-        unpack_disk(plan, Chain::new(parts), dest, to_download)
+        unpack_disk(plan, Chain::new(parts), dest, Some(raw), to_download)
     })
 }
 

@@ -11,7 +11,9 @@ use super::compression::what_it_is;
 use super::sums::base_name;
 use super::tar::{checksum_ok, Entries, MemberKind};
 use super::write::{copy_hashed, preallocate, Budget};
-use super::{local, Ctx, REDO};
+use super::{local, Ctx, Request, REDO};
+use crate::qcow2::convert::ConvertStats;
+use crate::qcow2::stream::StreamConvert;
 use crate::util::fmt::human_bytes;
 use crate::util::fs::TempFile;
 use crate::util::io::read_full;
@@ -26,16 +28,19 @@ pub(super) struct Written {
     pub size: u64,
     pub sha256: [u8; 32],
     pub member: String,
+    /// The raw image converted in the same pass, not yet committed, or
+    /// why the converter refused the image.
+    pub raw: Option<(TempFile, std::result::Result<ConvertStats, String>)>,
 }
 
 /// Decides between bare qcow2 and tar, and writes the image.
 pub(super) fn extract(
     dec: &mut dyn Read,
     ctx: &Ctx,
-    dest: &Path,
-    size_hint: Option<u64>,
+    req: &Request,
     space_check: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<Written> {
+    let (dest, size_hint) = (req.dest, req.size_hint);
     let mut block = [0u8; 512];
     let n = read_full(dec, &mut block).map_err(|e| ctx.read_error(e))?;
     let head = &block[..n];
@@ -52,12 +57,14 @@ pub(super) fn extract(
             max,
             watch: dest.parent().map(Path::to_path_buf),
         };
-        let (size, sha256) = copy_hashed(&mut src, temp.file(), &tmp_path, ctx, &budget)?;
+        // No size up front, so no stream conversion: the caller converts after.
+        let (size, sha256) = copy_hashed(&mut src, temp.file(), &tmp_path, ctx, &budget, None)?;
         return Ok(Written {
             temp,
             size,
             sha256,
             member: String::new(),
+            raw: None,
         });
     }
     if n == 0 {
@@ -71,7 +78,7 @@ pub(super) fn extract(
             what_it_is(head)
         );
     }
-    from_tar(Entries::new(dec, block, ctx), ctx, dest, space_check)
+    from_tar(Entries::new(dec, block, ctx), ctx, req, space_check)
 }
 
 /// Absolute, or climbing out with `..`: never acceptable, even though we
@@ -90,9 +97,10 @@ fn is_qcow2_name(name: &str) -> bool {
 fn from_tar(
     mut entries: Entries,
     ctx: &Ctx,
-    dest: &Path,
+    req: &Request,
     space_check: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<Written> {
+    let dest = req.dest;
     let mut members: Vec<String> = Vec::new();
     let mut member_count = 0usize;
     let mut refused: Vec<String> = Vec::new();
@@ -129,8 +137,32 @@ fn from_tar(
                 max: size,
                 watch: None,
             };
-            let (written, sha256) =
-                copy_hashed(&mut entries.data(), temp.file(), &tmp_path, ctx, &budget)?;
+            // The raw image is written in the same pass: its clusters as
+            // they stream past, the rest when the qcow2 is complete.
+            let mut raw = match req.raw {
+                Some(raw_dest) => {
+                    let raw_temp = TempFile::create(raw_dest).map_err(local)?;
+                    let file = raw_temp.try_clone_file().map_err(local)?;
+                    let mut conv = StreamConvert::new(
+                        size,
+                        &tmp_path.display().to_string(),
+                        file,
+                        &raw_temp.path().display().to_string(),
+                        true,
+                    );
+                    conv.prefer_reflink(temp.file());
+                    Some((raw_temp, conv))
+                }
+                None => None,
+            };
+            let (written, sha256) = copy_hashed(
+                &mut entries.data(),
+                temp.file(),
+                &tmp_path,
+                ctx,
+                &budget,
+                raw.as_mut().map(|(_, c)| c),
+            )?;
             if written < size {
                 bail!(
                     "{}: the tar archive is truncated: member {} ends after {} of {} \
@@ -141,11 +173,23 @@ fn from_tar(
                     human_bytes(size)
                 );
             }
+            let raw = match raw {
+                Some((raw_temp, conv)) => {
+                    // A qcow2 the converter refuses is refused here, before
+                    // anything is installed.
+                    // Judged once the sha256 is known: a refusal of a bad
+                    // download is the download's fault, of a good one the image's.
+                    let stats = conv.finish(temp.file()).map(Into::into);
+                    Some((raw_temp, stats.map_err(|e| format!("{e:#}"))))
+                }
+                None => None,
+            };
             found = Some(Written {
                 temp,
                 size,
                 sha256,
                 member: e.name,
+                raw,
             });
             continue;
         }

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::qcow2::convert::ConvertStats;
 use crate::util::fmt::{hex, human_bytes};
 use crate::util::io::{drain, read_full};
 pub use compression::Compression;
@@ -47,6 +48,19 @@ impl std::fmt::Display for BadContent {
     }
 }
 impl std::error::Error for BadContent {}
+
+/// The image is as published (its sha256 matches) but cannot be converted
+/// (an encrypted image, a backing file, broken tables): fetching it again
+/// will not help.
+#[derive(Debug)]
+pub struct BadImage(pub String);
+
+impl std::fmt::Display for BadImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadImage {}
 
 /// A failure of this machine (disk full, permissions), not of the archive.
 #[derive(Debug)]
@@ -75,6 +89,22 @@ pub struct Unpacked {
     /// The tar member it came from; empty for a bare (possibly compressed)
     /// qcow2.
     pub member: String,
+    /// The raw image written while the qcow2 streamed past, when one was
+    /// asked for and the image came in a tar (whose header gives its size).
+    pub raw: Option<ConvertStats>,
+}
+
+/// What to unpack and where.
+pub struct Request<'a> {
+    /// Names the input in messages.
+    pub source: &'a str,
+    pub dest: &'a Path,
+    /// The sums file's sha256 of the image.
+    pub expected: Option<[u8; 32]>,
+    /// The input's size, if known (see [`unpack_qcow2_hinted`]).
+    pub size_hint: Option<u64>,
+    /// Also write the raw image here, in the same pass, sparse.
+    pub raw: Option<&'a Path>,
 }
 
 /// Reads `input` (gzip incl. multi-member, xz incl. multi-stream, zstd, or
@@ -102,11 +132,29 @@ pub fn unpack_qcow2(
 /// error nothing is left at `dest` from this run: an older `dest` stays as it
 /// was and the temporary file is removed.
 pub fn unpack_qcow2_hinted(
-    mut input: impl Read + Send,
+    input: impl Read + Send,
     size_hint: Option<u64>,
     source: &str,
     dest: &Path,
     expected: Option<[u8; 32]>,
+    space_check: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<Unpacked> {
+    let req = Request {
+        source,
+        dest,
+        expected,
+        size_hint,
+        raw: None,
+    };
+    unpack(input, &req, space_check)
+}
+
+/// The unpacker with every choice open: see [`Request`]. Both images are
+/// committed only once the qcow2's sha256 matches `expected`; on any error
+/// neither is left under its name.
+pub fn unpack(
+    mut input: impl Read + Send,
+    req: &Request,
     space_check: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<Unpacked> {
     let state = InputState::default();
@@ -114,9 +162,9 @@ pub fn unpack_qcow2_hinted(
         inner: &mut input,
         state: &state,
     };
-    let r = unpack_inner(&mut tracked, size_hint, source, dest, expected, space_check);
+    let r = unpack_inner(&mut tracked, req, space_check);
     r.map_err(|e| {
-        if e.is::<Local>() || e.is::<BadContent>() || state.failed.get() {
+        if e.is::<Local>() || e.is::<BadContent>() || e.is::<BadImage>() || state.failed.get() {
             e
         } else {
             // A fault seen once the input has ended (a gzip CRC, the last
@@ -132,12 +180,10 @@ pub fn unpack_qcow2_hinted(
 
 fn unpack_inner(
     tracked: &mut Tracked<'_, &mut (impl Read + Send)>,
-    size_hint: Option<u64>,
-    source: &str,
-    dest: &Path,
-    expected: Option<[u8; 32]>,
+    req: &Request,
     space_check: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<Unpacked> {
+    let (source, dest, expected) = (req.source, req.dest, req.expected);
     let state = tracked.state;
     let mut magic = [0u8; 6];
     let n = read_full(tracked, &mut magic).map_err(|e| input_error(source, e))?;
@@ -160,7 +206,7 @@ fn unpack_inner(
             )
         };
         let mut dec = dec.map_err(|e| ctx.read_error(e))?;
-        let out = image::extract(&mut *dec, &ctx, dest, size_hint, space_check)?;
+        let out = image::extract(&mut *dec, &ctx, req, space_check)?;
         // The tar ends before the stream does (record padding), and the
         // decoder checks its CRC only at the end of each member/stream.
         drain(&mut *dec).map_err(|e| ctx.read_error(e))?;
@@ -175,6 +221,7 @@ fn unpack_inner(
         size,
         sha256,
         member,
+        raw,
     } = out;
     if let Some(want) = expected {
         if want != sha256 {
@@ -198,11 +245,22 @@ fn unpack_inner(
     temp.commit()
         .with_context(|| format!("{source}: cannot put the image in place"))
         .map_err(local)?;
+    let raw = match raw {
+        Some((_, Err(why))) => return Err(anyhow::Error::new(BadImage(why))),
+        Some((temp, Ok(stats))) => {
+            temp.commit()
+                .with_context(|| format!("{source}: cannot put the raw image in place"))
+                .map_err(local)?;
+            Some(stats)
+        }
+        None => None,
+    };
     Ok(Unpacked {
         path: dest.to_path_buf(),
         size,
         sha256,
         member,
+        raw,
     })
 }
 

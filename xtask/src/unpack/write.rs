@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Result};
 use sha2::{Digest, Sha256};
 
 use super::{local, Ctx, REDO};
+use crate::qcow2::stream::StreamConvert;
 use crate::util::fmt::human_bytes;
 use crate::util::io::read_full;
 
@@ -75,6 +76,7 @@ pub(super) fn copy_hashed(
     out_path: &Path,
     ctx: &Ctx,
     budget: &Budget,
+    mut convert: Option<&mut StreamConvert>,
 ) -> Result<(u64, [u8; 32])> {
     std::thread::scope(|s| {
         let (full_tx, full_rx) = mpsc::sync_channel::<(Box<[u8]>, usize)>(IN_FLIGHT);
@@ -99,6 +101,11 @@ pub(super) fn copy_hashed(
                 }
                 hasher.update(&buf[..len]);
                 out.write_all(&buf[..len]).map_err(WriteStop::Io)?;
+                // An error here is kept by the converter and named by its
+                // `finish`; the unpack itself goes on.
+                if let Some(c) = convert.as_deref_mut() {
+                    let _ = c.feed(&buf[..len]);
+                }
                 n += len as u64;
                 // The reader may be gone after an error; nothing to do then.
                 let _ = free_tx.send(buf);

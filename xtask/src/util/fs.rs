@@ -232,6 +232,15 @@ impl TempFile {
         &self.tmp
     }
 
+    /// A second handle on the file (another thread writes through it).
+    pub fn try_clone_file(&self) -> Result<File> {
+        self.file
+            .as_ref()
+            .expect("file is open until commit")
+            .try_clone()
+            .with_context(|| format!("cannot reopen {}", self.tmp.display()))
+    }
+
     /// fsync, rename over the final name, fsync the directory.
     pub fn commit(mut self) -> Result<()> {
         let file = self.file.take().expect("commit once");
@@ -301,6 +310,16 @@ pub fn space(dir: &Path) -> Result<(u64, u64)> {
         (st.f_bavail as u64).saturating_mul(unit),
         (st.f_blocks as u64).saturating_mul(unit),
     ))
+}
+
+/// Bytes an unprivileged user may still write on `f`'s file system.
+pub fn free_space_of(f: &File) -> io::Result<u64> {
+    // SAFETY: fstatvfs only writes into the zeroed struct we pass.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatvfs(std::os::fd::AsRawFd::as_raw_fd(f), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Fails before anything big is written when `dir` has less than `needed` bytes free.

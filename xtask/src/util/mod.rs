@@ -1,11 +1,12 @@
 //! The ground floor: small helpers every layer may use and that use no
 //! other layer: file-system rules (`fs`), numbers and hex for people
 //! (`fmt`), `Read` helpers (`io`), progress display, text from outside made
-//! safe to print (`text`), and times (`time`).
+//! safe to print (`text`), times (`time`), and shared blocks (`reflink`).
 
 pub mod fmt;
 pub mod fs;
 pub mod io;
 pub mod progress;
+pub mod reflink;
 pub mod text;
 pub mod time;
