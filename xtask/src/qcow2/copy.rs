@@ -61,9 +61,6 @@ impl WriteAt for NullSink {
     }
 }
 
-/// Converts an in-memory qcow2 image into a raw image in memory, refusing
-/// virtual sizes above `max_size` (the fuzz target's entry point).
-
 /// Writes every allocated extent of `img` into `out` (which must already read
 /// as zeros over the virtual size). `progress` gets guest bytes done. Returns
 /// the bytes written.
