@@ -15,6 +15,7 @@ use crate::util::fs::{self as fsutil, TempFile};
 use crate::util::progress::{Progress, Style};
 use crate::util::reflink::Cloner;
 
+/// What a conversion did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvertStats {
     pub virtual_size: u64,
@@ -22,6 +23,8 @@ pub struct ConvertStats {
     pub data_bytes: u64,
 }
 
+/// Converts an in-memory qcow2 image into a raw image in memory, refusing
+/// virtual sizes above `max_size` (the fuzz target's entry point).
 pub fn convert_bytes(data: &[u8], max_size: u64) -> Result<Vec<u8>> {
     let img = Image::from_reader(data, "<memory>")?;
     let size = img.virtual_size();
