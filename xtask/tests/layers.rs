@@ -8,8 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Top to bottom; `main.rs` stands above them all.
-const LAYERS: [&str; 8] = [
-    "cli", "steps", "github", "fetch", "unpack", "qcow2", "install", "util",
+const LAYERS: [&str; 9] = [
+    "cli", "steps", "github", "fetch", "pack", "unpack", "qcow2", "install", "util",
 ];
 
 fn src() -> PathBuf {

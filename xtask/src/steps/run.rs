@@ -278,13 +278,14 @@ fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
     let total: u64 = parts.iter().map(|p| p.size).sum();
     // Near the end of the input the fault is most likely a trailer check
     // (a gzip CRC): it may lie anywhere before.
-    let placed = bad.at.filter(|at| at.saturating_add(64 << 20) < total);
+    let placed = bad.at.filter(|at| at.saturating_add(192 << 20) < total);
     let first = match placed {
         None => 0,
         Some(at) => {
-            // A decoder notices a fault up to a member (and its buffers)
-            // after the bytes that hold it.
-            let at = at.saturating_sub(64 << 20);
+            // A decoder notices a fault up to a member and what the
+            // parallel decoder reads ahead (128 MiB) after the bytes that
+            // hold it.
+            let at = at.saturating_sub(192 << 20);
             let mut end = 0u64;
             parts
                 .iter()

@@ -104,8 +104,13 @@ impl Compression {
     /// would stop silently after the first member.
     pub fn decoder<'a>(self, input: impl Read + 'a) -> Option<io::Result<Box<dyn Read + 'a>>> {
         let dec: io::Result<Box<dyn Read + 'a>> = match self {
-            Compression::Gzip => Ok(Box::new(flate2::read::MultiGzDecoder::new(input))),
-            Compression::Xz => Ok(Box::new(liblzma::read::XzDecoder::new_multi_decoder(input))),
+            // Members that carry their sizes (what `pack` writes) inflate
+            // on every core; any other gzip streams serially.
+            Compression::Gzip => Ok(Box::new(super::gzip::ParallelGzDecoder::new(input))),
+            // Blocks with sizes in their headers (`xz -T0`) decode on every core.
+            Compression::Xz => {
+                super::xz::XzMtDecoder::new(input, 0).map(|d| Box::new(d) as Box<dyn Read>)
+            }
             Compression::Zstd => {
                 zstd::stream::read::Decoder::new(input).map(|d| Box::new(d) as Box<dyn Read>)
             }

@@ -11,10 +11,12 @@
 //! `image` (which member is the image), `write` (the writer).
 
 pub mod compression;
+pub mod gzip;
 mod image;
 pub mod sums;
 mod tar;
 mod write;
+pub mod xz;
 
 use std::cell::Cell;
 use std::io::{self, Cursor, Read};
@@ -317,7 +319,11 @@ impl Ctx<'_> {
         }
         let kind = self.kind.name();
         let at = human_bytes(self.state.bytes.get());
-        if self.state.eof.get() {
+        // The parallel decoders read ahead: the error's kind says what
+        // happened, the input's state only hints.
+        let truncated = e.kind() == io::ErrorKind::UnexpectedEof
+            || (self.state.eof.get() && e.kind() != io::ErrorKind::InvalidData);
+        if truncated {
             anyhow!(
                 "{source}: the {kind} stream ends early, after {at} ({e}); \
                  the download is truncated: {REDO}"

@@ -3,6 +3,7 @@
 //! (`fmt`), `Read` helpers (`io`), progress display, text from outside made
 //! safe to print (`text`), times (`time`), and shared blocks (`reflink`).
 
+pub mod cores;
 pub mod fmt;
 pub mod fs;
 pub mod io;

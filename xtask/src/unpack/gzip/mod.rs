@@ -1,0 +1,523 @@
+//! Gzip on every core: [`ParallelGzDecoder`] (members that carry their
+//! sizes are inflated on worker threads, everything else serially, as
+//! flate2's `MultiGzDecoder` does). The parts: `member` (the format),
+//! `input` (push-back and look-ahead), `pool` (the workers), `serial` (the
+//! reference decoder).
+//!
+//! How the gzip decoder works. The calling thread *scans*: it looks at the
+//! next member's header without consuming it; if the header claims a size
+//! (Mgzip `IG`, Python mgzip `MZ` or BGZF `BC`, see [`member`]) within
+//! the caps and budgets, it reads the whole member and hands it (batched
+//! with its neighbours when members are small) to a worker, which inflates
+//! it into a buffer of exactly ISIZE bytes and checks that the deflate data
+//! ends exactly where the claim says, the CRC32 and the length. Results are
+//! returned in stream order.
+//!
+//! Headers lie, so a claim is only a hint: any member a worker cannot
+//! decode cleanly — a size that is too big, too small, past the end,
+//! corrupt data, a bad CRC — is put back, with every byte read after it,
+//! in front of the input and decoded again *serially*, on the calling
+//! thread, streaming. The serial decoder is the reference: it accepts and
+//! rejects what flate2's `MultiGzDecoder` does, gives the same bytes, and
+//! produces every error message, with the byte offset. So a wrong claim
+//! costs time, never correctness, and a claim never drives an allocation
+//! above [`MAX_PARALLEL_MEMBER`] / [`MAX_PARALLEL_OUTPUT`]: bigger members
+//! are streamed serially.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use flate2::Decompress;
+
+mod input;
+pub mod member;
+mod pool;
+mod serial;
+
+use input::{Input, Segment};
+use member::{Header, HeaderParser, TRAILER_LEN};
+use pool::{Job, Pool, Span, Work};
+use serial::{SerialMember, SerialState};
+
+/// Members claiming more compressed bytes than this are streamed serially.
+pub const MAX_PARALLEL_MEMBER: u64 = 64 << 20;
+/// Members whose trailer claims more output than this are streamed
+/// serially.
+pub const MAX_PARALLEL_OUTPUT: u64 = 256 << 20;
+/// Small members (BGZF's are ≤ 64 KiB) are batched into jobs of up to this
+/// many compressed bytes, so scheduling costs little next to inflating …
+const BATCH: usize = 1 << 20;
+/// … and up to this much output, so very compressible members (zeros) do
+/// not make a job hold a lot of output.
+const BATCH_OUT: u64 = 4 << 20;
+/// Compressed bytes held by jobs in flight, all together.
+const RAW_BUDGET: u64 = 128 << 20;
+/// Output bytes reserved by jobs in flight, all together.
+const OUT_BUDGET: u64 = 256 << 20;
+/// Spare buffers of each kind kept for reuse.
+const SPARE: usize = 2;
+/// Input buffer size; headers up to `MAX_PEEK` are looked at in place.
+pub(super) const BUF: usize = 256 << 10;
+pub(super) const MAX_PEEK: usize = 128 << 10;
+
+/// What a [`ParallelGzDecoder`] did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Members inflated on worker threads.
+    pub parallel_members: u64,
+    /// Members inflated on the calling thread (no size, too big, or redone).
+    pub serial_members: u64,
+    /// Times a worker could not decode a member and the stream was taken up
+    /// serially from there.
+    pub fallbacks: u64,
+}
+
+/// A gzip reader (all members, like `MultiGzDecoder`) that inflates members
+/// carrying their sizes on worker threads. See the module documentation.
+///
+/// Errors are `io::Error`s of kind `InvalidData` (corrupt: names the member
+/// and byte offset) or `UnexpectedEof` (the stream ends early: says where);
+/// errors of the inner reader are passed on as they are, after the output
+/// that precedes them. After an error every read fails. Dropping the
+/// decoder stops its threads.
+pub struct ParallelGzDecoder<R: Read> {
+    input: Input<R>,
+    threads: usize,
+    pool: Option<Pool>,
+    /// Worker threads could not be started: decode serially.
+    no_pool: bool,
+    units: VecDeque<Unit>,
+    raw_in_flight: u64,
+    out_in_flight: u64,
+    /// Output being handed out: `out[out_pos..out_len]`.
+    out: Vec<u8>,
+    out_pos: usize,
+    out_len: usize,
+    /// Spare output and input buffers, so steady state allocates nothing
+    /// (fresh multi-MiB buffers cost page faults and grow the heap).
+    spare: Vec<Vec<u8>>,
+    spare_raw: Vec<Vec<u8>>,
+    /// Number (0-based) of the next member the scanner looks at.
+    next_member: u64,
+    /// The next member must be decoded serially (a worker failed on it).
+    force_serial: bool,
+    inflate: Decompress,
+    failed: Option<(io::ErrorKind, String)>,
+    done: bool,
+    stats: DecodeStats,
+}
+
+/// A piece of the stream, in order.
+enum Unit {
+    Job(Job),
+    /// The next member, decoded on the calling thread; nothing of it has
+    /// been consumed by the scanner.
+    Serial(SerialMember),
+}
+
+impl<R: Read> ParallelGzDecoder<R> {
+    /// A decoder using one worker per core.
+    pub fn new(inner: R) -> Self {
+        Self::with_threads(inner, crate::util::cores::threads(0))
+    }
+
+    /// A decoder using `threads` workers; 0 decodes everything on the
+    /// calling thread.
+    pub fn with_threads(inner: R, threads: usize) -> Self {
+        ParallelGzDecoder {
+            input: Input::new(inner),
+            threads,
+            pool: None,
+            no_pool: threads == 0,
+            units: VecDeque::new(),
+            raw_in_flight: 0,
+            out_in_flight: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            out_len: 0,
+            spare: Vec::new(),
+            spare_raw: Vec::new(),
+            next_member: 0,
+            force_serial: false,
+            inflate: Decompress::new(false),
+            failed: None,
+            done: false,
+            stats: DecodeStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    fn read_inner(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.out_pos < self.out_len {
+                let n = buf.len().min(self.out_len - self.out_pos);
+                buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+                self.out_pos += n;
+                return Ok(n);
+            }
+            if self.done {
+                return Ok(0);
+            }
+            self.schedule();
+            match self.units.front_mut() {
+                None => {
+                    // The scanner always leaves a unit unless done.
+                    return Err(io::Error::other("gzip decoder: nothing scheduled"));
+                }
+                Some(Unit::Serial(m)) => {
+                    let (n, state) = m.read(&mut self.input, &mut self.inflate, buf)?;
+                    match state {
+                        SerialState::More => {}
+                        SerialState::MemberDone => {
+                            self.units.pop_front();
+                            self.stats.serial_members += 1;
+                        }
+                        SerialState::StreamEnd => {
+                            self.units.pop_front();
+                            self.done = true;
+                        }
+                    }
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                }
+                Some(Unit::Job(_)) => {
+                    if let Some(Unit::Job(job)) = self.units.pop_front() {
+                        self.finish_job(job)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the head job's result: its output becomes the current output;
+    /// if a member failed, the stream is rewound to it for serial decoding.
+    fn finish_job(&mut self, job: Job) -> io::Result<()> {
+        let res = job.reply.recv();
+        self.raw_in_flight -= job.raw.len() as u64;
+        self.out_in_flight -= job.out_need;
+        let res =
+            res.map_err(|_| io::Error::other("a gzip decoding thread stopped unexpectedly"))?;
+        let old = std::mem::replace(&mut self.out, res.out);
+        if old.capacity() > 0 && self.spare.len() < SPARE {
+            self.spare.push(old);
+        }
+        self.out_pos = 0;
+        self.out_len = res.len;
+        self.stats.parallel_members += res.ok_members as u64;
+        if let Some(i) = res.failed_at {
+            self.stats.fallbacks += 1;
+            let mut segs = vec![Segment {
+                start: job.members[i].start,
+                end: job.raw.len(),
+                data: job.raw,
+            }];
+            // Everything scanned after the failed member goes back too.
+            while let Some(unit) = self.units.pop_front() {
+                if let Unit::Job(later) = unit {
+                    later.cancel.store(true, Ordering::Relaxed);
+                    self.raw_in_flight -= later.raw.len() as u64;
+                    self.out_in_flight -= later.out_need;
+                    segs.push(Segment {
+                        start: 0,
+                        end: later.raw.len(),
+                        data: later.raw,
+                    });
+                }
+            }
+            self.input.push_front(segs);
+            self.next_member = job.first_member + i as u64;
+            self.force_serial = true;
+        } else if self.spare_raw.len() < SPARE {
+            // The worker has dropped its handle before replying.
+            if let Ok(raw) = Arc::try_unwrap(job.raw) {
+                self.spare_raw.push(raw);
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans ahead and submits jobs while limits allow; always leaves at
+    /// least one unit queued (unless done).
+    fn schedule(&mut self) {
+        loop {
+            if matches!(self.units.back(), Some(Unit::Serial(_))) {
+                return;
+            }
+            let jobs = self.units.len();
+            // One job being handed out, one in work per worker.
+            if jobs > self.threads.max(1) {
+                return;
+            }
+            if self.no_pool || self.force_serial {
+                self.force_serial = false;
+                self.push_serial();
+                return;
+            }
+            match self.scan_job(jobs > 0) {
+                Scan::Later => return,
+                Scan::Serial => {
+                    self.push_serial();
+                    return;
+                }
+                Scan::Job { raw, members } => {
+                    if let Err(raw) = self.submit(raw, members) {
+                        // No workers: put the bytes back, go serial.
+                        self.input.push_front(vec![Segment {
+                            start: 0,
+                            end: raw.len(),
+                            data: raw,
+                        }]);
+                        self.no_pool = true;
+                        self.push_serial();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn push_serial(&mut self) {
+        let index = self.next_member;
+        self.next_member += 1;
+        self.units
+            .push_back(Unit::Serial(SerialMember::new(index, self.input.offset)));
+    }
+
+    /// Reads the next members into a job, or says why not. `busy`: jobs are
+    /// in flight, so budgets apply (a lone job may exceed them).
+    fn scan_job(&mut self, busy: bool) -> Scan {
+        let mut raw = self.spare_raw.pop().unwrap_or_default();
+        raw.clear();
+        let mut spans: Vec<Span> = Vec::new();
+        let mut out_need = 0u64;
+        let first = self.next_member;
+        loop {
+            let budgeted = busy || !spans.is_empty();
+            match self.next_span(&mut raw, budgeted, out_need, !spans.is_empty()) {
+                Next::Span(span) => {
+                    out_need += span.isize as u64 + 1;
+                    spans.push(span);
+                    if raw.len() >= BATCH {
+                        break;
+                    }
+                }
+                Next::NotParallel if spans.is_empty() => return Scan::Serial,
+                Next::OverBudget if spans.is_empty() => return Scan::Later,
+                Next::NotParallel | Next::OverBudget => break,
+            }
+        }
+        self.next_member = first + spans.len() as u64;
+        Scan::Job {
+            raw: Arc::new(raw),
+            members: Members {
+                first,
+                spans,
+                out_need,
+            },
+        }
+    }
+
+    /// Reads the next member into `raw` if its header claims a size within
+    /// the caps and the budgets (when `budgeted`) and, when `batching` onto
+    /// earlier members, the job's output limit; consumes nothing otherwise.
+    fn next_span(
+        &mut self,
+        raw: &mut Vec<u8>,
+        budgeted: bool,
+        out_need: u64,
+        batching: bool,
+    ) -> Next {
+        let Some(h) = self.peek_header() else {
+            return Next::NotParallel;
+        };
+        let totals = h
+            .claim
+            .map(|c| c.totals(h.len as usize))
+            .unwrap_or_default();
+        let Some(&total) = totals.first() else {
+            return Next::NotParallel;
+        };
+        if total > MAX_PARALLEL_MEMBER {
+            return Next::NotParallel;
+        }
+        if budgeted && self.raw_in_flight + raw.len() as u64 + total > RAW_BUDGET {
+            return Next::OverBudget;
+        }
+        let start = raw.len();
+        if raw.capacity() < start + total as usize {
+            raw.reserve_exact(BATCH.max(start + total as usize) - start);
+        }
+        if self.input.read_into(raw, total as usize) < total as usize {
+            // It claims more than is there: the serial decoder will tell.
+            self.unread_tail(raw, start);
+            return Next::NotParallel;
+        }
+        let mut end = start + total as usize;
+        if !self.input.at_boundary() {
+            // Python's mgzip stores the deflate data's size, not the total.
+            if let Some(&alt) = totals.get(1).filter(|&&t| t <= MAX_PARALLEL_MEMBER) {
+                let more = (alt - total) as usize;
+                if self.input.read_into(raw, more) == more && self.input.at_boundary() {
+                    end = start + alt as usize;
+                } else {
+                    self.unread_tail(raw, end);
+                }
+            }
+        }
+        let isize = u32::from_le_bytes([raw[end - 4], raw[end - 3], raw[end - 2], raw[end - 1]]);
+        if isize as u64 > MAX_PARALLEL_OUTPUT {
+            self.unread_tail(raw, start);
+            return Next::NotParallel;
+        }
+        let over_batch = batching && out_need + isize as u64 + 1 > BATCH_OUT;
+        if over_batch || (budgeted && self.out_in_flight + out_need + isize as u64 + 1 > OUT_BUDGET)
+        {
+            self.unread_tail(raw, start);
+            return Next::OverBudget;
+        }
+        Next::Span(Span {
+            start,
+            header: h.len as usize,
+            end,
+            isize,
+        })
+    }
+
+    /// Gives back `raw[from..]` to the input.
+    fn unread_tail(&mut self, raw: &mut Vec<u8>, from: usize) {
+        let tail = raw.split_off(from);
+        if !tail.is_empty() {
+            let end = tail.len();
+            self.input.push_front(vec![Segment {
+                data: Arc::new(tail),
+                start: 0,
+                end,
+            }]);
+        }
+    }
+
+    /// The next member's header, parsed in place (not consumed); `None` at
+    /// the end, on garbage, or for headers longer than `MAX_PEEK`.
+    fn peek_header(&mut self) -> Option<Header> {
+        let mut want = 64;
+        loop {
+            let data = self.input.peek(want);
+            if data.is_empty() {
+                return None;
+            }
+            match HeaderParser::new().feed(data) {
+                Ok((_, Some(h))) => return Some(h),
+                Ok((_, None)) if data.len() == want && want < MAX_PEEK => {
+                    want = (want * 16).min(MAX_PEEK);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Hands a job to the workers (started on first use). Gives the bytes
+    /// back if there are no workers.
+    fn submit(&mut self, raw: Arc<Vec<u8>>, members: Members) -> Result<(), Arc<Vec<u8>>> {
+        if self.pool.is_none() {
+            match Pool::start(self.threads) {
+                Ok(p) => self.pool = Some(p),
+                Err(_) => return Err(raw),
+            }
+        }
+        let Some(pool) = &self.pool else {
+            return Err(raw);
+        };
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let spans = Arc::new(members.spans);
+        let work = Work {
+            raw: raw.clone(),
+            spans: spans.clone(),
+            out: self.spare.pop().unwrap_or_default(),
+            cancel: cancel.clone(),
+            reply: reply_tx,
+        };
+        if pool.send(work).is_err() {
+            self.pool = None;
+            return Err(raw);
+        }
+        self.raw_in_flight += raw.len() as u64;
+        self.out_in_flight += members.out_need;
+        self.units.push_back(Unit::Job(Job {
+            raw,
+            members: spans,
+            first_member: members.first,
+            out_need: members.out_need,
+            cancel,
+            reply: reply_rx,
+        }));
+        Ok(())
+    }
+
+    /// Stops the workers and drops queued work.
+    fn shutdown(&mut self) {
+        for unit in self.units.drain(..) {
+            if let Unit::Job(job) = unit {
+                job.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        self.pool = None;
+        self.out = Vec::new();
+        self.spare.clear();
+        self.spare_raw.clear();
+    }
+}
+
+impl<R: Read> Read for ParallelGzDecoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((kind, msg)) = &self.failed {
+            return Err(io::Error::new(*kind, msg.clone()));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let r = self.read_inner(buf);
+        if let Err(e) = &r {
+            self.failed = Some((e.kind(), e.to_string()));
+            self.shutdown();
+        }
+        r
+    }
+}
+
+impl<R: Read> Drop for ParallelGzDecoder<R> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+enum Next {
+    Span(Span),
+    /// Not for a worker: no usable claim, too big, or the end.
+    NotParallel,
+    /// Would exceed a budget: wait until jobs in flight are done.
+    OverBudget,
+}
+
+enum Scan {
+    Job {
+        raw: Arc<Vec<u8>>,
+        members: Members,
+    },
+    /// The next member is for the serial decoder.
+    Serial,
+    /// Over budget: wait until jobs in flight are done.
+    Later,
+}
+
+struct Members {
+    first: u64,
+    spans: Vec<Span>,
+    out_need: u64,
+}
