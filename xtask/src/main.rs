@@ -35,11 +35,14 @@ fn run(task: Task) -> anyhow::Result<()> {
             Step::Run => steps::run::run(&opts),
             Step::Download => steps::download::run(&opts),
             Step::Merge => steps::merge::run(&opts),
-            Step::Decompress => steps::decompress::run(&opts),
+            Step::Decompress(None) => steps::decompress::run(&opts),
+            Step::Decompress(Some(dir)) => steps::decompress::run_from(&opts, &dir),
             Step::Convert(args) => steps::convert::run(&opts, args),
             Step::Verify(depth) => steps::verify::run(&opts, depth),
             Step::List => steps::list::run(&opts),
             Step::Mirror { arches, oses } => steps::mirror::run(&opts, &arches, &oses),
+            Step::Pack(args) => steps::pack::run(&opts, args),
+            Step::Upload(args) => steps::upload::run(&opts, args),
         },
     }
 }

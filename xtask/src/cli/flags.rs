@@ -115,6 +115,69 @@ pub const FLAGS: &[Flag] = &[
         help: "compare sizes and modification times with the manifest only",
         steps: &["verify"],
     },
+    Flag {
+        long: "--from",
+        short: None,
+        value: Some("DIR"),
+        help: "unpack the parts and sums found in DIR (a CI artifact, a copy), with no network",
+        steps: &["decompress"],
+    },
+    Flag {
+        long: "--compression",
+        short: None,
+        value: Some("gz|xz|zst"),
+        help: "archive compression (default: gz)",
+        steps: &["pack"],
+    },
+    Flag {
+        long: "--part-size",
+        short: None,
+        value: Some("SIZE"),
+        help: "bytes per part, with K, M or G (binary, as split -b; default: 500M, below 2G)",
+        steps: &["pack"],
+    },
+    Flag {
+        long: "--level",
+        short: None,
+        value: Some("N"),
+        help: "compression level: gz 1-12 (default 6), xz 0-9 (6), zst 1-19 (3)",
+        steps: &["pack"],
+    },
+    Flag {
+        long: "--kernel",
+        short: None,
+        value: Some("FILE"),
+        help: "also ship FILE as vmlinux-<os>-<arch> (an ELF of --arch)",
+        steps: &["pack"],
+    },
+    Flag {
+        long: "--client",
+        short: None,
+        value: Some("FILE"),
+        help: "also ship FILE as test-client-<arch> (an ELF of --arch)",
+        steps: &["pack"],
+    },
+    Flag {
+        long: "--create",
+        short: None,
+        value: None,
+        help: "create the release if the tag has none (a published pre-release)",
+        steps: &["upload"],
+    },
+    Flag {
+        long: "--draft",
+        short: None,
+        value: None,
+        help: "with --create: create it as a draft (hidden until published)",
+        steps: &["upload"],
+    },
+    Flag {
+        long: "--clobber",
+        short: None,
+        value: None,
+        help: "replace a same-named asset whose content differs",
+        steps: &["upload"],
+    },
 ];
 
 /// The steps, in help order, with their one-line summary.
@@ -144,13 +207,22 @@ pub const STEPS: &[(&str, &str)] = &[
         "mirror",
         "copy a release's assets into a directory others can use as --source",
     ),
+    (
+        "pack",
+        "make a qcow2 into release assets: tar, compressed on every core, split, sums",
+    ),
+    (
+        "upload",
+        "upload files as assets of a release (needs GH_TOKEN or GITHUB_TOKEN)",
+    ),
 ];
 
 /// Environment variables the tool reads, for the help text.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "GH_TOKEN, GITHUB_TOKEN",
-        "token sent to the API host only (lifts the rate limit); GH_TOKEN first, as gh",
+        "token sent to the API and its uploads host only (lifts the rate limit; upload \
+         needs one with contents: write); GH_TOKEN first, as gh",
     ),
     ("RESOURCES", "default output directory"),
     ("GITHUB_API_URL", "default API base"),
@@ -222,7 +294,10 @@ working directory (`.downloads/<tag>/disk-image-<os>-<arch>.qcow2.tar.gz`). Run
             "\
 Unpacks the downloaded disk image (merged archive, or the parts read in order) into
 `disk-image.qcow2` in the output directory and checks its sha256 against the release's
-`.sums`. Run `download` first."
+`.sums`. Run `download` first.
+With --from DIR, unpacks the parts and sums already in DIR instead (what `pack` wrote,
+a CI artifact, another machine's copy): no network, no release needed. Parts are
+found by their names (disk-image-<os>-<arch>.qcow2.tar.<gz|xz|zst>[.aa, .ab, ...])."
         }
         "convert" => {
             "\
@@ -248,6 +323,26 @@ Stores a release's JSON and the assets of one os/arch set (or `--arch all`,
 MIRROR_DIR/<tag>/release.json + asset files, and MIRROR_DIR/latest naming the tag.
 Other machines then run `cargo xtask resources --source MIRROR_DIR` (or serve
 MIRROR_DIR with any static web server and pass its URL)."
+        }
+        "pack" => {
+            "\
+Packs DISK, a qcow2, into the assets of a release in the output directory (default:
+the current directory): disk-image-<os>-<arch>.qcow2.tar.gz.aa, .ab, ... (a tar with the
+one member temp/disk-image.qcow2, compressed, split with split's suffixes), the .sums
+file naming temp/disk-image.qcow2, and with --kernel/--client their copies. Old readers
+(`cat parts | pigz -dc | tar x`, `sha256sum -c`, artifacts.py) read them unchanged; this
+tool decodes them on every core. DISK must be a qcow2 that `convert` reads. An existing
+set in the output directory is replaced only with --force (its old parts are removed).
+Prints each asset and its size."
+        }
+        "upload" => {
+            "\
+Uploads FILES as assets of the release tagged --version (required) in --repo. An asset
+already there with the same size and digest is skipped, so re-running a cut upload
+completes it; a same-named asset with other content is an error unless --clobber.
+Without a release for the tag, --create makes one (a published pre-release; with
+--draft, a draft). The token comes from GH_TOKEN, else GITHUB_TOKEN, and needs
+`contents: write` on the repository."
         }
         _ => "",
     }
@@ -301,10 +396,11 @@ pub fn resources_help(step: Option<&str>) -> String {
             s
         }
         Some(step) => {
-            let args = if step == "convert" {
-                " [INPUT [OUTPUT]]"
-            } else {
-                ""
+            let args = match step {
+                "convert" => " [INPUT [OUTPUT]]",
+                "pack" => " DISK",
+                "upload" => " --version TAG FILES...",
+                _ => "",
             };
             format!(
                 "cargo xtask resources {step}{args} [FLAGS]\n\n{}\n\nFLAGS:\n{}",

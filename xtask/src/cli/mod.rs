@@ -5,6 +5,7 @@
 
 mod env;
 pub mod flags;
+mod pack;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -17,6 +18,8 @@ use crate::github::release::check_tag;
 use crate::steps::bench::BenchArgs;
 use crate::steps::convert::ConvertArgs;
 use crate::steps::opts::{self, Opts};
+use crate::steps::pack::PackArgs;
+use crate::steps::upload::UploadArgs;
 use crate::steps::verify::Depth;
 use flags::{resources_help, Flag, BENCH_HELP, FLAGS, STEPS, TOP_HELP};
 
@@ -48,11 +51,17 @@ pub enum Step {
     Run,
     Download,
     Merge,
-    Decompress,
+    /// `--from DIR`: parts already on disk, no release.
+    Decompress(Option<PathBuf>),
     Convert(ConvertArgs),
     Verify(Depth),
     List,
-    Mirror { arches: Vec<Arch>, oses: Vec<Os> },
+    Mirror {
+        arches: Vec<Arch>,
+        oses: Vec<Os>,
+    },
+    Pack(PackArgs),
+    Upload(UploadArgs),
 }
 
 /// Parses the whole command line (without the program name).
@@ -149,9 +158,11 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
     let step = take_step(&mut rest);
     if let Some(s) = &step {
         if !STEPS.iter().any(|(name, _)| name == s) {
+            let names: Vec<&str> = STEPS.iter().map(|(n, _)| *n).collect();
             return Err(usage(format!(
-                "unknown step `{}`: expected download, merge, decompress, convert, verify, list or mirror",
-                crate::util::text::clean(s, 40)
+                "unknown step `{}`: expected one of {}",
+                crate::util::text::clean(s, 40),
+                names.join(", ")
             )));
         }
     }
@@ -162,12 +173,15 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
     let step_name = step.as_deref().unwrap_or("");
     let mut p = Parsed { args: &mut args };
 
-    let version = p.value("--version")?.unwrap_or_else(|| "latest".into());
+    let version_given = p.value("--version")?;
+    let version = version_given.clone().unwrap_or_else(|| "latest".into());
     check_tag(&version).map_err(|e| usage(e.to_string()))?;
     let arch_s = p.value("--arch")?;
     let os_s = p.value("--os-version")?;
     let output = match p.path("--output")? {
         Some(p) => p,
+        // Assets are not resources: they go where the maintainer is.
+        None if step_name == "pack" => PathBuf::from("."),
         None => env::default_output(),
     };
     let repo = p
@@ -204,13 +218,13 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
         "" => Step::Run,
         "download" => Step::Download,
         "merge" => Step::Merge,
-        "decompress" => Step::Decompress,
+        "decompress" => Step::Decompress(p.path("--from")?),
         "list" => Step::List,
         "convert" => {
             let with_qemu_img = p.switch("--with-qemu-img")?;
             let sparse_detect = !p.switch("--no-sparse-detect")?;
-            let input = free_path(p.args)?;
-            let output = free_path(p.args)?;
+            let input = free_path(p.args, "convert")?;
+            let output = free_path(p.args, "convert")?;
             Step::Convert(ConvertArgs {
                 input,
                 output,
@@ -236,6 +250,33 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
             arches: all_or_one(arch_s.as_deref(), &Arch::ALL, Arch::parse, Arch::Amd64)?,
             oses: all_or_one(os_s.as_deref(), &Os::ALL, Os::parse, Os::Focal)?,
         },
+        "pack" => Step::Pack(pack::pack_args(&mut p)?),
+        "upload" => {
+            if version_given.is_none() || version == "latest" {
+                return Err(usage(
+                    "upload needs --version TAG: the tag of the release the files go to",
+                ));
+            }
+            let create = p.switch("--create")?;
+            let draft = p.switch("--draft")?;
+            if draft && !create {
+                return Err(usage("--draft only applies with --create"));
+            }
+            let clobber = p.switch("--clobber")?;
+            let mut files = Vec::new();
+            while let Some(f) = free_path(p.args, "upload")? {
+                files.push(f);
+            }
+            if files.is_empty() {
+                return Err(usage("upload needs the FILES to upload"));
+            }
+            Step::Upload(UploadArgs {
+                files,
+                create,
+                draft,
+                clobber,
+            })
+        }
         _ => unreachable!("checked against STEPS above"),
     };
     leftover(args.finish(), step.as_deref())?;
@@ -301,7 +342,10 @@ impl Parsed<'_> {
             a.opt_value_from_os_str::<_, PathBuf, String>(k, |s| Ok(PathBuf::from(s)))
         })?;
         if v.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-            return Err(usage(format!("{long} is empty: expected a directory")));
+            return Err(usage(format!(
+                "{long} is empty: expected {}",
+                f.value.unwrap_or("a path")
+            )));
         }
         Ok(v)
     }
@@ -352,13 +396,13 @@ fn all_or_one<T: Copy>(
     }
 }
 
-fn free_path(args: &mut pico_args::Arguments) -> Result<Option<PathBuf>> {
+fn free_path(args: &mut pico_args::Arguments, step: &str) -> Result<Option<PathBuf>> {
     let p: Option<OsString> = args
         .opt_free_from_os_str(|s| Ok::<_, String>(s.to_os_string()))
         .map_err(|e| usage(e.to_string()))?;
     match p {
         Some(p) if p.to_string_lossy().starts_with('-') => {
-            Err(unknown_flag(&p.to_string_lossy(), Some("convert")))
+            Err(unknown_flag(&p.to_string_lossy(), Some(step)))
         }
         Some(p) if p.is_empty() => Err(usage("an empty path was given")),
         Some(p) => Ok(Some(PathBuf::from(p))),
@@ -431,72 +475,4 @@ pub fn check_repo(repo: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse_words(words: &[&str]) -> Result<Task> {
-        parse(words.iter().map(OsString::from).collect())
-    }
-
-    fn err(words: &[&str]) -> String {
-        match parse_words(words) {
-            Ok(_) => panic!("{words:?} parsed"),
-            Err(e) => {
-                assert!(e.downcast_ref::<Usage>().is_some(), "{words:?}: {e}");
-                e.to_string()
-            }
-        }
-    }
-
-    #[test]
-    fn eq_form_short_forms_and_step_anywhere() {
-        let Task::Resources(o, step) = parse_words(&[
-            "resources",
-            "-v",
-            "v1.2",
-            "--arch=arm64",
-            "-o",
-            "/tmp/x",
-            "download",
-            "-l",
-            "jammy",
-        ])
-        .unwrap() else {
-            panic!("not resources")
-        };
-        assert_eq!(step, Step::Download);
-        assert_eq!(o.version, "v1.2");
-        assert_eq!(o.arch, Arch::Arm64);
-        assert_eq!(o.os, Os::Jammy);
-        assert_eq!(o.output, PathBuf::from("/tmp/x"));
-    }
-
-    #[test]
-    fn twice_empty_and_foreign_flags() {
-        assert!(err(&["resources", "--arch", "amd64", "--arch", "arm64"]).contains("given twice"));
-        assert!(err(&["resources", "--force", "--force"]).contains("given twice"));
-        assert!(err(&["resources", "--output", ""]).contains("--output is empty"));
-        assert!(err(&["resources", "--output="]).contains("--output is empty"));
-        assert!(err(&["resources", "--source", ""]).contains("--source is empty"));
-        assert!(err(&["resources", "download", "--deep"]).contains("flag of `verify`"));
-        assert!(err(&["resources", "--jobs", "17"]).contains("invalid --jobs"));
-    }
-
-    #[test]
-    fn help_lists_every_flag() {
-        let h = resources_help(None);
-        for f in FLAGS.iter().filter(|f| f.steps.is_empty()) {
-            assert!(h.contains(f.long), "{}", f.long);
-        }
-        assert!(resources_help(Some("convert")).contains("--with-qemu-img"));
-        assert!(!resources_help(Some("download")).contains("--deep"));
-    }
-
-    #[test]
-    fn repos() {
-        check_repo("vhive-serverless/vSwarm-u").unwrap();
-        for bad in ["x", "/x", "x/", "a/b/c", "../x", "a/.."] {
-            assert!(check_repo(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;

@@ -329,7 +329,35 @@ pub fn select(release: &Release, os: Os, arch: Arch) -> Result<Selection> {
     }
 }
 
-type Disk = (Vec<Asset>, DiskForm, String);
+pub type Disk = (Vec<Asset>, DiskForm, String);
+
+/// The disk archive (its parts in order, its form, its name) and the sums of
+/// one os/arch set, for a set that has no kernel or client (a directory of
+/// parts `pack` wrote, a CI artifact).
+pub fn select_disk_and_sums(release: &Release, os: Os, arch: Arch) -> Result<(Disk, Asset)> {
+    for a in &release.assets {
+        check_name(&a.name)?;
+    }
+    let base = disk_base(os, arch);
+    let sums = usable(release)
+        .find(|a| a.name == sums_name(os, arch))
+        .cloned();
+    match (select_disk(release, &base)?, sums) {
+        (Some(disk), Some(sums)) => {
+            check_size(&sums, MAX_SUMS)?;
+            Ok((disk, sums))
+        }
+        (disk, _) => bail!(
+            "{} holds no {} for {os}/{arch}",
+            Shown(&release.tag_name),
+            if disk.is_none() {
+                format!("{base}.tar.gz.aa (or another form of the disk image)")
+            } else {
+                sums_name(os, arch)
+            }
+        ),
+    }
+}
 
 /// `tar.gz`, `tar.xz`, `tar.zst`, `tar`: the archive extensions, one for
 /// each format the unpacker reads.
@@ -395,6 +423,7 @@ mod tests {
 
     fn asset(name: &str) -> Asset {
         Asset {
+            id: None,
             name: name.into(),
             size: 1,
             browser_download_url: format!("https://x/{name}"),
@@ -405,6 +434,8 @@ mod tests {
 
     fn release(names: &[&str]) -> Release {
         Release {
+            id: None,
+            upload_url: None,
             tag_name: "v1".into(),
             name: None,
             draft: false,

@@ -11,6 +11,12 @@ use crate::util::text::Shown;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Release {
+    /// The API's id (uploads and edits name the release by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// `https://uploads.github.com/repos/o/r/releases/1/assets{?name,label}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_url: Option<String>,
     pub tag_name: String,
     #[serde(default)]
     pub name: Option<String>,
@@ -26,6 +32,8 @@ pub struct Release {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Asset {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
     pub name: String,
     pub size: u64,
     pub browser_download_url: String,
@@ -44,7 +52,7 @@ pub struct Resolved {
     pub note: Option<String>,
 }
 
-fn releases_url(http: &Http, repo: &str) -> String {
+pub fn releases_url(http: &Http, repo: &str) -> String {
     format!("{}/repos/{repo}/releases", http.api_base())
 }
 

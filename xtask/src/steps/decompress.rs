@@ -1,9 +1,12 @@
 //! `cargo xtask resources decompress`: unpacks the downloaded disk image
 //! (the merged archive if `merge` made one, else the parts read in order,
 //! their digests checked) into the working directory, then installs it
-//! unless another set is installed.
+//! unless another set is installed. With `--from DIR`, unpacks parts found
+//! on disk instead, with no release and no network.
 
+use std::fs;
 use std::io;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -16,9 +19,14 @@ use super::plan::{
 };
 use super::Opts;
 use crate::fetch::{self, http::Http};
-use crate::install::layout::QCOW2;
+use crate::github::assets;
+use crate::github::release::{Asset, Release};
+use crate::install::layout::{QCOW2, RAW};
+use crate::install::manifest;
 use crate::install::swap::{install, Move};
+use crate::unpack;
 use crate::util::fmt::hex;
+use crate::util::fmt::human_bytes;
 use crate::util::fs as fsutil;
 use crate::util::io::Chain;
 use crate::util::text::Shown;
@@ -107,4 +115,133 @@ pub fn run(opts: &Opts) -> Result<()> {
     )?;
     println!("{} is ready", opts.output.join(QCOW2).display());
     Ok(())
+}
+
+/// `decompress --from DIR`: the parts and sums in `dir` (what `pack` wrote,
+/// a CI artifact) unpacked into `<output>/disk-image.qcow2` and checked
+/// against the sums. No release is involved, so an installed set is left
+/// alone unless `--force`, and then only its disk image is replaced.
+pub fn run_from(opts: &Opts, dir: &Path) -> Result<()> {
+    let (disk, sums) = local_set(opts, dir)?;
+    let (parts, _, archive) = disk;
+    let _lock = open_work(opts)?;
+    let sums_path = dir.join(&sums.name);
+    let text = fsutil::read_input(&sums_path, assets::MAX_SUMS)
+        .with_context(|| format!("cannot read the checksum file {}", sums_path.display()))?;
+    let entries = unpack::parse_sums(&text, &sums.name)?;
+    let expected = unpack::expected_sha256(&entries, QCOW2, &sums.name).or_else(|e| {
+        unpack::expected_sha256(&entries, &assets::disk_base_of(&archive), &sums.name)
+            .map_err(|_| e)
+    })?;
+    let dest = opts.output.join(QCOW2);
+    if fsutil::is_regular(&dest) && fsutil::sha256_file(&dest)? == expected {
+        println!(
+            "{} already holds this image (its sha256 matches {})",
+            dest.display(),
+            sums.name
+        );
+        return Ok(());
+    }
+    let m = load_manifest(opts)?;
+    refuse_pending(opts, m.as_ref())?;
+    if let Some(m) = m.as_ref().filter(|m| !m.files.is_empty()) {
+        if !opts.force {
+            bail!(
+                "{} holds {} {}/{} installed from {}; `decompress --from` makes a disk image                  of no release: pass another --output, or --force to replace that set's disk image",
+                opts.output.display(),
+                Shown(&m.tag),
+                Shown(&m.os),
+                Shown(&m.arch),
+                Shown(&m.repo)
+            );
+        }
+    }
+    guard_names(opts, m.as_ref(), &[QCOW2])?;
+
+    let mut files = Vec::with_capacity(parts.len());
+    for p in &parts {
+        let path = dir.join(&p.name);
+        let f =
+            fsutil::open_input(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        files.push(io::BufReader::with_capacity(1 << 20, f));
+    }
+    let source = match parts.len() {
+        1 => dir.join(&parts[0].name).display().to_string(),
+        n => format!("{} ({n} parts)", dir.join(&archive).display()),
+    };
+    let out_dir = opts.output.clone();
+    let mut check = |size: u64| fsutil::ensure_space(&out_dir, size, "the disk image");
+    let req = unpack::Request {
+        source: &source,
+        dest: &dest,
+        expected: Some(expected),
+        size_hint: Some(parts.iter().map(|p| p.size).sum()),
+        raw: None,
+    };
+    let started = Instant::now();
+    let out = unpack::unpack(Chain::new(files), &req, &mut check)?;
+    eprintln!(
+        "  {QCOW2}: {} unpacked and checked against {} in {:.1} s",
+        human_bytes(out.size),
+        sums.name,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(mut m) = m.filter(|m| !m.files.is_empty()) {
+        // The set's raw image was made from the replaced qcow2.
+        m.files.retain(|f| f.name != QCOW2 && f.name != RAW);
+        manifest::store(&opts.output, &m)?;
+        if opts.output.join(RAW).exists() {
+            eprintln!(
+                "note: {} was made from the replaced image; run `cargo xtask resources convert --force` to remake it",
+                opts.output.join(RAW).display()
+            );
+        }
+    }
+    println!("{} is ready", dest.display());
+    Ok(())
+}
+
+/// The disk parts and sums of the os/arch set in `dir`.
+fn local_set(opts: &Opts, dir: &Path) -> Result<(assets::Disk, Asset)> {
+    let base = assets::disk_base(opts.os, opts.arch);
+    let mut found = Vec::new();
+    let listing =
+        fs::read_dir(dir).with_context(|| format!("cannot list --from {}", dir.display()))?;
+    for e in listing {
+        let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if !name.starts_with(&base) {
+            continue;
+        }
+        let Ok(meta) = fs::metadata(e.path()) else {
+            continue;
+        };
+        if meta.is_file() {
+            found.push(Asset {
+                id: None,
+                name,
+                size: meta.len(),
+                browser_download_url: String::new(),
+                digest: None,
+                state: None,
+            });
+        }
+    }
+    let release = Release {
+        id: None,
+        upload_url: None,
+        tag_name: dir.display().to_string(),
+        name: None,
+        draft: false,
+        prerelease: false,
+        published_at: None,
+        assets: found,
+    };
+    assets::select_disk_and_sums(&release, opts.os, opts.arch).map_err(|e| {
+        anyhow::anyhow!(
+            "--from: {e:#}; give the directory `pack` wrote (or pass --os-version/--arch)"
+        )
+    })
 }

@@ -12,8 +12,10 @@ pub mod list;
 pub mod merge;
 pub mod mirror;
 pub mod opts;
+pub mod pack;
 pub mod plan;
 pub mod run;
+pub mod upload;
 pub mod verify;
 
 pub use opts::Opts;

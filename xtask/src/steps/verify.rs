@@ -181,21 +181,7 @@ fn check_file(
     }
     let mut notes = vec![human_bytes(size)];
     match f.name.as_str() {
-        KERNEL | CLIENT => {
-            let want = elf_machine(arch);
-            match read_elf_machine(path) {
-                Some(got) if Some(got) == want => notes.push(format!("ELF {}", Shown(arch))),
-                Some(got) => {
-                    return Err(format!(
-                        "ELF for machine {} ({}), not {}: wrong architecture",
-                        got,
-                        machine_name(got),
-                        Shown(arch)
-                    ))
-                }
-                None => return Err("not an ELF file".into()),
-            }
-        }
+        KERNEL | CLIENT => notes.push(check_elf(path, arch)?),
         QCOW2 => {
             qcow2::Image::open(path).map_err(|e| format!("not a readable qcow2: {e:#}"))?;
         }
@@ -242,6 +228,20 @@ fn check_file(
         notes.push("sha256 ok".into());
     }
     Ok(notes.join(", "))
+}
+
+/// `path` is an ELF file for `arch`: its note (`ELF amd64`), or what is wrong.
+pub fn check_elf(path: &Path, arch: &str) -> Result<String, String> {
+    match read_elf_machine(path) {
+        Some(got) if Some(got) == elf_machine(arch) => Ok(format!("ELF {}", Shown(arch))),
+        Some(got) => Err(format!(
+            "ELF for machine {} ({}), not {}: wrong architecture",
+            got,
+            machine_name(got),
+            Shown(arch)
+        )),
+        None => Err("not an ELF file".into()),
+    }
 }
 
 fn elf_machine(arch: &str) -> Option<u16> {

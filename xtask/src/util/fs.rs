@@ -120,8 +120,18 @@ pub fn open_input(path: &Path) -> io::Result<File> {
 
 /// The sha256 of the regular file at `path` (a link there is refused).
 pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
+    let f = open_regular(path).with_context(|| format!("cannot open {}", path.display()))?;
+    sha256_of(f, path)
+}
+
+/// The sha256 of a file the user named (links followed, only a regular file read).
+pub fn sha256_file_input(path: &Path) -> Result<[u8; 32]> {
+    let f = open_input(path).with_context(|| format!("cannot open {}", path.display()))?;
+    sha256_of(f, path)
+}
+
+fn sha256_of(mut f: File, path: &Path) -> Result<[u8; 32]> {
     use sha2::{Digest, Sha256};
-    let mut f = open_regular(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -136,7 +146,6 @@ pub fn sha256_file(path: &Path) -> Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-/// Whether `path` is a regular file itself (not a link to one).
 pub fn is_regular(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
 }
@@ -249,6 +258,25 @@ impl TempFile {
         drop(file);
         rename_durable(&self.tmp, &self.dest)
     }
+
+    /// As [`TempFile::commit`], but fails (keeping both files) if something
+    /// already stands at the final name: for outputs that are replaced only
+    /// with `--force`.
+    pub fn commit_new(mut self) -> Result<()> {
+        let file = self.file.take().expect("commit once");
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", self.tmp.display()))?;
+        drop(file);
+        let result = rename_noreplace(&self.tmp, &self.dest);
+        if result.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        result?;
+        if let Some(dir) = self.dest.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for TempFile {
@@ -276,6 +304,50 @@ pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// `rename(from, to)` that refuses to replace anything at `to`
+/// (`RENAME_NOREPLACE`; where the file system lacks it, a hard link, which
+/// also refuses).
+fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .with_context(|| format!("path {} contains a NUL byte", p.display()))
+    };
+    let (cf, ct) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths; no memory is shared.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cf.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    let err = if rc == 0 {
+        return Ok(());
+    } else {
+        io::Error::last_os_error()
+    };
+    let err = match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => match fs::hard_link(from, to) {
+            Ok(()) => {
+                fs::remove_file(from)
+                    .with_context(|| format!("cannot remove {}", from.display()))?;
+                return Ok(());
+            }
+            Err(e) => e,
+        },
+        _ => err,
+    };
+    if err.kind() == io::ErrorKind::AlreadyExists {
+        bail!(
+            "{} already exists; pass --force to replace it",
+            to.display()
+        );
+    }
+    Err(err).with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
@@ -372,9 +444,8 @@ pub fn lock(dir: &Path) -> Result<Lock> {
         let err = std::io::Error::last_os_error();
         if err.kind() == std::io::ErrorKind::WouldBlock {
             bail!(
-                "another `cargo xtask resources` is working on {} (it holds the lock on {}); \
-                 wait for it to finish, then run again",
-                dir.parent().unwrap_or(dir).display(),
+                "another `cargo xtask resources` is working in {} (it holds the lock on that \
+                 directory); wait for it to finish, then run again",
                 dir.display()
             );
         }

@@ -1,0 +1,316 @@
+//! `cargo xtask resources pack DISK`: a qcow2 (and optionally a kernel and a
+//! test client) made into the assets of a release, as upstream's
+//! `artifacts.sh compress-split` made them, but on every core and in
+//! archives that also decode on every core.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use super::verify::check_elf;
+use super::Opts;
+use crate::github::assets::{client_name, disk_base, kernel_name, split_suffix, sums_name};
+use crate::pack::archive::{pack_image, Codec, MEMBER};
+use crate::pack::blocks::{XzOptions, ZstdOptions};
+use crate::pack::gzip::GzipOptions;
+use crate::pack::split::{Part, Splitter};
+use crate::qcow2::{self, Image};
+use crate::unpack::Compression;
+use crate::util::fmt::{hex, human_bytes};
+use crate::util::fs::{self as fsutil, TempFile};
+use crate::util::progress::Progress;
+
+/// GitHub refuses release assets of 2 GiB or more.
+pub const MAX_PART: u64 = (2 << 30) - 1;
+/// Two-letter split suffixes (aa…yz): any shell glob still lists them in order.
+pub const MAX_PARTS: u64 = 650;
+pub const DEFAULT_PART: u64 = 500 << 20;
+
+/// The arguments of `cargo xtask resources pack`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackArgs {
+    pub disk: PathBuf,
+    pub compression: Compression,
+    pub part_size: u64,
+    pub level: Option<u32>,
+    pub kernel: Option<PathBuf>,
+    pub client: Option<PathBuf>,
+}
+
+/// The level range and default of each codec `pack` writes.
+pub fn levels(c: Compression) -> Option<(u32, u32, u32)> {
+    match c {
+        Compression::Gzip => Some((1, 12, 6)),
+        Compression::Xz => Some((0, 9, 6)),
+        Compression::Zstd => Some((1, 19, 3)),
+        _ => None,
+    }
+}
+
+pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
+    let dir = &opts.output;
+    let (os, arch) = (opts.os, opts.arch);
+    let archive = format!("{}.tar.{}", disk_base(os, arch), args.compression.ext());
+    let sums = sums_name(os, arch);
+
+    // Inputs first: nothing is written for a bad one. The image is opened
+    // once, so what is checked is what is packed.
+    let src = fsutil::open_input(&args.disk)
+        .with_context(|| format!("cannot open {}", args.disk.display()))?;
+    check_disk(&src, &args.disk)?;
+    let kernel = extra(
+        args.kernel.as_deref(),
+        "--kernel",
+        arch.as_str(),
+        dir,
+        kernel_name(os, arch),
+    )?;
+    let client = extra(
+        args.client.as_deref(),
+        "--client",
+        arch.as_str(),
+        dir,
+        client_name(arch),
+    )?;
+
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let _lock = fsutil::lock(dir)?;
+    let old = old_set(dir, &disk_base(os, arch), &sums)?;
+    let mut ours: Vec<&str> = Vec::new();
+    for e in [&kernel, &client].into_iter().flatten() {
+        if !e.in_place {
+            ours.push(&e.name);
+        }
+    }
+    let clashes: Vec<&str> = old
+        .iter()
+        .map(String::as_str)
+        .chain(
+            ours.iter()
+                .copied()
+                .filter(|n| dir.join(n).symlink_metadata().is_ok()),
+        )
+        .collect();
+    if !clashes.is_empty() && !opts.force {
+        bail!(
+            "{} already holds {}; pass --force to replace that set (its old parts are removed), \
+             or choose another --output",
+            dir.display(),
+            list(&clashes)
+        );
+    }
+
+    let started = Instant::now();
+    let before = src
+        .metadata()
+        .with_context(|| format!("cannot read {}", args.disk.display()))?;
+    let size = before.len();
+    let level = args.level;
+    let codec = match args.compression {
+        Compression::Gzip => Codec::Gzip(GzipOptions {
+            level: level.unwrap_or(GzipOptions::default().level),
+            ..GzipOptions::default()
+        }),
+        Compression::Xz => Codec::Xz(XzOptions {
+            preset: level.unwrap_or(XzOptions::default().preset),
+            ..XzOptions::default()
+        }),
+        Compression::Zstd => Codec::Zstd(ZstdOptions {
+            level: level.map_or(ZstdOptions::default().level, |l| l as i32),
+            ..ZstdOptions::default()
+        }),
+        other => bail!("pack cannot write {} archives", other.name()),
+    };
+    let name_of = |i: u64| format!("{archive}.{}", split_suffix(i));
+    let mut splitter = Splitter::new(dir, args.part_size, MAX_PARTS, &name_of);
+    let progress = Progress::new("pack", size, 0, opts.progress);
+    let packed = pack_image(
+        &src,
+        size,
+        before.mtime().max(0) as u64,
+        &codec,
+        &mut splitter,
+        &|n| progress.add(n),
+    );
+    progress.finish();
+    let packed = packed.with_context(|| format!("cannot pack {}", args.disk.display()))?;
+    let parts = splitter.finish()?;
+    let after =
+        fs::metadata(&args.disk).with_context(|| format!("cannot read {}", args.disk.display()))?;
+    if after.len() != size
+        || after.mtime() != before.mtime()
+        || after.mtime_nsec() != before.mtime_nsec()
+    {
+        bail!(
+            "{} changed while it was packed; nothing was written, pack it again when nothing writes to it",
+            args.disk.display()
+        );
+    }
+
+    let mut sums_file = TempFile::create(&dir.join(&sums))?;
+    std::io::Write::write_all(
+        sums_file.file(),
+        format!("{}  {MEMBER}\n", hex(&packed.sha256)).as_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", sums_file.path().display()))?;
+    let mut copies = Vec::new();
+    for e in [&kernel, &client]
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.in_place)
+    {
+        copies.push((e.name.clone(), copy_to_temp(&e.path, &dir.join(&e.name))?));
+    }
+
+    // The old set goes first (a part left from it would be read after the
+    // new ones by `cat parts*`); the sums last, as a mark that all is there.
+    let new_names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+    if opts.force {
+        for name in old.iter().filter(|n| !new_names.contains(&n.as_str())) {
+            fs::remove_file(dir.join(name))
+                .with_context(|| format!("cannot remove the old {}", dir.join(name).display()))?;
+        }
+    }
+    let commit = |t: TempFile| {
+        if opts.force {
+            t.commit()
+        } else {
+            t.commit_new()
+        }
+    };
+    let listing: Vec<(String, u64)> = parts.iter().map(|p| (p.name.clone(), p.size)).collect();
+    for Part { file, .. } in parts {
+        commit(file)?;
+    }
+    for (_, t) in copies {
+        commit(t)?;
+    }
+    commit(sums_file)?;
+
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "packed {} ({}) into {} in {:.1} s ({}/s, {:.1}% of its size, {} {})",
+        args.disk.display(),
+        human_bytes(size),
+        human_bytes(packed.stats.output_bytes),
+        secs,
+        human_bytes((size as f64 / secs.max(0.001)) as u64),
+        100.0 * packed.stats.output_bytes as f64 / size.max(1) as f64,
+        packed.stats.blocks.max(1),
+        match args.compression {
+            Compression::Gzip => "gzip members",
+            Compression::Zstd => "zstd frames",
+            _ => "xz stream",
+        }
+    );
+    for (name, size) in &listing {
+        println!("{}\t{size}", dir.join(name).display());
+    }
+    for e in [&kernel, &client].into_iter().flatten() {
+        println!("{}\t{}", dir.join(&e.name).display(), e.size);
+    }
+    println!(
+        "{}\t{}",
+        dir.join(&sums).display(),
+        fs::metadata(dir.join(&sums))?.len()
+    );
+    eprintln!("sha256 {}  {MEMBER}", hex(&packed.sha256));
+    Ok(())
+}
+
+/// The checks `convert` applies: a qcow2 header we read, tables inside the
+/// file, no more bytes than its virtual size can explain.
+fn check_disk(src: &fs::File, disk: &Path) -> Result<()> {
+    let image = Image::from_reader(src, &disk.display().to_string())?;
+    image
+        .allocated_bytes()
+        .with_context(|| format!("{} is not a readable qcow2", disk.display()))?;
+    let mut head = [0u8; 32];
+    image
+        .read_padded(&mut head, 0)
+        .with_context(|| format!("cannot read {}", disk.display()))?;
+    if qcow2::max_file_len(&head).is_some_and(|max| image.file_len() > max) {
+        bail!(
+            "{}: the file is larger ({} bytes) than a qcow2 of its virtual size can be; \
+             it is damaged, rebuild it with `qemu-img convert -O qcow2`",
+            disk.display(),
+            image.file_len()
+        );
+    }
+    Ok(())
+}
+
+/// A kernel or client to ship beside the disk.
+struct Extra {
+    path: PathBuf,
+    name: String,
+    size: u64,
+    /// It already is the file at its asset name in the output directory.
+    in_place: bool,
+}
+
+fn extra(
+    path: Option<&Path>,
+    flag: &str,
+    arch: &str,
+    dir: &Path,
+    name: String,
+) -> Result<Option<Extra>> {
+    let Some(path) = path else { return Ok(None) };
+    let f = fsutil::open_input(path).with_context(|| format!("{flag} {}", path.display()))?;
+    let meta = f
+        .metadata()
+        .with_context(|| format!("{flag} {}", path.display()))?;
+    check_elf(path, arch).map_err(|why| {
+        anyhow::anyhow!("{flag} {}: {why}; give the {arch} build", path.display())
+    })?;
+    let target = dir.join(&name);
+    let in_place = fs::symlink_metadata(&target)
+        .is_ok_and(|t| t.file_type().is_file() && t.dev() == meta.dev() && t.ino() == meta.ino());
+    Ok(Some(Extra {
+        path: path.to_path_buf(),
+        name,
+        size: meta.len(),
+        in_place,
+    }))
+}
+
+fn copy_to_temp(from: &Path, dest: &Path) -> Result<TempFile> {
+    let mut src =
+        fsutil::open_input(from).with_context(|| format!("cannot open {}", from.display()))?;
+    let mut t = TempFile::create(dest)?;
+    std::io::copy(&mut src, t.file())
+        .with_context(|| format!("cannot copy {} to {}", from.display(), t.path().display()))?;
+    Ok(t)
+}
+
+/// What `dir` holds of an earlier set: the sums and every archive or part
+/// of the disk, in any compression (hidden temporaries are not listed).
+fn old_set(dir: &Path, base: &str, sums: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let prefix = format!("{base}.tar");
+    for e in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
+        // A name that is not UTF-8 is no asset this tool wrote.
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if name == sums || name.starts_with(&prefix) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [a, b] => format!("{a} and {b}"),
+        [a, b, rest @ ..] => format!("{a}, {b} and {} more", rest.len()),
+    }
+}

@@ -1,0 +1,302 @@
+//! `cargo xtask resources upload --version TAG FILES…`: files made release
+//! assets through the REST API, as upstream's `upload_assets.py` and
+//! `artifacts.sh upload-files-in-dir` did. Re-running a cut upload
+//! completes it: what is already there with the same content is skipped,
+//! and what a failed upload left behind is removed first.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::pack::MAX_PART;
+use super::Opts;
+use crate::fetch::http::{backoff, Http};
+use crate::github::release::{Asset, Release};
+use crate::github::upload::{
+    create_release, delete_asset, find_release, upload_asset, upload_target, Sent,
+};
+use crate::util::fmt::{hex, human_bytes};
+use crate::util::fs as fsutil;
+use crate::util::progress::Progress;
+use crate::util::text::Shown;
+
+/// Tries per asset; a cut upload leaves nothing that the next try cannot
+/// clean up.
+const TRIES: u32 = 3;
+
+/// The arguments of `cargo xtask resources upload`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadArgs {
+    pub files: Vec<PathBuf>,
+    pub create: bool,
+    pub draft: bool,
+    pub clobber: bool,
+}
+
+/// A file to upload.
+struct Local {
+    path: PathBuf,
+    name: String,
+    size: u64,
+    sha256: Option<[u8; 32]>,
+}
+
+pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
+    let (repo, tag) = (&opts.repo, &opts.version);
+    if opts.token.is_none() {
+        bail!(
+            "upload needs a token: set GH_TOKEN (or GITHUB_TOKEN) to one that may write \
+             releases of {repo} (`contents: write`)"
+        );
+    }
+    let mut locals = Vec::with_capacity(args.files.len());
+    for path in &args.files {
+        let local = local_file(path)?;
+        if locals.iter().any(|l: &Local| l.name == local.name) {
+            bail!(
+                "two FILES are named {}: a release holds one asset of a name",
+                local.name
+            );
+        }
+        locals.push(local);
+    }
+
+    let mut http = Http::new(&opts.http(1));
+    let mut release = match find_release(&http, repo, tag)? {
+        Some(r) => r,
+        None if args.create => {
+            let r = create_release(&http, repo, tag, args.draft)?;
+            eprintln!(
+                "created release {tag} in {repo} ({})",
+                if args.draft {
+                    "a draft: publish it on GitHub when it is complete"
+                } else {
+                    "a pre-release"
+                }
+            );
+            r
+        }
+        None => bail!(
+            "{repo} has no release tagged {tag}; pass --create to make one (a pre-release), \
+             or check --version"
+        ),
+    };
+    let upload_url = release
+        .upload_url
+        .clone()
+        .ok_or_else(|| anyhow!("release {tag} has no upload_url in the API's answer"))?;
+    http.trust_uploads(&upload_url).map_err(|e| anyhow!(e))?;
+
+    let total: u64 = locals.iter().map(|l| l.size).sum();
+    let progress = Progress::new("upload", total, 0, opts.progress);
+    let (mut sent, mut kept) = (0usize, 0usize);
+    let result = (|| -> Result<()> {
+        for local in &mut locals {
+            if upload_one(&http, opts, &args, &mut release, local, &progress)? {
+                sent += 1;
+            } else {
+                kept += 1;
+            }
+        }
+        Ok(())
+    })();
+    progress.finish();
+    result?;
+    println!(
+        "{repo} {tag}{}: {sent} uploaded, {kept} already there",
+        if release.draft { " (draft)" } else { "" }
+    );
+    Ok(())
+}
+
+/// Uploads `local` unless the release holds it already; true if it sent it.
+fn upload_one(
+    http: &Http,
+    opts: &Opts,
+    args: &UploadArgs,
+    release: &mut Release,
+    local: &mut Local,
+    progress: &Progress,
+) -> Result<bool> {
+    let repo = &opts.repo;
+    let mut last = String::new();
+    for attempt in 1..=TRIES {
+        if attempt > 1 {
+            std::thread::sleep(backoff(attempt - 1));
+            // What did the failed try leave? Look again.
+            *release = find_release(http, repo, &release.tag_name)?.ok_or_else(|| {
+                anyhow!(
+                    "release {} disappeared during the upload",
+                    Shown(&release.tag_name)
+                )
+            })?;
+        }
+        if let Some(there) = release
+            .assets
+            .iter()
+            .find(|a| a.name == local.name)
+            .cloned()
+        {
+            let uploaded = there.state.as_deref().is_none_or(|s| s == "uploaded");
+            if uploaded {
+                match same_content(&there, local)? {
+                    Ok(()) => {
+                        progress.item_done(&local.name, "already there, same size and digest");
+                        progress.add(local.size);
+                        return Ok(false);
+                    }
+                    Err(why) if !args.clobber => bail!(
+                        "the release already has an asset named {} with other content ({why}); \
+                         pass --clobber to replace it",
+                        local.name
+                    ),
+                    Err(_) => {}
+                }
+            }
+            // A `starter` asset is what a cut upload leaves: always junk.
+            let id = there
+                .id
+                .ok_or_else(|| anyhow!("the API gives no id for asset {}", Shown(&there.name)))?;
+            delete_asset(http, repo, id, &there.name)?;
+            release.assets.retain(|a| a.name != local.name);
+        }
+        let url = upload_target(release, &local.name)?;
+        let mut file = fsutil::open_input(&local.path)
+            .with_context(|| format!("cannot open {}", local.path.display()))?;
+        let mut hashed = Hashing {
+            inner: &mut file,
+            hash: Sha256::new(),
+        };
+        let name = local.name.clone();
+        let size = local.size;
+        let outcome = upload_asset(http, &url, repo, &name, &mut hashed, size, &|n| {
+            progress.advance(&name, size, n)
+        })?;
+        match outcome {
+            Sent::Done(asset) => {
+                let sha: [u8; 32] = hashed.hash.finalize().into();
+                local.sha256.get_or_insert(sha);
+                match same_content(&asset, local)? {
+                    Ok(()) => {
+                        progress
+                            .item_done(&local.name, &format!("uploaded ({})", human_bytes(size)));
+                        release.assets.push(asset);
+                        return Ok(true);
+                    }
+                    Err(why) => {
+                        // It arrived damaged (or the file changed): take it down.
+                        last = format!("GitHub holds other bytes than were sent ({why})");
+                        if let Some(id) = asset.id {
+                            delete_asset(http, repo, id, &asset.name)?;
+                        }
+                    }
+                }
+            }
+            Sent::Retry(m) => last = m,
+        }
+        progress.say(&format!(
+            "  {}: {last}; {}",
+            local.name,
+            if attempt < TRIES {
+                "trying again"
+            } else {
+                "giving up"
+            }
+        ));
+    }
+    bail!(
+        "{} could not be uploaded after {TRIES} tries ({last}); run the same command again to \
+         resume",
+        local.path.display()
+    )
+}
+
+/// Whether the asset holds the file's bytes: same size, and the digest
+/// GitHub computed matches ours. Ok(Err(why)) when it does not.
+fn same_content(there: &Asset, local: &mut Local) -> Result<Result<(), String>> {
+    if there.size != local.size {
+        return Ok(Err(format!(
+            "{} bytes there, {} here",
+            there.size, local.size
+        )));
+    }
+    let Some(digest) = there.digest.as_deref() else {
+        return Ok(Err(
+            "same size, but GitHub gives no digest to compare (an asset from before 2025)".into(),
+        ));
+    };
+    if local.sha256.is_none() {
+        local.sha256 = Some(fsutil::sha256_file_input(&local.path)?);
+    }
+    let ours = format!("sha256:{}", hex(local.sha256.as_ref().expect("just set")));
+    if !digest.eq_ignore_ascii_case(&ours) {
+        return Ok(Err(format!("digest {} there, {ours} here", Shown(digest))));
+    }
+    Ok(Ok(()))
+}
+
+/// A file given on the command line, checked before anything is sent.
+fn local_file(path: &Path) -> Result<Local> {
+    let f: File =
+        fsutil::open_input(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = f
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("{}: the file name is not UTF-8", path.display()))?
+        .to_string();
+    // GitHub renames other names (spaces, leading dots, other characters), and
+    // a renamed asset is not found again on the next run.
+    let ok = !name.starts_with('.')
+        && !name.ends_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
+    if !ok {
+        bail!(
+            "{}: GitHub would rename an asset named {}; rename the file to letters, digits \
+             and . _ - + first",
+            path.display(),
+            Shown(&name)
+        );
+    }
+    if size == 0 {
+        bail!(
+            "{} is empty; GitHub does not take empty assets",
+            path.display()
+        );
+    }
+    if size > MAX_PART {
+        bail!(
+            "{} is {}; GitHub refuses assets of 2 GiB or more: pack it with a smaller --part-size",
+            path.display(),
+            human_bytes(size)
+        );
+    }
+    Ok(Local {
+        path: path.to_path_buf(),
+        name,
+        size,
+        sha256: None,
+    })
+}
+
+/// Hashes what passes through, so the digest GitHub reports can be
+/// checked against the bytes that were actually sent.
+struct Hashing<'a> {
+    inner: &'a mut File,
+    hash: Sha256,
+}
+
+impl std::io::Read for Hashing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
