@@ -7,12 +7,14 @@
 //! passes or fails: it measures.
 //!
 //! Submodules: `image` builds and caches the release, `measure` runs one timed
-//! child, `report` prints and saves the results.
+//! child, `report` prints and saves the results, `steps` and `variants` are
+//! the timed steps.
 
 mod image;
 mod measure;
 mod report;
 mod steps;
+mod variants;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,6 +112,15 @@ pub struct Args {
 /// `cargo xtask bench` calls it.
 fn main() -> std::process::ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--decode") {
+        return match variants::decode_child(&args[1..]) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
     let mut take = |flag: &str| -> Option<String> {
         let i = args.iter().position(|a| a == flag)?;
         args.remove(i);
@@ -189,8 +200,11 @@ fn run(args: Args) -> Result<()> {
         api: server.api_url(),
         runs: runs.clone(),
         exe,
+        bench_exe: std::env::current_exe().context("find the bench binary")?,
         keep: args.keep,
+        jobs: xtask::steps::opts::DEFAULT_CONNECTIONS,
     };
+    let durable = img.stamp.qcow2_bytes + img.stamp.data_bytes;
     let mut notes = notes(&tools);
 
     let mut plain = Round::new(&format!(
@@ -242,6 +256,52 @@ fn run(args: Args) -> Result<()> {
         None,
     );
     plain.row("rerun", "ours: re-run, nothing to do", Basis::None, None);
+    plain.row(
+        "limit_decode",
+        "limit: our gzip decoder alone on the parts",
+        Basis::Archive,
+        Some("ours"),
+    );
+    plain.row(
+        "limit_durable",
+        "limit: dd conv=fsync of qcow2 + raw data bytes",
+        Basis::None,
+        Some("ours"),
+    );
+    plain.row(
+        "ours_tmpfs",
+        "ours: full run, output on tmpfs (/dev/shm)",
+        Basis::Archive,
+        None,
+    );
+    plain.row(
+        "ours_ext4",
+        "ours: full run on an ext4 loop mount",
+        Basis::Archive,
+        None,
+    );
+    plain.row(
+        "ours_xfs",
+        "ours: full run on an XFS loop mount (reflinks)",
+        Basis::Archive,
+        Some("ours_ext4"),
+    );
+    plain.note("ours_xfs", "ratio: the ext4 loop run ÷ this");
+    let shm = Path::new("/dev/shm");
+    let shm_ok = shm.is_dir()
+        && xtask::util::fs::available_space(shm).unwrap_or(0)
+            > durable + img.stamp.archive_bytes * 2;
+    if !shm_ok {
+        plain.note("ours_tmpfs", "skipped: /dev/shm is missing or too small");
+    }
+    let mount_bytes = (durable + img.stamp.archive_bytes) * 3 / 2 + (512 << 20);
+    let mut mounts = Vec::new();
+    for (kind, key) in [("ext4", "ours_ext4"), ("xfs", "ours_xfs")] {
+        match variants::LoopMount::make(&runs, kind, mount_bytes) {
+            Ok(m) => mounts.push((key, m)),
+            Err(e) => plain.note(key, &format!("skipped: {e:#}")),
+        }
+    }
     plain.note("convert_qemu", "ratio: ours convert ÷ this");
     plain.note("convert_qemu_sync", "like for like: ours fsyncs its output");
     skip_missing(&mut plain, &tools);
@@ -261,7 +321,17 @@ fn run(args: Args) -> Result<()> {
         }
         limits(&ctx, &mut plain, i)?;
         convert_pair(&ctx, &mut plain, i)?;
+        variants::limit_decode(&ctx, &mut plain, i)?;
+        variants::limit_durable(&ctx, &mut plain, i, durable)?;
+        if shm_ok {
+            let dir = shm.join(format!("vswarm-bench-{}", std::process::id()));
+            variants::ours_in(&ctx, &mut plain, "ours_tmpfs", &dir, &[])?;
+        }
+        for (key, m) in &mounts {
+            variants::ours_in(&ctx, &mut plain, key, &m.dir.join("out"), &[])?;
+        }
     }
+    drop(mounts);
 
     server.add_fault(Fault::RateCap {
         bytes_per_sec: CAP_BYTES_PER_SEC,
@@ -279,7 +349,28 @@ fn run(args: Args) -> Result<()> {
         Some("ours"),
     );
     rows_old_stages(&mut capped, &tools);
+    capped.row(
+        "ours_j8",
+        "ours: full run, --jobs 8",
+        Basis::Archive,
+        Some("ours"),
+    );
+    capped.row(
+        "ours_j16",
+        "ours: full run, --jobs 16",
+        Basis::Archive,
+        Some("ours"),
+    );
+    capped.row(
+        "aria2_chain",
+        "aria2c -x16 -s16, pigz -dc | tar x, qemu-img, sync",
+        Basis::Archive,
+        Some("ours"),
+    );
     skip_missing(&mut capped, &tools);
+    if testkit::find_tool("aria2c").is_none() {
+        capped.note("aria2_chain", "skipped: aria2c not found in PATH");
+    }
     for i in 0..p.capped_reps {
         eprintln!("bench: capped run {}/{}", i + 1, p.capped_reps);
         if i.is_multiple_of(2) {
@@ -289,9 +380,49 @@ fn run(args: Args) -> Result<()> {
             old(&ctx, &mut capped, i)?;
             ours(&ctx, &mut capped, i, false)?;
         }
+        for (key, jobs) in [("ours_j8", "8"), ("ours_j16", "16")] {
+            let dir = runs.join(format!("capped-{key}-{i}"));
+            variants::ours_in(&ctx, &mut capped, key, &dir, &["--jobs", jobs])?;
+        }
+        variants::aria2_chain(&ctx, &mut capped, i)?;
     }
     server.clear_faults();
     drop(server);
+
+    let mut pack = Round::new(&format!(
+        "pack: the qcow2 into release assets, and decoding them — {} runs each, MB/s over the qcow2",
+        p.reps
+    ));
+    pack.row(
+        "pack_ours",
+        "ours: resources pack (gzip, every core)",
+        Basis::Qcow2,
+        None,
+    );
+    pack.row(
+        "pack_old",
+        &format!("old: tar c | {} -c > file", tools.gunzip_name),
+        Basis::Qcow2,
+        Some("pack_ours"),
+    );
+    pack.row(
+        "decode_pack_par",
+        "ours: decode the pack archive, every core",
+        Basis::Qcow2,
+        None,
+    );
+    pack.row(
+        "decode_pack_serial",
+        "ours: decode the pack archive, one thread",
+        Basis::Qcow2,
+        Some("decode_pack_par"),
+    );
+    pack.note("pack_old", "ratio: pack ÷ this");
+    pack.note("decode_pack_serial", "ratio: every core ÷ one thread");
+    for i in 0..p.reps {
+        eprintln!("bench: pack run {}/{}", i + 1, p.reps);
+        variants::pack_round(&ctx, &mut pack, i, p.part_size)?;
+    }
 
     let bytes = Bytes {
         archive: img.stamp.archive_bytes,
@@ -300,6 +431,7 @@ fn run(args: Args) -> Result<()> {
     };
     let plain_derived = derived(&plain);
     let capped_derived = derived(&capped);
+    let pack_derived = Vec::new();
     notes.push(format!(
         "image: {} virtual, {} guest data ({} system files from /usr/lib, /usr/share, rest random), \
          qcow2 {}, archive {} in {} parts of {}",
@@ -321,6 +453,7 @@ fn run(args: Args) -> Result<()> {
     }
     print!("{}", report::render(&plain, &bytes, &plain_derived));
     print!("{}", report::render(&capped, &bytes, &capped_derived));
+    print!("{}", report::render(&pack, &bytes, &pack_derived));
     println!(
         "\nMB/s = 10^6 B/s over the archive (downloads, decompression, full runs), the guest \
          data (convert) or the qcow2 (sha256sum); ratio = ours ÷ that row \
@@ -344,6 +477,7 @@ fn run(args: Args) -> Result<()> {
         "rounds": [
             report::round_json(&plain, &bytes, &plain_derived),
             report::round_json(&capped, &bytes, &capped_derived),
+            report::round_json(&pack, &bytes, &pack_derived),
         ],
     });
     let path = report::save(&root, args.size.name(), unix, &doc)?;
@@ -401,13 +535,13 @@ fn rows_full(r: &mut Round) {
     );
     r.row(
         "ours_fused",
-        "ours:   download+gunzip+untar+sha256 (fused)",
+        "ours:   one pass: fetch, unpack, hash, convert",
         Basis::Archive,
         None,
     );
     r.row(
         "ours_convert",
-        "ours:   convert (after the fused phase)",
+        "ours:   convert after the pass (when not fused)",
         Basis::Data,
         None,
     );
@@ -470,6 +604,33 @@ fn derived(r: &Round) -> Vec<Derived> {
     let Some(ours) = r.median("ours") else {
         return d;
     };
+    let mut ratio = |label: &str, a: &str, b: &str| {
+        if let (Some(x), Some(y)) = (r.median(a), r.median(b)) {
+            d.push(Derived {
+                label: label.to_string(),
+                value: x / y,
+            });
+        }
+    };
+    ratio(
+        "tmpfs run ÷ our decoder alone (goal ≤ 1.5 large)",
+        "ours_tmpfs",
+        "limit_decode",
+    );
+    ratio(
+        "run on disk ÷ dd conv=fsync (goal ≤ 1.1 large)",
+        "ours",
+        "limit_durable",
+    );
+    ratio(
+        "XFS reflink run ÷ ext4 loop run (goal ≈ 0.6)",
+        "ours_xfs",
+        "ours_ext4",
+    );
+    ratio("ours ÷ old pipeline", "ours", "old_total");
+    ratio("ours ÷ aria2c chain", "ours", "aria2_chain");
+    ratio("ours --jobs 8 ÷ old pipeline", "ours_j8", "old_total");
+    ratio("ours --jobs 16 ÷ old pipeline", "ours_j16", "old_total");
     let limits: Vec<f64> = ["limit_curl", "limit_gunzip", "limit_sha256", "convert_qemu"]
         .iter()
         .filter_map(|k| r.median(k))

@@ -20,15 +20,19 @@ pub struct Ctx<'a> {
     pub api: String,
     pub runs: PathBuf,
     pub exe: PathBuf,
+    /// This benchmark binary, run again as `--decode` for the decoder rows.
+    pub bench_exe: PathBuf,
     pub keep: bool,
+    /// `--jobs` of our runs (the default unless a row says otherwise).
+    pub jobs: usize,
 }
 
-fn asset_url(ctx: &Ctx, name: &str) -> String {
+pub fn asset_url(ctx: &Ctx, name: &str) -> String {
     format!("{}/{REPO}/releases/download/{TAG}/{name}", ctx.api)
 }
 
 /// All asset names in upstream's order: kernel, client, parts, sums.
-fn asset_names(ctx: &Ctx) -> Vec<String> {
+pub fn asset_names(ctx: &Ctx) -> Vec<String> {
     ctx.img.assets().into_iter().map(|a| a.name).collect()
 }
 
@@ -42,6 +46,7 @@ fn finish_dir(ctx: &Ctx, dir: &Path) -> Result<()> {
 /// Our full pipeline into a fresh directory, then (if `rerun`) again as a no-op.
 pub fn ours(ctx: &Ctx, r: &mut Round, i: usize, rerun: bool) -> Result<()> {
     let dir = ctx.runs.join(format!("{}-ours-{i}", slug(&r.name)));
+    let jobs = ctx.jobs.to_string();
     fresh_dir(&dir)?;
     let log = dir.with_extension("log");
     new_log(&log)?;
@@ -52,6 +57,8 @@ pub fn ours(ctx: &Ctx, r: &mut Round, i: usize, rerun: bool) -> Result<()> {
             &ctx.api,
             "--version",
             TAG,
+            "--jobs",
+            &jobs,
         ]);
         c
     };
@@ -61,7 +68,8 @@ pub fn ours(ctx: &Ctx, r: &mut Round, i: usize, rerun: bool) -> Result<()> {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     for (key, marker) in [
         ("ours_fused", "unpacked and checked against"),
-        ("ours_convert", "converted in"),
+        // Only when the raw image could not be written in the same pass.
+        ("ours_convert", ": converted in "),
     ] {
         if let Some(secs) = reported_secs(&text, marker) {
             r.add(
