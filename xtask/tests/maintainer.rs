@@ -428,6 +428,17 @@ fn pack_refuses_bad_input_and_keeps_an_existing_set() {
     assert!(run.stderr.contains("cut.qcow2"), "{}", run.stderr);
     assert!(!out.exists() || files(&out).is_empty());
 
+    // Tables QEMU would refuse to open (refcount table, snapshot table).
+    for (at, value) in [(56usize, &[0xff; 4][..]), (60, &[0xff; 4][..])] {
+        let odd = t.path().join(format!("odd{at}.qcow2"));
+        let mut b = fs::read(&img).unwrap();
+        b[at..at + 4].copy_from_slice(value);
+        fs::write(&odd, &b).unwrap();
+        let run = pack(&odd, &out, &[]);
+        run.failed();
+        assert!(run.stderr.contains("QEMU would not open it"), "{}", run.stderr);
+    }
+
     // A kernel of the wrong architecture.
     let arm = t.path().join("vmlinux-arm");
     fs::write(&arm, fake_elf("arm64")).unwrap();
@@ -511,4 +522,99 @@ fn decompress_from_a_directory_of_parts() {
     let run = resources(Some("decompress"), &out2, "http://127.0.0.1:9", &from, &[]);
     run.failed();
     assert!(run.stderr.contains(SUMS), "{}", run.stderr);
+}
+
+#[test]
+fn pack_force_removes_only_the_old_set_and_checks_first() {
+    let t = TempDir::new("mt-force");
+    let img = image(t.path());
+    let out = t.path().join("out");
+    pack(&img, &out, &["--part-size", "1M"]).ok();
+    // The user's own files that merely share the prefix stay.
+    let mine = [
+        format!("{GZ}.backup"),
+        "disk-image-focal-amd64.qcow2.tarball-notes.txt".to_string(),
+    ];
+    for m in &mine {
+        fs::write(out.join(m), b"mine").unwrap();
+    }
+    pack(&img, &out, &["--force", "--part-size", "2M"]).ok();
+    for m in &mine {
+        assert_eq!(fs::read(out.join(m)).unwrap(), b"mine", "{m}");
+    }
+
+    // DISK inside the set being replaced: refused, nothing removed.
+    let inside = out.join(format!("{GZ}.ab"));
+    fs::copy(&img, &inside).unwrap();
+    let before = file_names(&files(&out));
+    let run = pack(&inside, &out, &["--force"]);
+    run.failed();
+    assert!(run.stderr.contains("move it elsewhere"), "{}", run.stderr);
+    assert_eq!(file_names(&files(&out)), before);
+    fs::remove_file(&inside).unwrap();
+
+    // Something in the old set that cannot be removed: refused before any
+    // file is touched, so the old set stays whole.
+    let blocker = out.join(format!("{GZ}.zaaa"));
+    fs::create_dir(&blocker).unwrap();
+    let snapshot: Vec<(PathBuf, Vec<u8>)> = files(&out)
+        .into_iter()
+        .map(|p| (p.clone(), fs::read(&p).unwrap()))
+        .collect();
+    let run = pack(&img, &out, &["--force", "--compression", "zst"]);
+    run.failed();
+    assert!(run.stderr.contains("is a directory"), "{}", run.stderr);
+    for (p, b) in &snapshot {
+        assert_eq!(&fs::read(p).unwrap(), b, "{}", p.display());
+    }
+    assert_eq!(files(&out).len(), snapshot.len());
+}
+
+#[test]
+fn an_upload_in_progress_elsewhere_is_not_deleted() {
+    let t = TempDir::new("mt-open");
+    let f = t.path().join("a.bin");
+    fs::write(&f, b"ours").unwrap();
+    let server = Server::start(REPO, vec![ReleaseSpec::new("v8", vec![])]);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&server.release_json("v8").unwrap()).unwrap();
+    v["assets"] = serde_json::json!([{"id": 4242, "name": "a.bin", "size": 99, "state": "open",
+        "digest": null, "browser_download_url": "http://127.0.0.1:9/a.bin"}]);
+    server.set_release_json("v8", &v.to_string());
+    let run = upload(&server, "v8", std::slice::from_ref(&f), &[]);
+    run.failed();
+    assert!(
+        run.stderr.contains("state open") && run.stderr.contains("--clobber"),
+        "{}",
+        run.stderr
+    );
+    assert!(!server.requests().iter().any(|r| r.method == "DELETE"));
+    // With --clobber it is replaced; the asset the JSON named is gone already
+    // (the fake never held it), which counts as deleted.
+    upload(&server, "v8", std::slice::from_ref(&f), &["--clobber"]).ok();
+    assert_eq!(server.assets_of("v8").len(), 1);
+}
+
+#[test]
+fn decompress_from_never_joins_an_installed_set() {
+    let t = TempDir::new("mt-from-set");
+    let img = image(t.path());
+    let parts = t.path().join("parts");
+    pack(&img, &parts, &[]).ok();
+    let out = t.path().join("res");
+    fs::create_dir_all(&out).unwrap();
+    let manifest = r#"{"format":1,"repo":"o/r","tag":"v1","arch":"amd64","os":"focal","installed_at":"2024-01-01T00:00:00Z","files":[{"name":"kernel","size":1,"sha256":null,"modified_ns":0,"sources":[]}]}"#;
+    fs::write(out.join("manifest.json"), manifest).unwrap();
+    for extra in [&[][..], &["--force"]] {
+        let mut args = vec!["--from", parts.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let run = resources(Some("decompress"), &out, "http://127.0.0.1:9", &args, &[]);
+        run.failed();
+        assert!(run.stderr.contains("another --output"), "{}", run.stderr);
+        assert!(!out.join("disk-image.qcow2").exists());
+    }
+    assert_eq!(
+        fs::read_to_string(out.join("manifest.json")).unwrap(),
+        manifest
+    );
 }

@@ -76,7 +76,9 @@ pub(super) fn parse_size(s: &str) -> Option<u64> {
     let n: u64 = num.parse().ok()?;
     // As split: K, KiB = 1024; KB = 1000 (and so on for M and G).
     let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
+        "" => 1,
+        // split's `b` is a 512-byte block.
+        "b" => 512,
         "k" | "kib" => 1 << 10,
         "m" | "mib" => 1 << 20,
         "g" | "gib" => 1 << 30,

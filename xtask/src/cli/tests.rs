@@ -76,6 +76,7 @@ fn sizes_read_as_split_reads_them() {
     assert_eq!(parse_size("64KiB"), Some(64 << 10));
     assert_eq!(parse_size("1KB"), Some(1000));
     assert_eq!(parse_size("4096"), Some(4096));
+    assert_eq!(parse_size("1b"), Some(512));
     for bad in ["", "M", "1.5G", "-1", "1T", "99999999999999999999G"] {
         assert_eq!(parse_size(bad), None, "{bad}");
     }

@@ -73,24 +73,21 @@ impl Http {
     }
 
     /// Lets the token go to the uploads host a release's `upload_url` names
-    /// too, if that host belongs to the API: the same host (GitHub
-    /// Enterprise), or `uploads.X` beside `api.X` (github.com).
+    /// too, if that host belongs to the API: the API's own origin (GitHub
+    /// Enterprise's `/api/uploads`), or `https://uploads.X` beside
+    /// `https://api.X` (github.com), on the same port either way.
     pub fn trust_uploads(&mut self, upload_url: &str) -> std::result::Result<(), String> {
         check_url(upload_url, "the release's upload_url")?;
-        let host = |url: &str| {
-            let a = authority(url);
-            match a.rsplit_once(':') {
-                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
-                _ => a,
-            }
-        };
-        let (api, up) = (host(&self.api), host(upload_url));
-        let sibling = api
-            .strip_prefix("api.")
-            .is_some_and(|rest| up.strip_prefix("uploads.") == Some(rest));
-        let scheme_ok =
-            upload_url.starts_with("https://") || self.api_origin.starts_with("http://");
-        if (api == up || sibling) && scheme_ok {
+        let (api_scheme, api_host, api_port) = endpoint(&self.api);
+        let (up_scheme, up_host, up_port) = endpoint(upload_url);
+        let same = api_scheme == up_scheme && api_host == up_host && api_port == up_port;
+        let sibling = api_scheme == "https"
+            && up_scheme == "https"
+            && api_port == up_port
+            && api_host
+                .strip_prefix("api.")
+                .is_some_and(|rest| up_host.strip_prefix("uploads.") == Some(rest));
+        if same || sibling {
             self.trusted.push(origin(upload_url));
             return Ok(());
         }
@@ -101,6 +98,36 @@ impl Http {
             authority(&self.api)
         ))
     }
+}
+
+/// (scheme, host, port) of `url`, the port defaulted from the scheme.
+fn endpoint(url: &str) -> (String, String, Option<u16>) {
+    let scheme = url
+        .split_once("://")
+        .map_or(String::new(), |(s, _)| s.to_ascii_lowercase());
+    let auth = authority(url);
+    let (host, port) = if let Some(rest) = auth.strip_prefix('[') {
+        // [v6]:port
+        match rest.split_once(']') {
+            Some((h, p)) => (format!("[{h}]"), p.strip_prefix(':').unwrap_or("")),
+            None => (auth.clone(), ""),
+        }
+    } else {
+        match auth.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (auth.clone(), ""),
+        }
+    };
+    let port = if port.is_empty() {
+        match scheme.as_str() {
+            "https" => Some(443),
+            "http" => Some(80),
+            _ => None,
+        }
+    } else {
+        port.parse().ok()
+    };
+    (scheme, host, port)
 }
 
 /// Counts the bytes an upload reads, for progress.
@@ -114,5 +141,57 @@ impl Read for Counted<'_> {
         let n = self.inner.read(buf)?;
         (self.progress)(n as u64);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::http::Config;
+
+    fn http(api: &str) -> Http {
+        Http::new(&Config {
+            api: api.into(),
+            connections: 1,
+            token: None,
+            timeout: std::time::Duration::from_secs(5),
+            proxy: None,
+        })
+    }
+
+    #[test]
+    fn uploads_host_must_belong_to_the_api() {
+        let ok = [
+            (
+                "https://api.github.com",
+                "https://uploads.github.com/repos/o/r/releases/1/assets{?name,label}",
+            ),
+            ("https://api.github.com", "https://uploads.github.com:443/x"),
+            (
+                "https://ghe.example/api/v3",
+                "https://ghe.example/api/uploads/repos/o/r/releases/1/assets",
+            ),
+            (
+                "http://127.0.0.1:8080",
+                "http://127.0.0.1:8080/api/uploads/x",
+            ),
+        ];
+        for (api, up) in ok {
+            assert!(http(api).trust_uploads(up).is_ok(), "{api} {up}");
+        }
+        let bad = [
+            (
+                "https://api.github.com",
+                "https://uploads.github.com:8443/x",
+            ),
+            ("https://api.github.com", "http://uploads.github.com/x"),
+            ("https://api.github.com", "https://uploads.evil.com/x"),
+            ("https://api.github.com", "https://evil.com/x"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:9090/x"),
+            ("https://ghe.example", "http://ghe.example/x"),
+        ];
+        for (api, up) in bad {
+            assert!(http(api).trust_uploads(up).is_err(), "{api} {up}");
+        }
     }
 }

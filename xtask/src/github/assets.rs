@@ -277,7 +277,12 @@ pub fn select(release: &Release, os: Os, arch: Arch) -> Result<Selection> {
     if sums.is_none() {
         missing.push(sums_name(os, arch));
     }
-    let disk = select_disk(release, &base)?;
+    let disk = select_disk(
+        release,
+        &base,
+        &format!("release {}", Shown(&release.tag_name)),
+        "the release is incomplete, choose another --version",
+    )?;
     if disk.is_none() {
         missing.push(format!(
             "{base}.tar.gz.aa (or another form of the disk image)"
@@ -342,11 +347,10 @@ pub fn select_disk_and_sums(release: &Release, os: Os, arch: Arch) -> Result<(Di
     let sums = usable(release)
         .find(|a| a.name == sums_name(os, arch))
         .cloned();
-    match (select_disk(release, &base)?, sums) {
-        (Some(disk), Some(sums)) => {
-            check_size(&sums, MAX_SUMS)?;
-            Ok((disk, sums))
-        }
+    let label = format!("{}", Shown(&release.tag_name));
+    let fix = "copy the missing part into that directory";
+    match (select_disk(release, &base, &label, fix)?, sums) {
+        (Some(disk), Some(sums)) => Ok((disk, sums)),
         (disk, _) => bail!(
             "{} holds no {} for {os}/{arch}",
             Shown(&release.tag_name),
@@ -368,7 +372,9 @@ fn tar_exts() -> impl Iterator<Item = String> {
     })
 }
 
-fn select_disk(release: &Release, base: &str) -> Result<Option<Disk>> {
+/// The disk archive of `base` in `release`; a gap in its parts is an error
+/// that names `label` (the release, or the directory) and says `fix`.
+fn select_disk(release: &Release, base: &str, label: &str, fix: &str) -> Result<Option<Disk>> {
     for ext in tar_exts() {
         let archive = format!("{base}.{ext}");
         let prefix = format!("{archive}.");
@@ -389,9 +395,7 @@ fn select_disk(release: &Release, base: &str) -> Result<Option<Disk>> {
         for (want, (got, _)) in parts.iter().enumerate() {
             if *got != want as u64 {
                 bail!(
-                    "release {}: disk-image part {prefix}{} is missing (the parts go up to {}); \
-                     the release is incomplete, choose another --version",
-                    Shown(&release.tag_name),
+                    "{label}: disk-image part {prefix}{} is missing (the parts go up to {}); {fix}",
                     split_suffix(want as u64),
                     parts.last().map(|(_, a)| a.name.as_str()).unwrap_or("")
                 );

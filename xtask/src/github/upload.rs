@@ -5,7 +5,7 @@
 
 use std::io::Read;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::api;
@@ -69,25 +69,24 @@ pub fn create_release(http: &Http, repo: &str, tag: &str, draft: bool) -> Result
 pub fn delete_asset(http: &Http, repo: &str, id: u64, name: &str) -> Result<()> {
     let url = format!("{}/assets/{id}", releases_url(http, repo));
     let resp = http.api_send("DELETE", &url, None)?;
+    // Already gone (GitHub cleaned a starter up, or another run deleted it).
+    if resp.status == 404 {
+        return Ok(());
+    }
     refused(&resp, &url, http, repo)?;
     match resp.status {
-        204 | 200 | 404 => Ok(()),
+        204 | 200 => Ok(()),
         _ => Err(api::unexpected(&resp, &url))
             .with_context(|| format!("cannot delete the asset {}", Shown(name))),
     }
 }
 
-/// The URL a file named `name` is uploaded to: the release's `upload_url`
-/// without its `{?name,label}` template, with the name as a query.
-pub fn upload_target(release: &Release, name: &str) -> Result<String> {
-    let raw = release.upload_url.as_deref().ok_or_else(|| {
-        anyhow!(
-            "release {} has no upload_url in the API's answer; cannot upload to it",
-            Shown(&release.tag_name)
-        )
-    })?;
-    let base = raw.split('{').next().unwrap_or(raw);
-    Ok(format!("{base}?name={}", query_encode(name)))
+/// The URL a file named `name` is uploaded to: `upload_url` (a release's,
+/// already vetted by `Http::trust_uploads`) without its `{?name,label}`
+/// template, with the name as a query.
+pub fn upload_target(upload_url: &str, name: &str) -> String {
+    let base = upload_url.split('{').next().unwrap_or(upload_url);
+    format!("{base}?name={}", query_encode(name))
 }
 
 /// How one upload ended.

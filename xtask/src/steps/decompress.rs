@@ -21,8 +21,7 @@ use super::Opts;
 use crate::fetch::{self, http::Http};
 use crate::github::assets;
 use crate::github::release::{Asset, Release};
-use crate::install::layout::{QCOW2, RAW};
-use crate::install::manifest;
+use crate::install::layout::QCOW2;
 use crate::install::swap::{install, Move};
 use crate::unpack;
 use crate::util::fmt::hex;
@@ -122,6 +121,16 @@ pub fn run(opts: &Opts) -> Result<()> {
 /// against the sums. No release is involved, so an installed set is left
 /// alone unless `--force`, and then only its disk image is replaced.
 pub fn run_from(opts: &Opts, dir: &Path) -> Result<()> {
+    let existed = crate::install::layout::downloads_root(&opts.output).exists();
+    let r = from_dir(opts, dir);
+    if !existed {
+        // The working directory served only as the lock.
+        let _ = fs::remove_dir(crate::install::layout::downloads_root(&opts.output));
+    }
+    r
+}
+
+fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
     let (disk, sums) = local_set(opts, dir)?;
     let (parts, _, archive) = disk;
     let _lock = open_work(opts)?;
@@ -144,17 +153,18 @@ pub fn run_from(opts: &Opts, dir: &Path) -> Result<()> {
     }
     let m = load_manifest(opts)?;
     refuse_pending(opts, m.as_ref())?;
+    // A set's files belong together: an image of no release is not put
+    // among them, even with --force (which would leave the set unverifiable).
     if let Some(m) = m.as_ref().filter(|m| !m.files.is_empty()) {
-        if !opts.force {
-            bail!(
-                "{} holds {} {}/{} installed from {}; `decompress --from` makes a disk image                  of no release: pass another --output, or --force to replace that set's disk image",
-                opts.output.display(),
-                Shown(&m.tag),
-                Shown(&m.os),
-                Shown(&m.arch),
-                Shown(&m.repo)
-            );
-        }
+        bail!(
+            "{} holds {} {}/{} installed from {}; `decompress --from` makes a disk image of no \
+             release, so it goes elsewhere: pass another --output",
+            opts.output.display(),
+            Shown(&m.tag),
+            Shown(&m.os),
+            Shown(&m.arch),
+            Shown(&m.repo)
+        );
     }
     guard_names(opts, m.as_ref(), &[QCOW2])?;
 
@@ -179,24 +189,18 @@ pub fn run_from(opts: &Opts, dir: &Path) -> Result<()> {
         raw: None,
     };
     let started = Instant::now();
-    let out = unpack::unpack(Chain::new(files), &req, &mut check)?;
+    let out = unpack::unpack(Chain::new(files), &req, &mut check).with_context(|| {
+        format!(
+            "cannot unpack the parts in {}; if they are damaged or incomplete, copy them again",
+            dir.display()
+        )
+    })?;
     eprintln!(
         "  {QCOW2}: {} unpacked and checked against {} in {:.1} s",
         human_bytes(out.size),
         sums.name,
         started.elapsed().as_secs_f64()
     );
-    if let Some(mut m) = m.filter(|m| !m.files.is_empty()) {
-        // The set's raw image was made from the replaced qcow2.
-        m.files.retain(|f| f.name != QCOW2 && f.name != RAW);
-        manifest::store(&opts.output, &m)?;
-        if opts.output.join(RAW).exists() {
-            eprintln!(
-                "note: {} was made from the replaced image; run `cargo xtask resources convert --force` to remake it",
-                opts.output.join(RAW).display()
-            );
-        }
-    }
     println!("{} is ready", dest.display());
     Ok(())
 }
@@ -212,7 +216,8 @@ fn local_set(opts: &Opts, dir: &Path) -> Result<(assets::Disk, Asset)> {
         let Ok(name) = e.file_name().into_string() else {
             continue;
         };
-        if !name.starts_with(&base) {
+        // Other files (notes, backups, odd names) are no part of the set.
+        if !name.starts_with(&base) || assets::check_name(&name).is_err() {
             continue;
         }
         let Ok(meta) = fs::metadata(e.path()) else {

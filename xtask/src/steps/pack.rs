@@ -12,7 +12,9 @@ use anyhow::{bail, Context, Result};
 
 use super::verify::check_elf;
 use super::Opts;
-use crate::github::assets::{client_name, disk_base, kernel_name, split_suffix, sums_name};
+use crate::github::assets::{
+    client_name, disk_base, kernel_name, split_suffix, split_suffix_index, sums_name,
+};
 use crate::pack::archive::{pack_image, Codec, MEMBER};
 use crate::pack::blocks::{XzOptions, ZstdOptions};
 use crate::pack::gzip::GzipOptions;
@@ -76,9 +78,26 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
         client_name(arch),
     )?;
 
+    if fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        bail!("--output {} is not a directory", dir.display());
+    }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let _lock = fsutil::lock(dir)?;
-    let old = old_set(dir, &disk_base(os, arch), &sums)?;
+    let base = disk_base(os, arch);
+    remove_stale_temporaries(dir, &base, &sums);
+    let old = old_set(dir, &base, &sums)?;
+    // Never pack from, or ship, a file of the set being replaced.
+    let inputs = [Some(&args.disk), args.kernel.as_ref(), args.client.as_ref()];
+    for input in inputs.into_iter().flatten() {
+        if let Some(name) = old.iter().find(|n| same_file(input, &dir.join(n))) {
+            bail!(
+                "{} is {}, a file of the set in {} that pack replaces; move it elsewhere first",
+                input.display(),
+                name,
+                dir.display()
+            );
+        }
+    }
     let mut ours: Vec<&str> = Vec::new();
     for e in [&kernel, &client].into_iter().flatten() {
         if !e.in_place {
@@ -101,6 +120,16 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
             dir.display(),
             list(&clashes)
         );
+    }
+    // What --force will remove must be removable, before anything is written.
+    for name in &old {
+        let path = dir.join(name);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            bail!(
+                "{} is a directory where a part of the old set would be; move it away",
+                path.display()
+            );
+        }
     }
 
     let started = Instant::now();
@@ -165,15 +194,11 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
         copies.push((e.name.clone(), copy_to_temp(&e.path, &dir.join(&e.name))?));
     }
 
-    // The old set goes first (a part left from it would be read after the
-    // new ones by `cat parts*`); the sums last, as a mark that all is there.
-    let new_names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
-    if opts.force {
-        for name in old.iter().filter(|n| !new_names.contains(&n.as_str())) {
-            fs::remove_file(dir.join(name))
-                .with_context(|| format!("cannot remove the old {}", dir.join(name).display()))?;
-        }
-    }
+    // Replacing a set: its sums go first (a set without sums is visibly
+    // incomplete), then the new parts arrive, then every old name the new
+    // set does not reuse (a part left behind would be read after the new
+    // ones by `cat parts*`), and the new sums last, as the mark that all is
+    // there.
     let commit = |t: TempFile| {
         if opts.force {
             t.commit()
@@ -181,9 +206,30 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
             t.commit_new()
         }
     };
+    let remove = |name: &str| -> Result<()> {
+        let path = dir.join(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove the old {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    };
+    if opts.force && old.contains(&sums) {
+        remove(&sums)?;
+        fsutil::sync_dir(dir)?;
+    }
     let listing: Vec<(String, u64)> = parts.iter().map(|p| (p.name.clone(), p.size)).collect();
     for Part { file, .. } in parts {
         commit(file)?;
+    }
+    if opts.force {
+        for name in old
+            .iter()
+            .filter(|n| **n != sums && !listing.iter().any(|(new, _)| new == *n))
+        {
+            remove(name)?;
+        }
     }
     for (_, t) in copies {
         commit(t)?;
@@ -228,16 +274,51 @@ fn check_disk(src: &fs::File, disk: &Path) -> Result<()> {
     image
         .allocated_bytes()
         .with_context(|| format!("{} is not a readable qcow2", disk.display()))?;
-    let mut head = [0u8; 32];
+    let mut head = [0u8; 72];
     image
         .read_padded(&mut head, 0)
         .with_context(|| format!("cannot read {}", disk.display()))?;
+    check_tables(&head, image.file_len(), disk)?;
     if qcow2::max_file_len(&head).is_some_and(|max| image.file_len() > max) {
         bail!(
             "{}: the file is larger ({} bytes) than a qcow2 of its virtual size can be; \
              it is damaged, rebuild it with `qemu-img convert -O qcow2`",
             disk.display(),
             image.file_len()
+        );
+    }
+    Ok(())
+}
+
+/// The tables `convert` does not read but QEMU opens: the refcount table
+/// and the snapshot table must lie inside the file, within QEMU's limits
+/// (8 MiB of refcount table, 65536 snapshots), or `qemu-img` refuses the
+/// image that users would download.
+fn check_tables(h: &[u8; 72], file_len: u64, disk: &Path) -> Result<()> {
+    let be32 = |at: usize| u64::from(u32::from_be_bytes(h[at..at + 4].try_into().unwrap()));
+    let be64 = |at: usize| u64::from_be_bytes(h[at..at + 8].try_into().unwrap());
+    let cluster = 1u64 << be32(20).min(63);
+    let inside = |off: u64, len: u64| {
+        off != 0
+            && off.is_multiple_of(cluster)
+            && off.checked_add(len).is_some_and(|e| e <= file_len)
+    };
+    let (rt_off, rt_clusters) = (be64(48), be32(56));
+    let rt_len = rt_clusters.saturating_mul(cluster);
+    if rt_clusters == 0 || rt_len > 8 << 20 || !inside(rt_off, rt_len) {
+        bail!(
+            "{}: the refcount table ({rt_clusters} clusters at {rt_off:#x}) is empty, too large or \
+             outside the file; QEMU would not open it: repair it with `qemu-img check -r all` or \
+             rebuild it with `qemu-img convert -O qcow2`",
+            disk.display()
+        );
+    }
+    let (snapshots, sn_off) = (be32(60), be64(64));
+    if snapshots > 65536 || (snapshots > 0 && !inside(sn_off, 1)) {
+        bail!(
+            "{}: the snapshot table ({snapshots} snapshots at {sn_off:#x}) is too large or outside \
+             the file; QEMU would not open it: rebuild it with `qemu-img convert -O qcow2`",
+            disk.display()
         );
     }
     Ok(())
@@ -287,18 +368,67 @@ fn copy_to_temp(from: &Path, dest: &Path) -> Result<TempFile> {
     Ok(t)
 }
 
+/// Whether `name` is one `pack` (or upstream's `split`) writes for the disk
+/// `base`: `{base}.tar`, `{base}.tar.{gz,xz,zst}`, or either followed by a
+/// split suffix.
+fn is_archive_name(name: &str, base: &str) -> bool {
+    let Some(rest) = name.strip_prefix(base).and_then(|r| r.strip_prefix(".tar")) else {
+        return false;
+    };
+    let rest = ["gz", "xz", "zst"]
+        .iter()
+        .find_map(|ext| {
+            rest.strip_prefix('.')
+                .and_then(|r| r.strip_prefix(ext))
+                .filter(|r| r.is_empty() || r.starts_with('.'))
+        })
+        .unwrap_or(rest);
+    match rest.strip_prefix('.') {
+        None => rest.is_empty(),
+        Some(suffix) => split_suffix_index(suffix).is_some(),
+    }
+}
+
+/// Removes the hidden temporaries an interrupted `pack` left for this set.
+fn remove_stale_temporaries(dir: &Path, base: &str, sums: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        let Some(inner) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".partial"))
+        else {
+            continue;
+        };
+        let ours = inner == sums || is_archive_name(inner, base);
+        if ours && e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 /// What `dir` holds of an earlier set: the sums and every archive or part
-/// of the disk, in any compression (hidden temporaries are not listed).
+/// of the disk, in any compression, by the exact names `pack` writes.
 fn old_set(dir: &Path, base: &str, sums: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let prefix = format!("{base}.tar");
     for e in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
         // A name that is not UTF-8 is no asset this tool wrote.
         let Ok(name) = e.file_name().into_string() else {
             continue;
         };
-        if name == sums || name.starts_with(&prefix) {
+        if name == sums || is_archive_name(&name, base) {
             out.push(name);
         }
     }
@@ -312,5 +442,42 @@ fn list(names: &[&str]) -> String {
         [one] => one.to_string(),
         [a, b] => format!("{a} and {b}"),
         [a, b, rest @ ..] => format!("{a}, {b} and {} more", rest.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_archive_name;
+
+    #[test]
+    fn only_the_names_pack_writes_belong_to_a_set() {
+        let base = "disk-image-focal-amd64.qcow2";
+        for yes in [
+            ".tar",
+            ".tar.gz",
+            ".tar.xz",
+            ".tar.zst",
+            ".tar.gz.aa",
+            ".tar.gz.yz",
+            ".tar.xz.ab",
+            ".tar.aa",
+            ".tar.zst.zaaa",
+        ] {
+            assert!(is_archive_name(&format!("{base}{yes}"), base), "{yes}");
+        }
+        for no in [
+            ".tar.gz.backup",
+            ".tarball-notes.txt",
+            ".tar.orig.qcow2",
+            ".tar.gzz",
+            ".tar.gz.zz",
+            ".tar.gz.",
+            ".tar.gz.AA",
+            ".tar.bz2",
+            ".sums",
+            "",
+        ] {
+            assert!(!is_archive_name(&format!("{base}{no}"), base), "{no}");
+        }
     }
 }

@@ -94,7 +94,15 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
     let (mut sent, mut kept) = (0usize, 0usize);
     let result = (|| -> Result<()> {
         for local in &mut locals {
-            if upload_one(&http, opts, &args, &mut release, local, &progress)? {
+            if upload_one(
+                &http,
+                opts,
+                &args,
+                &upload_url,
+                &mut release,
+                local,
+                &progress,
+            )? {
                 sent += 1;
             } else {
                 kept += 1;
@@ -112,10 +120,12 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
 }
 
 /// Uploads `local` unless the release holds it already; true if it sent it.
+/// Only `upload_url`, vetted when the run began, is ever sent to.
 fn upload_one(
     http: &Http,
     opts: &Opts,
     args: &UploadArgs,
+    upload_url: &str,
     release: &mut Release,
     local: &mut Local,
     progress: &Progress,
@@ -139,9 +149,8 @@ fn upload_one(
             .find(|a| a.name == local.name)
             .cloned()
         {
-            let uploaded = there.state.as_deref().is_none_or(|s| s == "uploaded");
-            if uploaded {
-                match same_content(&there, local)? {
+            match there.state.as_deref() {
+                None | Some("uploaded") => match same_content(&there, local)? {
                     Ok(()) => {
                         progress.item_done(&local.name, "already there, same size and digest");
                         progress.add(local.size);
@@ -153,28 +162,55 @@ fn upload_one(
                         local.name
                     ),
                     Err(_) => {}
-                }
+                },
+                // What a cut upload leaves: always junk.
+                Some("starter") => {}
+                Some(other) if !args.clobber => bail!(
+                    "the release's asset {} is in state {} (an upload in progress elsewhere?); \
+                     wait and run again, or pass --clobber to replace it",
+                    local.name,
+                    Shown(other)
+                ),
+                Some(_) => {}
             }
-            // A `starter` asset is what a cut upload leaves: always junk.
             let id = there
                 .id
                 .ok_or_else(|| anyhow!("the API gives no id for asset {}", Shown(&there.name)))?;
             delete_asset(http, repo, id, &there.name)?;
             release.assets.retain(|a| a.name != local.name);
         }
-        let url = upload_target(release, &local.name)?;
+        let url = upload_target(upload_url, &local.name);
         let mut file = fsutil::open_input(&local.path)
             .with_context(|| format!("cannot open {}", local.path.display()))?;
+        let before = file
+            .metadata()
+            .with_context(|| format!("cannot read {}", local.path.display()))?;
         let mut hashed = Hashing {
             inner: &mut file,
             hash: Sha256::new(),
+            left: local.size,
+            shrank: false,
         };
         let name = local.name.clone();
         let size = local.size;
         let outcome = upload_asset(http, &url, repo, &name, &mut hashed, size, &|n| {
             progress.advance(&name, size, n)
-        })?;
-        match outcome {
+        });
+        // A file that changed while it was sent is the user's to settle.
+        let after = std::fs::metadata(&local.path).ok();
+        let changed = hashed.shrank
+            || before.len() != size
+            || after.is_none_or(|a| {
+                a.len() != before.len() || a.modified().ok() != before.modified().ok()
+            });
+        if changed {
+            bail!(
+                "{} changed while it was uploaded; make sure nothing writes to it, then run \
+                 again (what arrived is replaced)",
+                local.path.display()
+            );
+        }
+        match outcome? {
             Sent::Done(asset) => {
                 let sha: [u8; 32] = hashed.hash.finalize().into();
                 local.sha256.get_or_insert(sha);
@@ -186,11 +222,17 @@ fn upload_one(
                         return Ok(true);
                     }
                     Err(why) => {
-                        // It arrived damaged (or the file changed): take it down.
+                        // It arrived damaged: take it down and try again.
                         last = format!("GitHub holds other bytes than were sent ({why})");
-                        if let Some(id) = asset.id {
-                            delete_asset(http, repo, id, &asset.name)?;
-                        }
+                        let Some(id) = asset.id else {
+                            bail!(
+                                "{}: GitHub holds other bytes than were sent ({why}) and its \
+                                 answer gives no asset id to remove it by; delete the asset on \
+                                 GitHub, then run again",
+                                local.name
+                            );
+                        };
+                        delete_asset(http, repo, id, &asset.name)?;
                     }
                 }
             }
@@ -287,16 +329,33 @@ fn local_file(path: &Path) -> Result<Local> {
 }
 
 /// Hashes what passes through, so the digest GitHub reports can be
-/// checked against the bytes that were actually sent.
+/// checked against the bytes that were actually sent; gives exactly `left`
+/// bytes (the Content-Length), and an error if the file ends sooner.
 struct Hashing<'a> {
     inner: &'a mut File,
     hash: Sha256,
+    left: u64,
+    shrank: bool,
 }
 
 impl std::io::Read for Hashing<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            self.shrank = true;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was uploaded",
+            ));
+        }
         self.hash.update(&buf[..n]);
+        self.left -= n as u64;
         Ok(n)
     }
 }

@@ -24,6 +24,9 @@ use crate::state::{lock, FaultSlot, Host, Shared};
 use crate::store::serve_asset;
 use crate::uploads::receive_upload;
 
+/// The path under the API's origin where uploads go.
+const UPLOADS_PREFIX: &str = "/api/uploads";
+
 /// Writes to a client that stopped reading give up after this.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -31,7 +34,6 @@ pub struct Server {
     shared: Arc<Shared>,
     api_addr: SocketAddr,
     asset_addr: SocketAddr,
-    upload_addr: SocketAddr,
     acceptors: Vec<JoinHandle<()>>,
 }
 
@@ -49,17 +51,15 @@ impl Server {
         let assets = TcpListener::bind("127.0.0.2:0")
             .or_else(|_| TcpListener::bind("127.0.0.1:0"))
             .expect("testkit: bind asset listener");
-        // Uploads have a host of their own, as uploads.github.com; on the
-        // API's address, which is what a client may send the token to.
-        let uploads = TcpListener::bind("127.0.0.1:0").expect("testkit: bind upload listener");
         let api_addr = api.local_addr().expect("testkit: API address");
         let asset_addr = assets.local_addr().expect("testkit: asset address");
-        let upload_addr = uploads.local_addr().expect("testkit: upload address");
         let api_url = format!("http://{api_addr}");
         let asset_host = asset_addr.to_string();
         let urls = Urls {
             api: api_url.clone(),
-            uploads: format!("http://{upload_addr}"),
+            // As GitHub Enterprise serves them: on the API's own origin,
+            // the only other place a client may send the token to.
+            uploads: format!("{api_url}{UPLOADS_PREFIX}"),
             owner: owner.to_string(),
             repo: name.to_string(),
         };
@@ -78,13 +78,11 @@ impl Server {
         let acceptors = vec![
             spawn_acceptor(api, Host::Api, shared.clone()),
             spawn_acceptor(assets, Host::Assets, shared.clone()),
-            spawn_acceptor(uploads, Host::Uploads, shared.clone()),
         ];
         Server {
             shared,
             api_addr,
             asset_addr,
-            upload_addr,
             acceptors,
         }
     }
@@ -104,9 +102,10 @@ impl Server {
         format!("http://{}", self.shared.asset_host)
     }
 
-    /// `http://127.0.0.1:P3`: where uploads go (what `uploads.github.com` is upstream).
+    /// `http://127.0.0.1:P1/api/uploads`: where uploads go (what
+    /// `uploads.github.com` is upstream, and `/api/uploads` on GitHub Enterprise).
     pub fn uploads_url(&self) -> String {
-        format!("http://{}", self.upload_addr)
+        format!("{}{UPLOADS_PREFIX}", self.shared.api_url)
     }
 
     /// The assets release `tag` holds: (name, state, bytes), in upload order.
@@ -197,7 +196,7 @@ impl Server {
     pub(crate) fn shutdown(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         // Wake the blocking accept() calls so the acceptors see the flag.
-        for addr in [self.api_addr, self.asset_addr, self.upload_addr] {
+        for addr in [self.api_addr, self.asset_addr] {
             let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
         }
         for t in self.acceptors.drain(..) {
@@ -254,6 +253,10 @@ pub(crate) fn handle_conn(shared: &Shared, mut stream: TcpStream, host: Host) {
         }
     };
     let head_only = req.method == "HEAD";
+    let host = match host {
+        Host::Api if req.path.starts_with(UPLOADS_PREFIX) => Host::Uploads,
+        h => h,
+    };
     let result = match host {
         Host::Api => {
             let body = match req.method.as_str() {
@@ -274,7 +277,11 @@ pub(crate) fn handle_conn(shared: &Shared, mut stream: TcpStream, host: Host) {
             }
         }
         Host::Assets => serve_asset(shared, &mut stream, &req),
-        Host::Uploads => receive_upload(shared, &mut stream, &req),
+        Host::Uploads => {
+            let mut req = req;
+            req.path = req.path[UPLOADS_PREFIX.len()..].to_string();
+            receive_upload(shared, &mut stream, &req)
+        }
     };
     if result.is_ok() {
         // Half-close so the client sees a clean EOF after the body.
