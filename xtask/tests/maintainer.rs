@@ -436,7 +436,11 @@ fn pack_refuses_bad_input_and_keeps_an_existing_set() {
         fs::write(&odd, &b).unwrap();
         let run = pack(&odd, &out, &[]);
         run.failed();
-        assert!(run.stderr.contains("QEMU would not open it"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("QEMU would not open it"),
+            "{}",
+            run.stderr
+        );
     }
 
     // A kernel of the wrong architecture.

@@ -268,7 +268,7 @@ fn run(args: Args) -> Result<()> {
             old(&ctx, &mut capped, i)?;
             ours(&ctx, &mut capped, i, false)?;
         }
-        for (key, jobs) in [("ours_j8", "8"), ("ours_j16", "16")] {
+        for (key, jobs) in [("ours_j4", "4"), ("ours_j8", "8")] {
             let dir = runs.join(format!("capped-{key}-{i}"));
             variants::ours_in(&ctx, &mut capped, key, &dir, &["--jobs", jobs])?;
         }
@@ -304,8 +304,9 @@ fn run(args: Args) -> Result<()> {
     ));
 
     println!(
-        "bench {}: ours = `xtask resources` (4 connections), old = upstream's steps with standard tools",
-        args.size.name()
+        "bench {}: ours = `xtask resources` ({} connections), old = upstream's steps with standard tools",
+        args.size.name(),
+        ctx.jobs
     );
     for n in &notes {
         println!("note: {n}");

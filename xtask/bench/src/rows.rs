@@ -106,14 +106,14 @@ pub fn capped(tools: &Tools, reps: usize, cap: u64) -> Round {
     );
     rows_old_stages(&mut capped, tools);
     capped.row(
-        "ours_j8",
-        "ours: full run, --jobs 8",
+        "ours_j4",
+        "ours: full run, --jobs 4",
         Basis::Archive,
         Some("ours"),
     );
     capped.row(
-        "ours_j16",
-        "ours: full run, --jobs 16",
+        "ours_j8",
+        "ours: full run, --jobs 8",
         Basis::Archive,
         Some("ours"),
     );
@@ -268,8 +268,8 @@ pub fn derived(r: &Round) -> Vec<Derived> {
     );
     ratio("ours ÷ old pipeline", "ours", "old_total");
     ratio("ours ÷ aria2c chain", "ours", "aria2_chain");
+    ratio("ours --jobs 4 ÷ old pipeline", "ours_j4", "old_total");
     ratio("ours --jobs 8 ÷ old pipeline", "ours_j8", "old_total");
-    ratio("ours --jobs 16 ÷ old pipeline", "ours_j16", "old_total");
     let limits: Vec<f64> = ["limit_curl", "limit_gunzip", "limit_sha256", "convert_qemu"]
         .iter()
         .filter_map(|k| r.median(k))

@@ -26,9 +26,12 @@ use xtask::util::io::Chain;
 pub fn decode_child(args: &[String]) -> Result<()> {
     let mut threads = xtask::util::cores::threads(0);
     let mut files = Vec::new();
+    let mut plain_flate2 = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--threads" {
+        if a == "--flate2" {
+            plain_flate2 = true;
+        } else if a == "--threads" {
             threads = it
                 .next()
                 .and_then(|n| n.parse().ok())
@@ -38,14 +41,32 @@ pub fn decode_child(args: &[String]) -> Result<()> {
             files.push(BufReader::with_capacity(1 << 20, f));
         }
     }
+    if plain_flate2 {
+        let mut dec = flate2::read::MultiGzDecoder::new(Chain::new(files));
+        let n = drain(&mut dec)?;
+        eprintln!("decoded {n} bytes with flate2's MultiGzDecoder");
+        return Ok(());
+    }
     let mut dec = ParallelGzDecoder::with_threads(Chain::new(files), threads);
-    let n = io::copy(&mut dec, &mut io::sink()).context("decode")?;
+    let n = drain(&mut dec)?;
     let s = dec.stats();
     eprintln!(
         "decoded {n} bytes: {} members in parallel, {} serially",
         s.parallel_members, s.serial_members
     );
     Ok(())
+}
+
+/// Reads to the end in 1 MiB reads, as the unpacker does.
+fn drain(r: &mut dyn io::Read) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        match r.read(&mut buf).context("decode")? {
+            0 => return Ok(n),
+            k => n += k as u64,
+        }
+    }
 }
 
 fn decode(

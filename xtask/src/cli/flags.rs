@@ -63,7 +63,7 @@ pub const FLAGS: &[Flag] = &[
         long: "--jobs",
         short: None,
         value: Some("N"),
-        help: "parallel connections, 1 to 16 (default: 4)",
+        help: "parallel connections, 1 to 16 (default: 16)",
         steps: ALL,
     },
     Flag {
