@@ -125,6 +125,26 @@ pub fn old(ctx: &Ctx, r: &mut Round, i: usize) -> Result<()> {
         ctx.img.part_paths()
     };
 
+    let [unpacked, converted, synced] = old_tail(ctx, gunzip, bash, &dir, &parts, &log)?;
+    r.add("old_decompress", unpacked);
+    r.add("old_convert", converted);
+    r.add("old_sync", synced);
+    stages.extend([unpacked, converted, synced]);
+
+    r.add("old_total", measure::sum(&stages));
+    finish_dir(ctx, &dir)
+}
+
+/// The old pipeline after the download: `cat parts | gunzip | tar x`,
+/// `qemu-img convert -O raw`, `sync`, in `dir`.
+pub fn old_tail(
+    ctx: &Ctx,
+    gunzip: &Path,
+    bash: &Path,
+    dir: &Path,
+    parts: &[PathBuf],
+    log: &Path,
+) -> Result<[Sample; 3]> {
     let mut c = Command::new(bash);
     c.arg("-c")
         .arg(format!(
@@ -132,31 +152,21 @@ pub fn old(ctx: &Ctx, r: &mut Round, i: usize) -> Result<()> {
             gunzip.display()
         ))
         .arg("bash")
-        .args(&parts)
-        .env("DEST", &dir);
-    let s = measure::run("cat | gunzip | tar x", &mut c, &log)?;
-    r.add("old_decompress", s);
-    stages.push(s);
-
-    let mut c = Command::new(&t.qemu_img);
+        .args(parts)
+        .env("DEST", dir);
+    let unpacked = measure::run("cat | gunzip | tar x", &mut c, log)?;
+    let mut c = Command::new(&ctx.tools.qemu_img);
     c.args(["convert", "-O", "raw"])
         .arg(dir.join("temp/disk-image.qcow2"))
         .arg(dir.join("disk-image.img"));
-    let s = measure::run("qemu-img convert -O raw", &mut c, &log)?;
-    r.add("old_convert", s);
-    stages.push(s);
-
+    let converted = measure::run("qemu-img convert -O raw", &mut c, log)?;
     // Ours fsyncs what it installs; without this the old pipeline's time
     // would leave its last GiBs of writes still in the page cache.
     let mut c = Command::new("sync");
     c.arg(dir.join("temp/disk-image.qcow2"))
         .arg(dir.join("disk-image.img"));
-    let s = measure::run("sync", &mut c, &log)?;
-    r.add("old_sync", s);
-    stages.push(s);
-
-    r.add("old_total", measure::sum(&stages));
-    finish_dir(ctx, &dir)
+    let synced = measure::run("sync", &mut c, log)?;
+    Ok([unpacked, converted, synced])
 }
 
 /// Each tool alone on the cached files: what the stages could reach at best.

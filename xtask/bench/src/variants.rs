@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use super::measure::{self, fresh_dir, new_log, Sample};
 use super::report::Round;
-use super::steps::{asset_names, asset_url, Ctx};
+use super::steps::{asset_names, asset_url, old_tail, Ctx};
 use super::TAG;
 use testkit::find_tool;
 use xtask::unpack::gzip::ParallelGzDecoder;
@@ -245,25 +245,7 @@ pub fn aria2_chain(ctx: &Ctx, r: &mut Round, i: usize) -> Result<()> {
     .arg(&list);
     let dl = measure::run("aria2c", &mut c, &log)?;
     let parts: Vec<PathBuf> = ctx.img.stamp.parts.iter().map(|p| dir.join(p)).collect();
-    let mut c = Command::new(bash);
-    c.arg("-c")
-        .arg(format!(
-            "set -o pipefail; cat \"$@\" | {} -dc | tar xf - -C \"$DEST\"",
-            gunzip.display()
-        ))
-        .arg("bash")
-        .args(&parts)
-        .env("DEST", &dir);
-    let un = measure::run("cat | gunzip | tar x", &mut c, &log)?;
-    let mut c = Command::new(&ctx.tools.qemu_img);
-    c.args(["convert", "-O", "raw"])
-        .arg(dir.join("temp/disk-image.qcow2"))
-        .arg(dir.join("disk-image.img"));
-    let cv = measure::run("qemu-img convert", &mut c, &log)?;
-    let mut c = Command::new("sync");
-    c.arg(dir.join("temp/disk-image.qcow2"))
-        .arg(dir.join("disk-image.img"));
-    let sy = measure::run("sync", &mut c, &log)?;
+    let [un, cv, sy] = old_tail(ctx, gunzip, bash, &dir, &parts, &log)?;
     r.add("aria2_chain", measure::sum(&[dl, un, cv, sy]));
     if !ctx.keep {
         fs::remove_dir_all(&dir).ok();

@@ -4,10 +4,9 @@
 
 use std::io::{self, Read, Write};
 
-use sha2::{Digest, Sha256};
-
 use super::blocks::{compress_xz, compress_zstd, PackStats, XzOptions, ZstdOptions};
 use super::gzip::{compress, GzipOptions};
+use crate::util::io::HashedExact;
 
 /// The member name old readers (`artifacts.py`, `sha256sum -c`) expect.
 pub const MEMBER: &str = "temp/disk-image.qcow2";
@@ -41,12 +40,7 @@ pub fn pack_image(
     progress: &(dyn Fn(u64) + Sync),
 ) -> io::Result<Packed> {
     let header = tar_header(size, mtime)?;
-    let mut hashed = Hashed {
-        inner: image,
-        left: size,
-        hash: Sha256::new(),
-        progress,
-    };
+    let mut hashed = HashedExact::new(image, size, progress);
     let pad = (512 - size % 512) % 512;
     // Two zero blocks end the archive, as every tar writes.
     let trailer = vec![0u8; pad as usize + 1024];
@@ -61,22 +55,20 @@ pub fn pack_image(
             Codec::Zstd(o) => compress_zstd(input, out, o)?,
         }
     };
-    if hashed.left != 0 {
+    if hashed.left() != 0 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the image ended early (did it change while it was packed?)",
         ));
     }
+    let (mut image, sha256) = hashed.finish();
     let mut probe = [0u8; 1];
-    if hashed.inner.read(&mut probe)? != 0 {
+    if image.read(&mut probe)? != 0 {
         return Err(io::Error::other(
             "the image grew while it was packed; pack it again when nothing writes to it",
         ));
     }
-    Ok(Packed {
-        sha256: hashed.hash.finalize().into(),
-        stats,
-    })
+    Ok(Packed { sha256, stats })
 }
 
 /// A GNU header (sizes of 8 GiB and more in base-256, which GNU tar,
@@ -94,34 +86,4 @@ fn tar_header(size: u64, mtime: u64) -> io::Result<[u8; 512]> {
     let mut out = [0u8; 512];
     out.copy_from_slice(h.as_bytes());
     Ok(out)
-}
-
-/// The image, `left` bytes of it, hashed as it passes.
-struct Hashed<'p, R> {
-    inner: R,
-    left: u64,
-    hash: Sha256,
-    progress: &'p (dyn Fn(u64) + Sync),
-}
-
-impl<R: Read> Read for Hashed<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the image ended early (did it change while it was packed?)",
-            ));
-        }
-        self.hash.update(&buf[..n]);
-        self.left -= n as u64;
-        (self.progress)(n as u64);
-        Ok(n)
-    }
 }

@@ -9,8 +9,8 @@ use std::io;
 
 use anyhow::{Context, Result};
 
-use super::copy::{copy_compressed, copy_data, groups, write_nonzero, WriteAt, BATCH};
-use super::{Extent, Image, Kind, ReadAt};
+use super::copy::{copy_compressed, copy_data, groups, next_batch, write_nonzero, WriteAt, BATCH};
+use super::{Extent, Image, ReadAt};
 use crate::util::reflink::Cloner;
 
 /// A `WriteAt` over the raw image for one piece of guest data whose bytes sit
@@ -76,26 +76,14 @@ pub(crate) fn copy_selected<R: ReadAt + Sync>(
     let mut it = img.extents();
     let mut batch: Vec<Extent> = Vec::with_capacity(BATCH);
     let mut written = 0;
-    loop {
-        batch.clear();
-        while batch.len() < BATCH {
-            match it.next_extent()? {
-                Some(e) => select(e, &mut batch),
-                None => break,
-            }
-        }
-        if batch.is_empty() {
-            return Ok(written);
-        }
-        batch.sort_unstable_by_key(|e| e.host);
-        let (data, comp): (Vec<Extent>, Vec<Extent>) =
-            batch.iter().partition(|e| e.kind == Kind::Data);
+    while let Some((data, comp)) = next_batch(&mut it, &mut batch, &mut select)? {
         written += match cloner {
             Some(c) => copy_data_cloning(img, raw, &data, sparse, c, progress)?,
             None => copy_data(img, raw, &data, sparse, progress)?,
         };
         written += copy_compressed(img, raw, &comp, sparse, progress)?;
     }
+    Ok(written)
 }
 
 /// `convert::copy_image` sharing data with the qcow2 by reflink: for

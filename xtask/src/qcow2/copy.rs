@@ -73,24 +73,33 @@ pub fn copy_image<R: ReadAt + Sync, W: WriteAt + ?Sized>(
     let mut it = img.extents();
     let mut batch: Vec<Extent> = Vec::with_capacity(BATCH);
     let mut written = 0;
-    loop {
-        batch.clear();
-        while batch.len() < BATCH {
-            match it.next_extent()? {
-                Some(e) => batch.push(e),
-                None => break,
-            }
-        }
-        if batch.is_empty() {
-            return Ok(written);
-        }
-        // Host order turns the copy into sequential reads.
-        batch.sort_unstable_by_key(|e| e.host);
-        let (data, comp): (Vec<Extent>, Vec<Extent>) =
-            batch.iter().partition(|e| e.kind == Kind::Data);
+    while let Some((data, comp)) = next_batch(&mut it, &mut batch, |e, b| b.push(e))? {
         written += copy_data(img, out, &data, sparse_detect, progress)?;
         written += copy_compressed(img, out, &comp, sparse_detect, progress)?;
     }
+    Ok(written)
+}
+
+/// The next batch of up to `BATCH` extents that `select` keeps (or cuts), in
+/// host order (which turns the copy into sequential reads), split into data
+/// and compressed extents; None at the end.
+pub(crate) fn next_batch<R: ReadAt>(
+    it: &mut crate::qcow2::Extents<'_, R>,
+    batch: &mut Vec<Extent>,
+    mut select: impl FnMut(Extent, &mut Vec<Extent>),
+) -> Result<Option<(Vec<Extent>, Vec<Extent>)>> {
+    batch.clear();
+    while batch.len() < BATCH {
+        match it.next_extent()? {
+            Some(e) => select(e, batch),
+            None => break,
+        }
+    }
+    if batch.is_empty() {
+        return Ok(None);
+    }
+    batch.sort_unstable_by_key(|e| e.host);
+    Ok(Some(batch.iter().partition(|e| e.kind == Kind::Data)))
 }
 
 /// One read of host bytes and the guest pieces inside it.

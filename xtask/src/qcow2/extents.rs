@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use anyhow::{bail, Context, Result};
 
-use super::{be64, Image, ReadAt, L1_CHUNK, L2_COMPRESSED, L2_ZERO, OFFSET_MASK};
+use super::{be64, subcluster_runs, Image, ReadAt, L1_CHUNK, L2_COMPRESSED, L2_ZERO, OFFSET_MASK};
 
 /// Where one allocated guest range lives in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,18 +194,7 @@ impl<'a, R: ReadAt> Extents<'a, R> {
         if alloc & zero != 0 || (alloc != 0 && host == 0) {
             bail!("{}: invalid subcluster bitmap {bitmap:#018x} for guest offset {guest:#x}; the file is damaged, repair it with `qemu-img check -r all`", img.name);
         }
-        // Runs of allocated subclusters; the others read as zeros.
-        let sc = cs / 32;
-        let mut bits = alloc;
-        while bits != 0 {
-            let a = bits.trailing_zeros();
-            let b = a + (bits >> a).trailing_ones();
-            bits &= !(((1u64 << b) - 1) as u32);
-            let start = u64::from(a) * sc;
-            if start >= glen {
-                break;
-            }
-            let len = (u64::from(b) * sc).min(glen) - start;
+        for (start, len) in subcluster_runs(alloc, cs, glen) {
             if host + start >= img.file_len {
                 return Err(past_eof(host + start));
             }

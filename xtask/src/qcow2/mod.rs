@@ -68,6 +68,33 @@ pub fn max_file_len(head: &[u8]) -> Option<u64> {
     vsize.checked_add(vsize / 32)?.checked_add(64 << 20)
 }
 
+/// The runs of allocated subclusters of an extended L2 entry whose
+/// allocation bits are `alloc`, as (offset in the cluster, length), cut at
+/// `glen` (the part of the cluster inside the virtual size). Subclusters
+/// outside the runs read as zeros.
+pub(crate) fn subcluster_runs(
+    alloc: u32,
+    cluster: u64,
+    glen: u64,
+) -> impl Iterator<Item = (u64, u64)> {
+    let sc = cluster / 32;
+    let mut bits = alloc;
+    std::iter::from_fn(move || {
+        if bits == 0 {
+            return None;
+        }
+        let a = bits.trailing_zeros();
+        let b = a + (bits >> a).trailing_ones();
+        bits &= !(((1u64 << b) - 1) as u32);
+        let start = u64::from(a) * sc;
+        if start >= glen {
+            bits = 0;
+            return None;
+        }
+        Some((start, (u64::from(b) * sc).min(glen) - start))
+    })
+}
+
 /// Random access to the image bytes: a `File`, or a byte slice for fuzzing.
 pub trait ReadAt {
     fn size(&self) -> io::Result<u64>;

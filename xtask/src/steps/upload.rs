@@ -8,7 +8,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::pack::MAX_PART;
 use super::Opts;
@@ -19,6 +18,7 @@ use crate::github::upload::{
 };
 use crate::util::fmt::{hex, human_bytes};
 use crate::util::fs as fsutil;
+use crate::util::io::HashedExact;
 use crate::util::progress::Progress;
 use crate::util::text::Shown;
 
@@ -185,12 +185,9 @@ fn upload_one(
         let before = file
             .metadata()
             .with_context(|| format!("cannot read {}", local.path.display()))?;
-        let mut hashed = Hashing {
-            inner: &mut file,
-            hash: Sha256::new(),
-            left: local.size,
-            shrank: false,
-        };
+        // Exactly the Content-Length, hashed as it is sent; the uploads
+        // wrapper reports progress.
+        let mut hashed = HashedExact::new(&mut file, local.size, &|_| {});
         let name = local.name.clone();
         let size = local.size;
         let outcome = upload_asset(http, &url, repo, &name, &mut hashed, size, &|n| {
@@ -198,7 +195,7 @@ fn upload_one(
         });
         // A file that changed while it was sent is the user's to settle.
         let after = std::fs::metadata(&local.path).ok();
-        let changed = hashed.shrank
+        let changed = hashed.ended_early()
             || before.len() != size
             || after.is_none_or(|a| {
                 a.len() != before.len() || a.modified().ok() != before.modified().ok()
@@ -212,7 +209,7 @@ fn upload_one(
         }
         match outcome? {
             Sent::Done(asset) => {
-                let sha: [u8; 32] = hashed.hash.finalize().into();
+                let (_, sha) = hashed.finish();
                 local.sha256.get_or_insert(sha);
                 match same_content(&asset, local)? {
                     Ok(()) => {
@@ -326,36 +323,4 @@ fn local_file(path: &Path) -> Result<Local> {
         size,
         sha256: None,
     })
-}
-
-/// Hashes what passes through, so the digest GitHub reports can be
-/// checked against the bytes that were actually sent; gives exactly `left`
-/// bytes (the Content-Length), and an error if the file ends sooner.
-struct Hashing<'a> {
-    inner: &'a mut File,
-    hash: Sha256,
-    left: u64,
-    shrank: bool,
-}
-
-impl std::io::Read for Hashing<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            self.shrank = true;
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file shrank while it was uploaded",
-            ));
-        }
-        self.hash.update(&buf[..n]);
-        self.left -= n as u64;
-        Ok(n)
-    }
 }

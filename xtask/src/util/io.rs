@@ -61,3 +61,64 @@ pub fn drain(r: &mut dyn Read) -> io::Result<u64> {
         }
     }
 }
+
+/// Gives exactly `len` bytes of `inner`, hashing them (SHA-256) and telling
+/// `progress` as they pass: the reader of a file whose size was promised
+/// (a tar header, a Content-Length). An end before `len` is an
+/// `UnexpectedEof` error, and [`HashedExact::ended_early`] says so after.
+pub struct HashedExact<'p, R> {
+    inner: R,
+    left: u64,
+    hash: sha2::Sha256,
+    short: bool,
+    progress: &'p (dyn Fn(u64) + Sync),
+}
+
+impl<'p, R: Read> HashedExact<'p, R> {
+    pub fn new(inner: R, len: u64, progress: &'p (dyn Fn(u64) + Sync)) -> Self {
+        HashedExact {
+            inner,
+            left: len,
+            hash: sha2::Digest::new(),
+            short: false,
+            progress,
+        }
+    }
+
+    /// Bytes still owed.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    pub fn ended_early(&self) -> bool {
+        self.short
+    }
+
+    /// The inner reader (positioned after what was read) and the digest.
+    pub fn finish(self) -> (R, [u8; 32]) {
+        (self.inner, sha2::Digest::finalize(self.hash).into())
+    }
+}
+
+impl<R: Read> Read for HashedExact<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            self.short = true;
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended early (did it change while it was read?)",
+            ));
+        }
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        self.left -= n as u64;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}

@@ -10,7 +10,9 @@ use anyhow::{bail, Context, Result};
 
 use super::{MAX_MERGE, MAX_PIECES, MAX_TABLES, NOT_READ};
 use crate::qcow2::copy::write_nonzero;
-use crate::qcow2::{be64, Decoder, Extent, Header, Kind, L2_COMPRESSED, L2_ZERO, OFFSET_MASK};
+use crate::qcow2::{
+    be64, subcluster_runs, Decoder, Extent, Header, Kind, L2_COMPRESSED, L2_ZERO, OFFSET_MASK,
+};
 
 /// An L2 table the stream knows of, in L1 order.
 pub(super) struct Table {
@@ -345,17 +347,7 @@ impl Run {
                 if alloc & zero != 0 || (alloc != 0 && host == 0) {
                     return false;
                 }
-                let sc = cs / 32;
-                let mut bits = alloc;
-                while bits != 0 {
-                    let a = bits.trailing_zeros();
-                    let b = a + (bits >> a).trailing_ones();
-                    bits &= !(((1u64 << b) - 1) as u32);
-                    let start = u64::from(a) * sc;
-                    if start >= glen {
-                        break;
-                    }
-                    let len = (u64::from(b) * sc).min(glen) - start;
+                for (start, len) in subcluster_runs(alloc, cs, glen) {
                     if host + start >= self.file_len || !add(host + start, guest + start, len, 0) {
                         return false;
                     }
