@@ -260,15 +260,18 @@ USAGE:
 
 Builds a synthetic release like upstream's (qemu-img qcow2, tar | pigz | split; cached
 in target/bench/cache-<size>/), serves it on loopback, and times, alternating: our full
-pipeline; the old steps (curl, cat | pigz -dc | tar x, qemu-img convert -O raw); each
-tool alone; our converter vs qemu-img; a no-op re-run. Then again with every connection
-capped at 20 MB/s. Prints medians, MB/s and peak RSS, and writes
-target/bench/<size>-<unix time>.json and <size>-latest.json. Needs qemu-img; curl and
-pigz are used when present.
+pipeline; the old steps (curl, cat | pigz -dc | tar x, qemu-img convert -O raw, sync);
+each tool alone, our decoder alone and dd conv=fsync of the bytes a run makes durable;
+our run on tmpfs and on ext4 and XFS (reflink) loop mounts (as root); our converter vs
+qemu-img; a no-op re-run. Then again with every connection capped at 20 MB/s (with 16,
+8 and 4 connections, and the aria2c -x16 chain), and a pack round (pack vs tar c | pigz -c,
+its archive decoded on every core and on one thread). Prints medians, MB/s and peak
+RSS, and writes target/bench/<size>-<unix time>.json and <size>-latest.json. Needs
+qemu-img; curl, pigz, aria2c and mkfs.xfs are used when present.
 
 FLAGS:
-    --size SIZE   small: 2 GiB virtual / 150 MiB data, 5 runs (default)
-                  large: 16 GiB virtual / 1.5 GiB data, 3 runs (needs ~8 GiB free)
+    --size SIZE   small: 2 GiB virtual / 150 MiB data, 5 runs, ~4 min (default)
+                  large: 16 GiB virtual / 1.5 GiB data, 3 runs, ~15 min (needs ~15 GiB free)
     --keep        keep each run's output directory under target/bench/runs-*/
     --serve       only serve the synthetic release on loopback until interrupted, for
                   timing single commands by hand (prints the --github-api URL)
