@@ -154,6 +154,10 @@ pub fn ours_in(ctx: &Ctx, r: &mut Round, key: &str, dir: &Path, extra: &[&str]) 
         }
     }
     fs::remove_dir_all(dir).ok();
+    // Beside the output (on tmpfs: outside the runs directory).
+    if !ctx.keep {
+        fs::remove_file(&log).ok();
+    }
     Ok(())
 }
 
