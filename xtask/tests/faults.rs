@@ -15,26 +15,6 @@ use testkit::{
     Server, TempDir,
 };
 
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok()
-}
-
-fn snapshot(out: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(out)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_type().unwrap().is_file())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// Installs a good v1 set into `out`; returns the server for more releases.
 fn good_set(out: &Path, fx: &Path) -> (Server, DiskFixture) {
     let img = fx.join("good.qcow2");

@@ -16,10 +16,6 @@ use testkit::{
     DiskFixture, Fault, ReleaseSpec, Server, TempDir,
 };
 
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok()
-}
-
 /// A small real release: a qemu-img qcow2 packed like upstream.
 fn disk(fx: &Path, name: &str, data_mib: u64) -> DiskFixture {
     let dir = fx.join(name);
@@ -31,23 +27,6 @@ fn disk(fx: &Path, name: &str, data_mib: u64) -> DiskFixture {
 
 fn release(tag: &str, d: &DiskFixture) -> ReleaseSpec {
     ReleaseSpec::new(tag, upstream_assets("focal", "amd64", d))
-}
-
-/// Every regular file in `dir` and its bytes.
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_type().unwrap().is_file())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// The release JSON the server serves for `tag`, as a value to edit.

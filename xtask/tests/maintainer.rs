@@ -16,13 +16,6 @@ const TOKEN: &str = "ghp_testtoken0123456789";
 const GZ: &str = "disk-image-focal-amd64.qcow2.tar.gz";
 const SUMS: &str = "disk-image-focal-amd64.qcow2.sums";
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// A qemu-made image with patterns, random bytes, zeros and a hole.
 fn image(dir: &Path) -> PathBuf {
     let img = dir.join("src.qcow2");

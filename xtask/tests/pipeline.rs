@@ -13,14 +13,6 @@ use testkit::{
     DiskFixture, ReleaseSpec, Server, TempDir,
 };
 
-fn have(tool: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// A qcow2 packed like upstream, or None (with a note) where qemu-img is absent.
 fn disk(work: &Path, compression: Compression, part: u64) -> Option<DiskFixture> {
     if !have("qemu-img") {
@@ -208,7 +200,7 @@ fn install_good(out: &Path) -> (Server, DiskFixture, TempDir) {
     (server, d, fx)
 }
 
-fn snapshot(out: &Path) -> Vec<(String, Vec<u8>)> {
+fn installed_set(out: &Path) -> Vec<(String, Vec<u8>)> {
     [
         "kernel",
         "client",
@@ -231,7 +223,7 @@ fn assert_bad_release_keeps_good_set(
     }
     let out = TempDir::new("pl-bad");
     let (server, d, fx) = install_good(out.path());
-    let good = snapshot(out.path());
+    let good = installed_set(out.path());
     let bad = make_bad(&d, fx.path());
     server.set_releases(vec![bad, release("v1", &d)]);
     let run = resources(
@@ -247,7 +239,10 @@ fn assert_bad_release_keeps_good_set(
         "expected `{needle}` in:\n{}",
         run.stderr
     );
-    assert!(snapshot(out.path()) == good, "the installed set changed");
+    assert!(
+        installed_set(out.path()) == good,
+        "the installed set changed"
+    );
     // Nothing half-written under a final name anywhere in the output dir.
     let stray: Vec<String> = entries(out.path())
         .into_iter()
@@ -559,7 +554,7 @@ fn single_steps_leave_another_installed_set_whole() {
     }
     let out = TempDir::new("pl-steps");
     let (server, d1, _fx) = install_good(out.path());
-    let good = snapshot(out.path());
+    let good = installed_set(out.path());
     let fx2 = TempDir::new("pl-steps-fx2");
     let img2 = fx2.path().join("two.qcow2");
     make_qcow2(&img2, 32, 3).unwrap();
@@ -604,7 +599,7 @@ fn single_steps_leave_another_installed_set_whole() {
     )
     .ok();
     assert!(
-        snapshot(out.path()) == good,
+        installed_set(out.path()) == good,
         "a single step mixed v2 into the v1 set"
     );
     resources(Some("verify"), out.path(), &api, &[], &[]).ok();

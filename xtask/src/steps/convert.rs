@@ -146,12 +146,7 @@ fn same_path(a: &Path, b: &Path) -> bool {
 
 /// Converting a file onto itself would destroy the input.
 fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let same_inode = match (std::fs::metadata(input), std::fs::metadata(output)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    };
-    if same_inode || same_path(input, output) {
+    if crate::util::fs::same_file(input, output) || same_path(input, output) {
         bail!(
             "INPUT {} and OUTPUT {} are the same file; converting would destroy the input. \
              Name another OUTPUT",

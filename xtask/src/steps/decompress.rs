@@ -15,7 +15,8 @@ use super::guard::{
     entry, guard_names, load_manifest, other_set, refuse_pending, same_set_manifest,
 };
 use super::plan::{
-    disk_readers, disk_sources, open_work, plan_offline, report_unpacked, unpack_disk, wanted,
+    disk_readers, disk_sources, open_work, plan_offline, report_unpacked, sha_from_sums,
+    unpack_disk, wanted,
 };
 use super::Opts;
 use crate::fetch::{self, http::Http};
@@ -137,11 +138,7 @@ fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
     let sums_path = dir.join(&sums.name);
     let text = fsutil::read_input(&sums_path, assets::MAX_SUMS)
         .with_context(|| format!("cannot read the checksum file {}", sums_path.display()))?;
-    let entries = unpack::parse_sums(&text, &sums.name)?;
-    let expected = unpack::expected_sha256(&entries, QCOW2, &sums.name).or_else(|e| {
-        unpack::expected_sha256(&entries, &assets::disk_base_of(&archive), &sums.name)
-            .map_err(|_| e)
-    })?;
+    let expected = sha_from_sums(&text, &sums.name, &archive)?;
     let dest = opts.output.join(QCOW2);
     if fsutil::is_regular(&dest) && fsutil::sha256_file(&dest)? == expected {
         println!(

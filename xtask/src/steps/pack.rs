@@ -89,7 +89,7 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
     // Never pack from, or ship, a file of the set being replaced.
     let inputs = [Some(&args.disk), args.kernel.as_ref(), args.client.as_ref()];
     for input in inputs.into_iter().flatten() {
-        if let Some(name) = old.iter().find(|n| same_file(input, &dir.join(n))) {
+        if let Some(name) = old.iter().find(|n| fsutil::same_file(input, &dir.join(n))) {
             bail!(
                 "{} is {}, a file of the set in {} that pack replaces; move it elsewhere first",
                 input.display(),
@@ -349,8 +349,9 @@ fn extra(
         anyhow::anyhow!("{flag} {}: {why}; give the {arch} build", path.display())
     })?;
     let target = dir.join(&name);
-    let in_place = fs::symlink_metadata(&target)
-        .is_ok_and(|t| t.file_type().is_file() && t.dev() == meta.dev() && t.ino() == meta.ino());
+    // The file at the asset's name itself (not through a link there).
+    let in_place = fs::symlink_metadata(&target).is_ok_and(|t| t.file_type().is_file())
+        && fsutil::same_file(path, &target);
     Ok(Some(Extra {
         path: path.to_path_buf(),
         name,
@@ -408,13 +409,6 @@ fn remove_stale_temporaries(dir: &Path, base: &str, sums: &str) {
         if ours && e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) {
             let _ = fs::remove_file(e.path());
         }
-    }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (fs::metadata(a), fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
     }
 }
 

@@ -146,6 +146,16 @@ fn sha256_of(mut f: File, path: &Path) -> Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
+/// Whether `a` and `b` are the same file (links followed; false when either
+/// is absent).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 pub fn is_regular(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
 }

@@ -148,6 +148,17 @@ pub(crate) fn api_fault(shared: &Shared, req: &Request) -> Option<Reply> {
     None
 }
 
+/// What follows `/repos/{o}/{r}/releases` when `{o}/{r}` is the served repo.
+fn releases_route<'a>(
+    segs: &'a [&'a str],
+    ours: impl Fn(&str, &str) -> bool,
+) -> Option<&'a [&'a str]> {
+    match segs {
+        ["repos", o, r, "releases", rest @ ..] if ours(o, r) => Some(rest),
+        _ => None,
+    }
+}
+
 pub(crate) fn route_api(
     shared: &Shared,
     req: &Request,
@@ -156,12 +167,9 @@ pub(crate) fn route_api(
     ours: impl Fn(&str, &str) -> bool,
 ) -> Reply {
     let not_found = || Reply::message(404, "Not Found");
-    let ["repos", o, r, "releases", rest @ ..] = segs else {
+    let Some(rest) = releases_route(segs, ours) else {
         return not_found();
     };
-    if !ours(o, r) {
-        return not_found();
-    }
     match rest {
         [] | [""] => list_releases(shared, req, catalog),
         ["latest"] => catalog
@@ -204,12 +212,9 @@ fn change(
     ours: impl Fn(&str, &str) -> bool,
 ) -> Reply {
     let not_found = || Reply::message(404, "Not Found");
-    let ["repos", o, r, "releases", rest @ ..] = segs else {
+    let Some(rest) = releases_route(segs, ours) else {
         return not_found();
     };
-    if !ours(o, r) {
-        return not_found();
-    }
     if req.header("authorization").is_none() {
         return Reply::message(401, "Requires authentication");
     }

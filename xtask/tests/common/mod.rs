@@ -38,6 +38,28 @@ impl Run {
     }
 }
 
+/// Whether `tool` is on PATH (tests that need it say they are skipped).
+pub fn have(tool: &str) -> bool {
+    testkit::find_tool(tool).is_some()
+}
+
+/// Every regular file in `dir` and its bytes, sorted by name.
+pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// Runs `xtask ARGS` with a clean environment plus `envs`.
 pub fn xtask(args: &[&str], envs: &[(&str, &str)]) -> Run {
     output(command(args, envs))
