@@ -43,6 +43,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             Step::Mirror { arches, oses } => steps::mirror::run(&opts, &arches, &oses),
             Step::Pack(args) => steps::pack::run(&opts, args),
             Step::Upload(args) => steps::upload::run(&opts, args),
+            Step::Cache(cmd) => steps::cache::run(&opts, &cmd),
         },
     }
 }

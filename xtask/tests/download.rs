@@ -23,10 +23,10 @@ fn served(spec: &ReleaseSpec, name: &str) -> Vec<u8> {
     }
 }
 
-/// Every asset of `spec` is in `DIR/.downloads/TAG/` with the served bytes,
-/// and nothing half-written is left.
-fn assert_downloaded(dir: &std::path::Path, spec: &ReleaseSpec) {
-    let work = dir.join(".downloads").join(&spec.tag);
+/// Every asset of `spec` is in the cache entry of a run into `DIR` with the
+/// served bytes, and nothing half-written is left.
+fn assert_downloaded(dir: &std::path::Path, api: &str, spec: &ReleaseSpec) {
+    let work = cache_entry(dir, api, &spec.tag);
     for a in &spec.assets {
         if a.name.starts_with("vmlinux") || a.name.starts_with("test-client") {
             continue;
@@ -57,7 +57,7 @@ fn download_latest_installs_kernel_and_client_and_keeps_parts() {
         fs::read(dir.path().join("client")).unwrap(),
         fake_elf("amd64")
     );
-    assert_downloaded(dir.path(), &new);
+    assert_downloaded(dir.path(), &server.api_url(), &new);
     // Only the final names and the manifest recording them, nothing
     // partial, in the output directory.
     assert_eq!(files_in(dir.path()), ["client", "kernel", "manifest.json"]);
@@ -86,12 +86,12 @@ fn explicit_tag_and_exact_names() {
         &[],
     )
     .ok();
-    assert_downloaded(dir.path(), &old);
+    assert_downloaded(dir.path(), &server.api_url(), &old);
     assert_eq!(
         fs::read(dir.path().join("kernel")).unwrap(),
         fake_elf("amd64")
     );
-    assert!(!dir.path().join(".downloads/v0.3.0").exists());
+    assert!(!cache_entry(dir.path(), &server.api_url(), "v0.3.0").exists());
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn latest_falls_back_to_newest_prerelease() {
         "{}",
         run.stderr
     );
-    assert_downloaded(dir.path(), &a);
+    assert_downloaded(dir.path(), &server.api_url(), &a);
     assert_eq!(
         fs::read(dir.path().join("kernel")).unwrap(),
         fake_elf("arm64")
@@ -342,7 +342,7 @@ fn cut_connection_resumes_with_range() {
     });
     let dir = TempDir::new("dl-cut");
     resources(Some("download"), dir.path(), &server.api_url(), &[], &[]).ok();
-    assert_downloaded(dir.path(), &spec);
+    assert_downloaded(dir.path(), &server.api_url(), &spec);
     let ranges = asset_ranges(&server, PART, 0);
     assert!(
         ranges.iter().any(|r| r == "bytes=1000000-2999999"),
@@ -372,7 +372,7 @@ fn server_errors_are_retried() {
         "the retry is reported: {}",
         run.stderr
     );
-    assert_downloaded(dir.path(), &spec);
+    assert_downloaded(dir.path(), &server.api_url(), &spec);
     let gets = server
         .requests()
         .into_iter()
@@ -429,7 +429,7 @@ fn stalled_connection_times_out_and_retries() {
     );
     run.ok();
     assert!(run.stderr.contains("retrying"), "{}", run.stderr);
-    assert_downloaded(dir.path(), &spec);
+    assert_downloaded(dir.path(), &server.api_url(), &spec);
 }
 
 #[test]
@@ -451,7 +451,7 @@ fn digest_mismatch_leaves_no_file_and_shows_both_values() {
         run.stderr
     );
     assert!(run.stderr.contains("the release says"), "{}", run.stderr);
-    let work = dir.path().join(".downloads/v1");
+    let work = cache_entry(dir.path(), &server.api_url(), "v1");
     assert!(
         !files_in(&work).iter().any(|n| n.contains(PART)),
         "{:?}",
@@ -468,7 +468,9 @@ fn truncated_asset_is_an_error() {
     let run = resources(Some("download"), dir.path(), &server.api_url(), &[], &[]);
     run.failed();
     assert!(run.stderr.contains(PART), "{}", run.stderr);
-    assert!(!dir.path().join(".downloads/v1").join(PART).exists());
+    assert!(!cache_entry(dir.path(), &server.api_url(), "v1")
+        .join(PART)
+        .exists());
 }
 
 #[test]
@@ -485,7 +487,7 @@ fn large_asset_is_fetched_as_parallel_ranges() {
         &[],
     )
     .ok();
-    assert_downloaded(dir.path(), &spec);
+    assert_downloaded(dir.path(), &server.api_url(), &spec);
     let ranges = asset_ranges(&server, PART, 0);
     // Several segments (an eighth of the asset, rounded to MiB), which
     // together tile the file exactly once.
@@ -514,7 +516,7 @@ fn server_without_ranges_restarts_cleanly() {
     server.add_fault(Fault::NoRange { asset: PART.into() });
     let dir = TempDir::new("dl-norange");
     resources(Some("download"), dir.path(), &server.api_url(), &[], &[]).ok();
-    assert_downloaded(dir.path(), &spec);
+    assert_downloaded(dir.path(), &server.api_url(), &spec);
 }
 
 #[test]
@@ -534,11 +536,13 @@ fn interrupted_download_resumes_on_the_next_run() {
     });
     let dir = TempDir::new("dl-resume");
     resources(Some("download"), dir.path(), &server.api_url(), &[], &[]).failed();
-    assert!(!dir.path().join(".downloads/v1").join(PART).exists());
+    assert!(!cache_entry(dir.path(), &server.api_url(), "v1")
+        .join(PART)
+        .exists());
     server.clear_faults();
     let before = server.requests().len();
     resources(Some("download"), dir.path(), &server.api_url(), &[], &[]).ok();
-    assert_downloaded(dir.path(), &spec);
+    assert_downloaded(dir.path(), &server.api_url(), &spec);
     let ranges = asset_ranges(&server, PART, before);
     assert_eq!(ranges, ["bytes=700000-1999999"]);
 }

@@ -62,10 +62,12 @@ fn unsafe_asset_names_are_refused() {
             !server.requests().iter().any(|r| r.host == "assets"),
             "{bad}: downloaded anyway"
         );
+        // Nothing lands outside the output directory and its download cache.
         assert!(fs::read_dir(root.path())
             .unwrap()
             .flatten()
-            .all(|e| e.file_name() == "out"));
+            .all(|e| e.file_name() == "out" || e.file_name() == "out.cache"));
+        assert!(!root.path().join("evil").exists() && !root.path().join("sub").exists());
     }
 }
 

@@ -244,16 +244,13 @@ fn finding_03_changed_installed_files_are_kept_touched_ones_rehashed() {
     assert_eq!(testkit::sha256_file_hex(&q).unwrap(), d2.sha256_hex);
     resources(Some("verify"), out.path(), &api, &["--deep"], &[]).ok();
 
-    // Files the tool never installed (no manifest) are the user's too.
+    // Files the tool never installed (no manifest) are the user's too, when
+    // they are not the release's.
     let fresh = TempDir::new("h03b");
     fs::write(fresh.path().join("kernel"), b"my own kernel").unwrap();
     let run = resources(None, fresh.path(), &api, &[], &[]);
     run.failed();
-    assert!(
-        run.stderr.contains("was not installed by this tool"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("not the release's"), "{}", run.stderr);
     assert_eq!(
         fs::read(fresh.path().join("kernel")).unwrap(),
         b"my own kernel"
@@ -315,19 +312,12 @@ fn finding_05_incomplete_manifests_are_not_up_to_date_and_cannot_point_outside()
     let good: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&mpath).unwrap()).unwrap();
 
-    // An empty file list: nothing is known to be installed, so the files
-    // there are not the tool's to replace, and verify fails.
+    // An empty file list: nothing is known to be installed, so verify
+    // fails, and the full run is not up to date: it compares the files with
+    // the release and adopts them, fetching no part of the disk.
     let mut m = good.clone();
     m["files"] = serde_json::json!([]);
     fs::write(&mpath, m.to_string()).unwrap();
-    let run = resources(None, out.path(), &api, &["--version", "v1"], &[]);
-    run.failed();
-    assert!(!run.stdout.contains("Up to date"), "{}", run.stdout);
-    assert!(
-        run.stderr.contains("not installed by this tool"),
-        "{}",
-        run.stderr
-    );
     let run = resources(Some("verify"), out.path(), &api, &[], &[]);
     run.failed();
     assert!(
@@ -335,6 +325,18 @@ fn finding_05_incomplete_manifests_are_not_up_to_date_and_cannot_point_outside()
         "{}",
         run.stdout
     );
+    let before = server.requests().len();
+    let run = resources(None, out.path(), &api, &["--version", "v1"], &[]);
+    run.ok();
+    assert!(!run.stdout.contains("Up to date"), "{}", run.stdout);
+    assert!(run.stderr.contains("adopted"), "{}", run.stderr);
+    assert!(
+        !server.requests()[before..]
+            .iter()
+            .any(|r| r.path.contains(".tar.gz")),
+        "a disk part was fetched"
+    );
+    resources(Some("verify"), out.path(), &api, &[], &[]).ok();
 
     // The kernel removed (its entry kept): reinstalled, not up to date.
     fs::write(&mpath, good.to_string()).unwrap();

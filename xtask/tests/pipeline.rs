@@ -15,12 +15,18 @@ use testkit::{
 
 /// A qcow2 packed like upstream, or None (with a note) where qemu-img is absent.
 fn disk(work: &Path, compression: Compression, part: u64) -> Option<DiskFixture> {
+    disk_of(work, compression, part, 6)
+}
+
+/// As [`disk`], with `data_mib` of guest data (another content).
+fn disk_of(work: &Path, compression: Compression, part: u64, data_mib: u64) -> Option<DiskFixture> {
     if !have("qemu-img") {
         eprintln!("skipped: qemu-img is not installed");
         return None;
     }
+    fs::create_dir_all(work).unwrap();
     let img = work.join("src.qcow2");
-    make_qcow2(&img, 64, 6).expect("make qcow2");
+    make_qcow2(&img, 64, data_mib).expect("make qcow2");
     Some(pack_disk(&img, "focal", "amd64", part, compression, work).expect("pack disk"))
 }
 
@@ -142,7 +148,8 @@ fn xz_release_and_kept_downloads() {
         sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(),
         d.sha256_hex
     );
-    let work = out.path().join(".downloads/v2");
+    // The parts stay in the download cache.
+    let work = cache_entry(out.path(), &server.api_url(), "v2");
     assert!(work
         .join("disk-image-focal-amd64.qcow2.tar.xz.aa")
         .is_file());
@@ -170,7 +177,7 @@ fn merge_then_decompress_gives_the_same_image() {
         .join(".downloads/v1/disk-image-focal-amd64.qcow2.tar.gz");
     let mut cat = Vec::new();
     for a in d.assets.iter().filter(|a| a.name.contains(".tar.gz.")) {
-        cat.extend(fs::read(out.path().join(".downloads/v1").join(&a.name)).unwrap());
+        cat.extend(fs::read(cache_entry(out.path(), &api, "v1").join(&a.name)).unwrap());
     }
     assert!(
         fs::read(&merged).unwrap() == cat,
@@ -224,7 +231,9 @@ fn assert_bad_release_keeps_good_set(
     let out = TempDir::new("pl-bad");
     let (server, d, fx) = install_good(out.path());
     let good = installed_set(out.path());
-    let bad = make_bad(&d, fx.path());
+    // Another image: the installed one would be kept, its bytes unread.
+    let other = disk_of(&fx.path().join("other"), Compression::Gzip, 256 << 10, 5).unwrap();
+    let bad = make_bad(&other, fx.path());
     server.set_releases(vec![bad, release("v1", &d)]);
     let run = resources(
         None,
@@ -420,9 +429,10 @@ fn hostile_tar_members_write_nothing_outside() {
         let run = resources(None, &out, &server.api_url(), &[], &[]);
         run.failed();
         assert!(run.stderr.contains(needle), "{what}: {}", run.stderr);
+        // The output directory and its download cache, nothing else.
         assert_eq!(
             entries(root.path()),
-            ["out"],
+            ["out", "out.cache"],
             "{what}: wrote outside the output dir"
         );
         assert!(!out.join("disk-image.qcow2").exists(), "{what}");

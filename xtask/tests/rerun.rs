@@ -35,20 +35,6 @@ fn upstream_server(tag: &str, d: &DiskFixture) -> Server {
     )
 }
 
-fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env_remove("GITHUB_TOKEN")
-        .env_remove("GH_TOKEN")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env("CI", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 /// Polls (bounded) until `cond` holds; panics with `what` otherwise.
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -93,7 +79,7 @@ fn killed_mid_download_then_rerun_completes() {
         "--github-api",
         &api,
     ]);
-    let work = dir.path().join(".downloads/v1");
+    let work = cache_entry(dir.path(), &api, "v1");
     wait_until("a partial download", || partial_with_data(&work));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -154,7 +140,7 @@ fn killed_mid_pipeline_then_rerun_completes() {
 }
 
 #[test]
-fn a_second_run_at_once_is_refused() {
+fn a_second_run_at_once_waits_or_with_no_wait_is_refused() {
     let spec = bytes_release("v1", "focal", "amd64", &[2_000_000]);
     let server = Server::start(REPO, vec![spec]);
     server.add_fault(Fault::RateCap {
@@ -172,19 +158,35 @@ fn a_second_run_at_once_is_refused() {
         &api,
     ]);
     wait_until("the first run downloading", || {
-        partial_with_data(&dir.path().join(".downloads/v1"))
+        partial_with_data(&cache_entry(dir.path(), &api, "v1"))
     });
-    let second = resources(Some("download"), dir.path(), &api, &[], &[]);
-    first.kill().unwrap();
-    first.wait().unwrap();
-    second.failed();
+    let refused = resources(Some("download"), dir.path(), &api, &["--no-wait"], &[]);
+    refused.failed();
+    let pid = format!("pid {}", first.id());
     assert!(
-        second
-            .stderr
-            .contains("another `cargo xtask resources` is working"),
+        refused.stderr.contains("another run is working on") && refused.stderr.contains(&pid),
+        "{}",
+        refused.stderr
+    );
+    // Without --no-wait the second run waits for the first, saying so once,
+    // then finds the work done.
+    let before = server.requests().len();
+    let second = resources(Some("download"), dir.path(), &api, &[], &[]);
+    second.ok();
+    assert_eq!(
+        second.stderr.matches("waiting for another run on").count(),
+        1,
         "{}",
         second.stderr
     );
+    assert!(second.stderr.contains(&pid), "{}", second.stderr);
+    assert!(
+        !server.requests()[before..]
+            .iter()
+            .any(|r| r.host == "assets"),
+        "the second run fetched an asset again"
+    );
+    first.wait().unwrap();
 }
 
 fn free_port() -> u16 {

@@ -32,6 +32,24 @@ pub fn default_api() -> String {
     }
 }
 
+/// Where the download cache lives: `$VSWARM_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/vswarm-u` (an absolute one, as the XDG rules say),
+/// else `~/.cache/vswarm-u`; None when none of them is set.
+pub fn cache_root() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = var("VSWARM_CACHE_DIR") {
+        return Some(std::path::absolute(&dir).unwrap_or(dir));
+    }
+    if let Some(xdg) = var("XDG_CACHE_HOME").filter(|p| p.is_absolute()) {
+        return Some(xdg.join("vswarm-u"));
+    }
+    var("HOME").map(|home| home.join(".cache").join("vswarm-u"))
+}
+
 /// `VSWARM_RESOURCES_SOURCE`, if set and not empty.
 pub fn default_source() -> Option<String> {
     std::env::var("VSWARM_RESOURCES_SOURCE")

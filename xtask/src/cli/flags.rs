@@ -13,6 +13,8 @@ pub struct Flag {
 }
 
 const ALL: &[&str] = &[];
+/// In a flag's `steps`: the full run (no step named).
+pub const RUN: &str = "resources";
 
 /// Every flag of `cargo xtask resources`. The short forms are those of
 /// upstream's `artifacts.py`, so existing scripts keep working.
@@ -86,6 +88,48 @@ pub const FLAGS: &[Flag] = &[
         value: Some("DIR|URL"),
         help: "read releases from a mirror made by `mirror` (default: $VSWARM_RESOURCES_SOURCE)",
         steps: ALL,
+    },
+    Flag {
+        long: "--no-cache",
+        short: None,
+        value: None,
+        help: "neither read nor fill the download cache (see `cache path`)",
+        steps: &[RUN, "download", "decompress", "merge"],
+    },
+    Flag {
+        long: "--offline",
+        short: None,
+        value: None,
+        help: "no network: releases and assets from the cache only (latest: the newest cached)",
+        steps: &[RUN, "download"],
+    },
+    Flag {
+        long: "--no-raw",
+        short: None,
+        value: None,
+        help: "do not make disk-image.img (QEMU reads the qcow2; gem5 needs the raw image)",
+        steps: &[RUN],
+    },
+    Flag {
+        long: "--no-wait",
+        short: None,
+        value: None,
+        help: "fail at once when another run holds the output directory or cache entry",
+        steps: ALL,
+    },
+    Flag {
+        long: "--keep",
+        short: None,
+        value: Some("N"),
+        help: "cache prune: keep the N most recently used releases (default: 3)",
+        steps: &["cache"],
+    },
+    Flag {
+        long: "--max-size",
+        short: None,
+        value: Some("SIZE"),
+        help: "cache prune: then remove the least recently used until at most SIZE (default: 20G)",
+        steps: &["cache"],
     },
     Flag {
         long: "--with-qemu-img",
@@ -208,6 +252,10 @@ pub const STEPS: &[(&str, &str)] = &[
         "copy a release's assets into a directory others can use as --source",
     ),
     (
+        "cache",
+        "the download cache: `cache list`, `cache prune`, `cache path`",
+    ),
+    (
         "pack",
         "make a qcow2 into release assets: tar, compressed on every core, split, sums",
     ),
@@ -228,6 +276,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("GITHUB_API_URL", "default API base"),
     ("HTTPS_PROXY, NO_PROXY", "proxy settings"),
     ("VSWARM_RESOURCES_SOURCE", "default --source"),
+    (
+        "VSWARM_CACHE_DIR",
+        "the download cache (default: $XDG_CACHE_HOME/vswarm-u, else ~/.cache/vswarm-u)",
+    ),
     (
         "VSWARM_HTTP_TIMEOUT",
         "seconds a connection may stay silent before a retry (default 30, at most 3600)",
@@ -338,6 +390,19 @@ tool decodes them on every core. DISK must be a qcow2 that `convert` reads. An e
 set in the output directory is replaced only with --force (its old parts are removed).
 Prints each asset and its size."
         }
+        "cache" => {
+            "\
+The download cache keeps what runs downloaded (release JSON, kernel, client, disk parts,
+exactly as published and checked), so another checkout, another CI job on this machine,
+or switching back to a tag installs with no download. It lives in $VSWARM_CACHE_DIR,
+else $XDG_CACHE_HOME/vswarm-u, else ~/.cache/vswarm-u.
+    cache list     each cached release, its size and when it was last used
+    cache path     print where the cache is
+    cache prune    remove the least recently used releases beyond --keep N (default 3)
+                   and then beyond --max-size SIZE (default 20G); a release another run
+                   is using is left alone
+After every run the default policy (3 releases, 20 GiB) is applied."
+        }
         "upload" => {
             "\
 Uploads FILES as assets of the release tagged --version (required) in --repo. An asset
@@ -355,7 +420,7 @@ fn flag_lines(step: Option<&str>) -> String {
     let mut out = String::new();
     for f in FLAGS {
         let applies = match step {
-            None => f.steps.is_empty(),
+            None => f.steps.is_empty() || f.steps.contains(&RUN),
             Some(s) => f.steps.is_empty() || f.steps.contains(&s),
         };
         if !applies {
@@ -403,6 +468,7 @@ pub fn resources_help(step: Option<&str>) -> String {
                 "convert" => " [INPUT [OUTPUT]]",
                 "pack" => " DISK",
                 "upload" => " --version TAG FILES...",
+                "cache" => " list|path|prune",
                 _ => "",
             };
             format!(

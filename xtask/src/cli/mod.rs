@@ -16,6 +16,7 @@ use anyhow::{bail, Result};
 use crate::github::assets::{Arch, Os};
 use crate::github::release::check_tag;
 use crate::steps::bench::BenchArgs;
+use crate::steps::cache::CacheCmd;
 use crate::steps::convert::ConvertArgs;
 use crate::steps::opts::{self, Opts};
 use crate::steps::pack::PackArgs;
@@ -62,6 +63,7 @@ pub enum Step {
     },
     Pack(PackArgs),
     Upload(UploadArgs),
+    Cache(CacheCmd),
 }
 
 /// Parses the whole command line (without the program name).
@@ -212,6 +214,25 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
     };
     let keep_downloads = p.switch("--keep-downloads")?;
     let force = p.switch("--force")?;
+    let wait = !p.switch("--no-wait")?;
+    let takes = |long: &str| {
+        flag(long)
+            .steps
+            .contains(&step.as_deref().unwrap_or(flags::RUN))
+    };
+    let no_cache = takes("--no-cache") && p.switch("--no-cache")?;
+    let offline = takes("--offline") && p.switch("--offline")?;
+    let no_raw = takes("--no-raw") && p.switch("--no-raw")?;
+    if offline && no_cache {
+        return Err(usage(
+            "--offline reads only the cache, so it cannot go with --no-cache",
+        ));
+    }
+    if offline && source.is_some() {
+        return Err(usage(
+            "--offline reads only the cache; a --source mirror is read directly without it",
+        ));
+    }
 
     // Step-specific flags; a flag of another step is named as such.
     let typed = match step_name {
@@ -251,6 +272,7 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
             oses: all_or_one(os_s.as_deref(), &Os::ALL, Os::parse, Os::Focal)?,
         },
         "pack" => Step::Pack(pack::pack_args(&mut p)?),
+        "cache" => Step::Cache(cache_cmd(&mut p)?),
         "upload" => {
             if version_given.is_none() || version == "latest" {
                 return Err(usage(
@@ -300,6 +322,10 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
         keep_downloads,
         force,
         source,
+        cache: if no_cache { None } else { env::cache_root() },
+        offline,
+        no_raw,
+        wait,
         token: env::token()?,
         proxy: ureq::Proxy::try_from_env(),
         http_timeout: env::http_timeout()?,
@@ -312,6 +338,48 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
 /// empty value.
 struct Parsed<'a> {
     args: &'a mut pico_args::Arguments,
+}
+
+/// `cache list|path|prune [--keep N] [--max-size SIZE]`.
+fn cache_cmd(p: &mut Parsed) -> Result<CacheCmd> {
+    let keep = match p.value("--keep")? {
+        None => None,
+        Some(k) => Some(k.parse::<usize>().map_err(|_| {
+            usage(format!(
+                "invalid --keep `{}`: expected a number of releases",
+                crate::util::text::clean(&k, 40)
+            ))
+        })?),
+    };
+    let max_size = match p.value("--max-size")? {
+        None => None,
+        Some(s) => Some(pack::parse_size(&s).ok_or_else(|| {
+            usage(format!(
+                "invalid --max-size `{}`: expected bytes, or a number with K, M, G or T (20G)",
+                crate::util::text::clean(&s, 40)
+            ))
+        })?),
+    };
+    let word: Option<String> = p
+        .args
+        .opt_free_from_str()
+        .map_err(|e| usage(format!("cache: {e}")))?;
+    let cmd = match word.as_deref() {
+        Some("list") => CacheCmd::List,
+        Some("path") => CacheCmd::Path,
+        Some("prune") => CacheCmd::Prune { keep, max_size },
+        Some(other) => {
+            return Err(usage(format!(
+                "unknown cache command `{}`: expected list, path or prune",
+                crate::util::text::clean(other, 40)
+            )))
+        }
+        None => return Err(usage("cache needs a command: list, path or prune")),
+    };
+    if !matches!(cmd, CacheCmd::Prune { .. }) && (keep.is_some() || max_size.is_some()) {
+        return Err(usage("--keep and --max-size are flags of `cache prune`"));
+    }
+    Ok(cmd)
 }
 
 fn flag(long: &str) -> &'static Flag {

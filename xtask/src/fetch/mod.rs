@@ -108,6 +108,25 @@ pub fn parse_digest(field: Option<&str>, asset: &str) -> Result<Option<[u8; 32]>
     })
 }
 
+/// Where the sha256 of an asset the release gives no digest for is kept
+/// once it is downloaded (`.NAME.sha256` beside it): a later run that finds
+/// the file checks it against this, so changed bytes are never used. A
+/// file without its seal is fetched again.
+pub fn seal_path(dest: &Path) -> PathBuf {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    dest.with_file_name(format!(".{name}.sha256"))
+}
+
+/// Deletes a downloaded asset and everything kept about it (its partial
+/// file, segment record and seal), so the next run fetches it anew.
+pub fn forget(dest: &Path) {
+    let partial = fsutil::partial_path(dest);
+    let segs = state::segs_path(&partial);
+    for p in [dest, &partial, &segs, &seal_path(dest)] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// Downloads in flight. Dropping it aborts what is left.
 pub struct Downloads {
     shared: Arc<Shared>,

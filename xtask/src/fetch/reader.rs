@@ -187,6 +187,7 @@ impl AssetReader {
                 };
                 let _ = fs::remove_file(&bad);
                 let _ = fs::remove_file(&segs_path);
+                let _ = fs::remove_file(super::seal_path(&wanted.dest));
                 let msg = format!(
                     "asset {}: sha256 mismatch: the release says {}, the download is {}; \
                      the bad file was deleted, re-run to download it again",
@@ -214,6 +215,14 @@ impl AssetReader {
                 return Err(self.fail(format!("asset {}: {e:#}", wanted.name)));
             }
             let _ = fs::remove_file(&segs_path);
+            if wanted.sha256.is_none() {
+                // A later run checks the file against this (see `seal_path`).
+                let seal = super::seal_path(&wanted.dest);
+                if let Err(e) = fsutil::write_small(&seal, format!("{}\n", hex(&digest)).as_bytes())
+                {
+                    return Err(self.fail(format!("asset {}: {e:#}", wanted.name)));
+                }
+            }
         }
         self.shared.progress.item_done(
             &wanted.name,

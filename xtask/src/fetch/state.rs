@@ -124,22 +124,42 @@ impl Shared {
     }
 }
 
-/// Opens or resumes the partial file of one asset.
-pub(super) fn prepare(wanted: Wanted) -> Result<AssetState> {
-    let partial = fsutil::partial_path(&wanted.dest);
-    let segs_path = partial.with_file_name(format!(
+/// The record of finished segments beside a partial file.
+pub(super) fn segs_path(partial: &std::path::Path) -> PathBuf {
+    partial.with_file_name(format!(
         "{}.segs",
         partial.file_name().unwrap_or_default().to_string_lossy()
-    ));
+    ))
+}
+
+/// The sha256 to check a finished file against when the release gives
+/// none: its seal, if it has a valid one.
+fn sealed(dest: &std::path::Path) -> Option<[u8; 32]> {
+    let text = fsutil::read_small(&super::seal_path(dest), 100).ok()?;
+    crate::util::fmt::parse_sha256_hex(text.trim())
+}
+
+/// Opens or resumes the partial file of one asset.
+pub(super) fn prepare(mut wanted: Wanted) -> Result<AssetState> {
+    let partial = fsutil::partial_path(&wanted.dest);
+    let segs_path = segs_path(&partial);
     if let Some(dir) = wanted.dest.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     // A link at a name we own is junk, never something to read or write through.
-    for p in [&wanted.dest, &partial, &segs_path] {
+    let seal = super::seal_path(&wanted.dest);
+    for p in [&wanted.dest, &partial, &segs_path, &seal] {
         fsutil::clear_non_regular(p).with_context(|| format!("cannot clear {}", p.display()))?;
     }
     if let Ok(meta) = fs::symlink_metadata(&wanted.dest) {
-        if meta.is_file() && meta.len() == wanted.size {
+        // Without a digest, only a sealed file can be checked: others go.
+        if wanted.sha256.is_none() {
+            wanted.sha256 = sealed(&wanted.dest);
+            if wanted.sha256.is_none() {
+                let _ = fs::remove_file(&wanted.dest);
+            }
+        }
+        if meta.is_file() && meta.len() == wanted.size && wanted.sha256.is_some() {
             return Ok(AssetState {
                 wanted,
                 partial,

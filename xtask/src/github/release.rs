@@ -44,6 +44,14 @@ pub struct Asset {
     pub state: Option<String>,
 }
 
+impl Asset {
+    /// The sha256 the release's `digest` gives (`sha256:<hex>`); None when
+    /// it gives none or one of another algorithm; an error when it is not hex.
+    pub fn sha256(&self) -> Result<Option<[u8; 32]>> {
+        crate::fetch::parse_digest(self.digest.as_deref(), &self.name)
+    }
+}
+
 /// A release as looked up, with a note when `latest` had to fall back.
 pub struct Resolved {
     pub release: Release,

@@ -15,7 +15,9 @@ use crate::util::fs as fsutil;
 use crate::util::text::Shown;
 
 /// Release JSON documents are small; a larger file is not one.
-const MAX_JSON: u64 = 32 << 20;
+pub const MAX_JSON: u64 = 32 << 20;
+/// A mirror's (and the cache's) release document, in each tag's directory.
+pub const RELEASE_JSON: &str = "release.json";
 /// A `latest` file names one tag.
 const MAX_LATEST: u64 = 256;
 
@@ -40,6 +42,11 @@ impl Source {
                 Source::Dir(p)
             }
         }
+    }
+
+    /// Whether this is a mirror directory (read in place, never cached).
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Source::Dir(_))
     }
 
     /// For messages: `OWNER/NAME on API`, or `the mirror …`.

@@ -36,6 +36,9 @@ pub struct Manifest {
     /// the files it finds may be this set's, and `verify` fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Box<Manifest>>,
+    /// Installed with `--no-raw`: the set is whole without `disk-image.img`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_raw: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -112,6 +115,7 @@ impl Manifest {
             installed_at: rfc3339_now(),
             files: Vec::new(),
             pending: None,
+            no_raw: false,
         }
     }
 
@@ -167,18 +171,23 @@ impl Manifest {
         self.same_set(repo, os, arch) && (version == "latest" || version == self.tag)
     }
 
-    /// All four files listed and no install pending: the manifest says a
-    /// whole set is installed.
+    /// All files of the set listed (the raw image unless the set was
+    /// installed with `--no-raw`) and no install pending: the manifest says
+    /// a whole set is installed.
     pub fn complete(&self) -> bool {
-        self.pending.is_none() && NAMES.iter().all(|n| self.entry(n).is_some())
+        self.pending.is_none() && self.unlisted().is_empty()
     }
 
     /// The names a complete set would list that this manifest lacks.
     pub fn unlisted(&self) -> Vec<&'static str> {
+        self.names().filter(|n| self.entry(n).is_none()).collect()
+    }
+
+    /// The names of the set: all four, or three with `--no-raw`.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         NAMES
             .iter()
             .copied()
-            .filter(|n| self.entry(n).is_none())
-            .collect()
+            .filter(|n| !(self.no_raw && *n == super::layout::RAW))
     }
 }

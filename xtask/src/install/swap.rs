@@ -12,29 +12,33 @@ use anyhow::{Context, Result};
 use super::manifest::{self, Manifest};
 use crate::util::fs as fsutil;
 
-/// Puts `src` under `dest` (a hard link where possible, else a copy), through
-/// a fresh temporary name so `dest` is never partial and no link is followed.
-pub fn install_link(src: &Path, dest: &Path) -> Result<()> {
+/// Puts a copy of `src` under `dest`, through a fresh temporary name so
+/// `dest` is never partial and no link is followed. Never a hard link: the
+/// user, QEMU and gem5 write to installed files, and that must not change
+/// the cache. (`io::copy` between files is `copy_file_range`, which shares
+/// the blocks where the file system has reflinks.)
+pub fn install_copy(src: &Path, dest: &Path) -> Result<()> {
     let tmp = fsutil::partial_path(dest);
-    fsutil::clear_non_regular(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
-    let _ = fs::remove_file(&tmp);
-    if fs::hard_link(src, &tmp).is_err() {
-        let mut from =
-            fsutil::open_regular(src).with_context(|| format!("cannot open {}", src.display()))?;
-        let mut to = fsutil::create_fresh(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        io::copy(&mut from, &mut to)
-            .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
-        to.sync_all()?;
-    }
+    let mut from =
+        fsutil::open_regular(src).with_context(|| format!("cannot open {}", src.display()))?;
+    let mut to =
+        fsutil::create_fresh(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    io::copy(&mut from, &mut to)
+        .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
+    to.sync_all()
+        .with_context(|| format!("cannot sync {}", tmp.display()))?;
     fsutil::rename_durable(&tmp, dest)
 }
 
 /// How a staged file reaches its final name.
 pub enum Move {
-    /// Kept in the working directory too (kernel, client).
-    Link(PathBuf),
+    /// A copy of a file that stays where it is (kernel and client, from the
+    /// cache or the working directory).
+    Copy(PathBuf),
     Rename(PathBuf),
+    /// The installed file is removed (the raw image of a replaced qcow2,
+    /// with `--no-raw`).
+    Remove,
 }
 
 /// Installs `moves` into `out` as the files of `new`, recording the install
@@ -56,8 +60,17 @@ pub fn install(
     for (name, m) in moves {
         let dest = out.join(name);
         match m {
-            Move::Link(src) => install_link(&src, &dest)?,
+            Move::Copy(src) => install_copy(&src, &dest)?,
             Move::Rename(src) => fsutil::rename_durable(&src, &dest)?,
+            Move::Remove => {
+                fsutil::clear_non_regular(&dest)?;
+                match fs::remove_file(&dest) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("cannot remove {}", dest.display()))
+                    }
+                    _ => continue,
+                }
+            }
         }
         moved.push(name);
     }

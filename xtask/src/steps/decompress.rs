@@ -16,7 +16,7 @@ use super::guard::{
 };
 use super::plan::{
     disk_readers, disk_sources, open_work, plan_offline, report_unpacked, sha_from_sums,
-    unpack_disk, wanted,
+    unpack_disk, wanted, Pick,
 };
 use super::Opts;
 use crate::fetch::{self, http::Http};
@@ -61,7 +61,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         let missing: Vec<&str> = plan
             .sel
             .all()
-            .filter(|a| !fsutil::is_regular(&plan.work.join(&a.name)))
+            .filter(|a| !fsutil::is_regular(&plan.asset_path(&a.name)))
             .map(|a| a.name.as_str())
             .collect();
         if !missing.is_empty() {
@@ -74,8 +74,14 @@ pub fn run(opts: &Opts) -> Result<()> {
         }
         // All present: the engine only re-reads and checks them.
         let http = Http::new(&opts.http(1));
-        let dl = fetch::start(http, wanted(&plan, opts, false)?, 1, "check", opts.progress)?;
-        let readers = disk_readers(&plan, &dl);
+        let dl = fetch::start(
+            http,
+            wanted(&plan, opts, false, Pick::ALL)?,
+            1,
+            "check",
+            opts.progress,
+        )?;
+        let readers = disk_readers(&plan, &dl, Pick::ALL);
         match unpack_disk(&plan, Chain::new(readers), &staged, None, 0) {
             Ok(out) => {
                 dl.wait()?;

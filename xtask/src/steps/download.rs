@@ -9,6 +9,7 @@ use super::guard::{
 };
 use super::plan::{
     note_unchecked_digests, open_work, plan_online, prepare_work, source_of, wanted, warn_support,
+    Pick,
 };
 use super::Opts;
 use crate::fetch::{self, http::Http};
@@ -42,7 +43,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     );
     let dl = fetch::start(
         http,
-        wanted(&plan, opts, false)?,
+        wanted(&plan, opts, false, Pick::ALL)?,
         opts.connections,
         "download",
         opts.progress,
@@ -62,8 +63,8 @@ pub fn run(opts: &Opts) -> Result<()> {
         );
         return Ok(());
     }
-    let kernel = plan.work.join(&plan.sel.kernel.name);
-    let client = plan.work.join(&plan.sel.client.name);
+    let kernel = plan.asset_path(&plan.sel.kernel.name);
+    let client = plan.asset_path(&plan.sel.client.name);
     let mut new = same_set_manifest(opts, &plan, m.as_ref());
     new.set_entry(entry(
         KERNEL,
@@ -81,7 +82,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         &opts.output,
         m.as_ref(),
         new,
-        vec![(KERNEL, Move::Link(kernel)), (CLIENT, Move::Link(client))],
+        vec![(KERNEL, Move::Copy(kernel)), (CLIENT, Move::Copy(client))],
     )?;
     println!(
         "Downloaded {}: {} and {} installed in {}; disk image parts and sums in {}",

@@ -233,6 +233,22 @@ pub(super) fn load_manifest(opts: &Opts) -> Result<Option<Manifest>> {
     }
 }
 
+/// The manifest, for the full run: a damaged one is set aside with a note,
+/// and the files are then compared with the release, as in a directory the
+/// tool did not make.
+pub(super) fn load_manifest_or_compare(opts: &Opts) -> Option<Manifest> {
+    match manifest::load(&opts.output) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!(
+                "note: {}; the installed files are compared with the release instead",
+                crate::util::text::clean(&format!("{e:#}"), 300)
+            );
+            None
+        }
+    }
+}
+
 /// A single step installs nothing while an interrupted install is pending:
 /// only the full run knows how to finish it.
 pub(super) fn refuse_pending(opts: &Opts, m: Option<&Manifest>) -> Result<()> {

@@ -18,13 +18,13 @@ pub fn run(opts: &Opts) -> Result<()> {
     if plan.sel.disk.len() == 1 {
         println!(
             "{} is a single file; nothing to merge",
-            plan.work.join(&plan.sel.disk[0].name).display()
+            plan.asset_path(&plan.sel.disk[0].name).display()
         );
         return Ok(());
     }
     // Every part must be there, complete, before anything is written.
     for part in &plan.sel.disk {
-        let path = plan.work.join(&part.name);
+        let path = plan.asset_path(&part.name);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_file() && m.len() == part.size => {}
             Ok(m) => bail!(
@@ -44,7 +44,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     fsutil::ensure_space(&plan.work, total, "the merged archive")?;
     let mut out = fsutil::TempFile::create(&dest)?;
     for part in &plan.sel.disk {
-        let path = plan.work.join(&part.name);
+        let path = plan.asset_path(&part.name);
         let mut f = fsutil::open_regular(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         io::copy(&mut f, out.file())

@@ -15,11 +15,19 @@ use crate::github::release::{check_tag, Asset};
 use crate::util::fmt::human_bytes;
 use crate::util::fs as fsutil;
 use crate::util::fs::write_small;
+use crate::util::lock;
 
 pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
     let out = &opts.output;
     fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let lock = fsutil::lock(out)?;
+    let what = out.display().to_string();
+    let how = lock::How {
+        kind: lock::Kind::Exclusive,
+        what: &what,
+        wait: opts.wait,
+        own: false,
+    };
+    let lock = lock::lock(out, &how)?;
     let http = Http::new(&opts.http(opts.connections));
     let source = opts.source();
     let resolved = source.resolve(&http, &opts.repo, &opts.version)?;

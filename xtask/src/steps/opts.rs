@@ -34,6 +34,15 @@ pub struct Opts {
     pub force: bool,
     /// `--source`/`VSWARM_RESOURCES_SOURCE`: a mirror directory or URL.
     pub source: Option<String>,
+    /// The download cache's root; None with `--no-cache` or when the
+    /// environment names no place for it.
+    pub cache: Option<PathBuf>,
+    /// `--offline`: releases and assets from the cache only, no network.
+    pub offline: bool,
+    /// `--no-raw`: the full run does not make `disk-image.img`.
+    pub no_raw: bool,
+    /// Wait while another run holds a lock (`--no-wait`: fail at once).
+    pub wait: bool,
     /// `GH_TOKEN`, else `GITHUB_TOKEN`.
     pub token: Option<Token>,
     /// From `HTTPS_PROXY` and friends, with `NO_PROXY`.
@@ -58,6 +67,10 @@ impl Opts {
             keep_downloads: false,
             force: false,
             source: None,
+            cache: None,
+            offline: false,
+            no_raw: false,
+            wait: true,
             token: None,
             proxy: None,
             http_timeout: std::time::Duration::from_secs(30),

@@ -23,6 +23,7 @@ use crate::qcow2::{self, Image};
 use crate::unpack::Compression;
 use crate::util::fmt::{hex, human_bytes};
 use crate::util::fs::{self as fsutil, TempFile};
+use crate::util::lock;
 use crate::util::progress::Progress;
 
 /// GitHub refuses release assets of 2 GiB or more.
@@ -82,7 +83,14 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
         bail!("--output {} is not a directory", dir.display());
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let _lock = fsutil::lock(dir)?;
+    let what = dir.display().to_string();
+    let how = lock::How {
+        kind: lock::Kind::Exclusive,
+        what: &what,
+        wait: opts.wait,
+        own: false,
+    };
+    let _lock = lock::lock(dir, &how)?;
     let base = disk_base(os, arch);
     remove_stale_temporaries(dir, &base, &sums);
     let old = old_set(dir, &base, &sums)?;

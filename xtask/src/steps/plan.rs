@@ -10,10 +10,12 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 
+use super::store::{self, Store};
 use super::Opts;
 use crate::fetch::http::Http;
 use crate::fetch::{self, AssetReader, Downloads, Wanted};
 use crate::github::assets::{self, Selection};
+use crate::github::cache::Cache;
 use crate::github::release::{check_tag, Asset, Release};
 use crate::github::support::support;
 use crate::install::layout::{self, LAST_TAG, MAX_JSON, QCOW2, RELEASE_JSON};
@@ -22,6 +24,7 @@ use crate::unpack;
 use crate::util::fmt::human_bytes;
 use crate::util::fs as fsutil;
 use crate::util::fs::write_small;
+use crate::util::lock::{self, Lock};
 use crate::util::text::Shown;
 
 /// A release and the assets of our os/arch in it.
@@ -29,29 +32,55 @@ pub struct Plan {
     pub release: Release,
     pub json: String,
     pub sel: Selection,
+    /// `.downloads/<tag>/` in the output directory: the release JSON for
+    /// the offline steps, and the staged files of an install.
     pub work: PathBuf,
+    /// Where the assets are: the cache entry, or `work`.
+    pub store: Store,
+}
+
+impl Plan {
+    /// Where asset `name` is read from and downloaded to: the working
+    /// directory when an earlier `--no-cache` run left it there, else the store.
+    pub fn asset_path(&self, name: &str) -> PathBuf {
+        let in_work = self.work.join(name);
+        if fsutil::is_regular(&in_work) {
+            in_work
+        } else {
+            self.store.dir.join(name)
+        }
+    }
 }
 
 /// Makes the output directory and the working directory root (a link at
-/// `.downloads` is junk and is replaced), and takes the lock.
-pub(super) fn open_work(opts: &Opts) -> Result<fsutil::Lock> {
+/// `.downloads` is junk and is replaced), and takes the lock: another run
+/// on the same output directory is waited for (`--no-wait`: an error).
+pub(super) fn open_work(opts: &Opts) -> Result<Lock> {
     fs::create_dir_all(&opts.output)
         .with_context(|| format!("cannot create {}", opts.output.display()))?;
     let root = layout::downloads_root(&opts.output);
-    fsutil::ensure_own_dir(&root)?;
-    fsutil::lock(&root)
+    let what = opts.output.display().to_string();
+    let how = lock::How {
+        kind: lock::Kind::Exclusive,
+        what: &what,
+        wait: opts.wait,
+        own: true,
+    };
+    lock::lock(&root, &how)
 }
 
-/// Looks the release up and picks our assets.
+/// Looks the release up (in the cache first, where it can answer) and
+/// picks our assets.
 pub(super) fn plan_online(opts: &Opts, http: &Http) -> Result<Plan> {
-    let resolved = opts.source().resolve(http, &opts.repo, &opts.version)?;
+    let cache = store::open_cache(opts)?;
+    let resolved = store::resolve(opts, http, cache.as_ref())?;
     if let Some(note) = &resolved.note {
         eprintln!("note: {note}");
     }
-    plan_from(opts, resolved.release, resolved.json)
+    plan_from(opts, resolved.release, resolved.json, cache)
 }
 
-pub(super) fn plan_from(opts: &Opts, release: Release, json: String) -> Result<Plan> {
+fn plan_from(opts: &Opts, release: Release, json: String, cache: Option<Cache>) -> Result<Plan> {
     check_tag(&release.tag_name).with_context(|| {
         format!(
             "the release's tag `{}` is unusable",
@@ -60,11 +89,19 @@ pub(super) fn plan_from(opts: &Opts, release: Release, json: String) -> Result<P
     })?;
     let sel = assets::select(&release, opts.os, opts.arch)?;
     let work = opts.work_dir(&release.tag_name);
+    let store = match cache {
+        Some(cache) => {
+            let assets: Vec<(&str, u64)> = sel.all().map(|a| (a.name.as_str(), a.size)).collect();
+            Store::cached(opts, cache, &json, &release.tag_name, &assets, &work)?
+        }
+        None => Store::work(&work),
+    };
     Ok(Plan {
         release,
         json,
         sel,
         work,
+        store,
     })
 }
 
@@ -98,23 +135,68 @@ pub(super) fn plan_offline(opts: &Opts) -> Result<Plan> {
     })?;
     let release: Release = serde_json::from_str(&json)
         .with_context(|| format!("{} is damaged; run the download again", path.display()))?;
-    plan_from(opts, release, json)
+    plan_from(opts, release, json, store::open_cache(opts)?)
 }
 
-/// The downloads of a plan. `transient_disk`: the disk parts are deleted once
-/// the image is checked (the full run without `--keep-downloads`).
-pub(super) fn wanted(plan: &Plan, opts: &Opts, transient_disk: bool) -> Result<Vec<Wanted>> {
+/// Which assets of a plan a step fetches, in download order: kernel,
+/// client, the sums, then the disk parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pick {
+    pub kernel: bool,
+    pub client: bool,
+    pub sums: bool,
+    pub parts: bool,
+}
+
+impl Pick {
+    pub const ALL: Pick = Pick {
+        kernel: true,
+        client: true,
+        sums: true,
+        parts: true,
+    };
+
+    /// How many small assets come before the parts.
+    pub fn small(&self) -> usize {
+        [self.kernel, self.client, self.sums]
+            .iter()
+            .filter(|b| **b)
+            .count()
+    }
+}
+
+/// The downloads of a plan, as `pick` says. `transient_disk`: the disk parts
+/// are deleted once the image is checked (the full run without
+/// `--keep-downloads`, when they are not in the cache).
+pub(super) fn wanted(
+    plan: &Plan,
+    opts: &Opts,
+    transient_disk: bool,
+    pick: Pick,
+) -> Result<Vec<Wanted>> {
     let source = opts.source();
-    plan.sel
-        .all()
-        .map(|a| {
+    let sel = &plan.sel;
+    let small = [
+        (pick.kernel, &sel.kernel),
+        (pick.client, &sel.client),
+        (pick.sums, &sel.sums),
+    ];
+    let small = small
+        .into_iter()
+        .filter(|(p, _)| *p)
+        .map(|(_, a)| (a, false));
+    let parts = sel.disk.iter().filter(|_| pick.parts).map(|a| (a, true));
+    small
+        .chain(parts)
+        .map(|(a, is_part)| {
             Ok(Wanted {
                 name: a.name.clone(),
                 from: source.asset_origin(&plan.release.tag_name, a)?,
                 size: a.size,
                 sha256: fetch::parse_digest(a.digest.as_deref(), &a.name)?,
-                dest: plan.work.join(&a.name),
-                transient: transient_disk && plan.sel.disk.iter().any(|d| d.name == a.name),
+                dest: plan.asset_path(&a.name),
+                // Kept in the cache; deleted from the working directory.
+                transient: transient_disk && is_part && !plan.store.is_cache(),
             })
         })
         .collect()
@@ -153,9 +235,15 @@ pub(super) fn warn_support(opts: &Opts) {
     }
 }
 
-/// Prepares the working directory of a plan: `--force` clears it, the
-/// release JSON is recorded for the offline steps.
+/// Prepares the working directory of a plan: `--force` clears it (and the
+/// plan's assets in the cache), the release JSON is recorded for the
+/// offline steps.
 pub(super) fn prepare_work(opts: &Opts, plan: &Plan) -> Result<()> {
+    if opts.force && plan.store.is_cache() {
+        for a in plan.sel.all() {
+            fetch::forget(&plan.store.dir.join(&a.name));
+        }
+    }
     if opts.force && fs::symlink_metadata(&plan.work).is_ok() {
         // Removes a link itself, never what it points at.
         fs::remove_dir_all(&plan.work)
@@ -184,7 +272,7 @@ impl std::error::Error for BadSums {}
 /// The sha256 the release's sums file gives for the qcow2. Upstream's line
 /// names `temp/disk-image.qcow2`; a renamed set may name ours.
 pub(super) fn expected_sha(plan: &Plan) -> Result<[u8; 32]> {
-    let path = plan.work.join(&plan.sel.sums.name);
+    let path = plan.asset_path(&plan.sel.sums.name);
     let text = fsutil::read_small(&path, assets::MAX_SUMS)
         .with_context(|| format!("cannot read the checksum file {}", path.display()))?;
     sha_from_sums(&text, &plan.sel.sums.name, &plan.sel.disk_archive)
@@ -267,9 +355,10 @@ pub(super) fn disk_sources(plan: &Plan) -> Vec<SourceAsset> {
     v
 }
 
-/// Readers of the disk parts, in archive order.
-pub(super) fn disk_readers(plan: &Plan, dl: &Downloads) -> Vec<AssetReader> {
-    (Selection::SMALL..Selection::SMALL + plan.sel.disk.len())
+/// Readers of the disk parts, in archive order, in downloads made with `pick`.
+pub(super) fn disk_readers(plan: &Plan, dl: &Downloads, pick: Pick) -> Vec<AssetReader> {
+    let first = pick.small();
+    (first..first + plan.sel.disk.len())
         .map(|i| dl.reader(i))
         .collect()
 }

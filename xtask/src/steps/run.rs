@@ -1,164 +1,139 @@
 //! `cargo xtask resources`: every step, fused. The user's files are looked
-//! at first; the disk archive streams from the downloads into the unpacker
-//! while later parts still arrive; bad parts are fetched once more; the
-//! staged set is converted and checked whole, and only then installed.
+//! at first; what is already the release's (recorded, or adopted from a
+//! directory the tool did not make) is kept; only the rest is made: the
+//! disk archive streams from the downloads (or the cache) into the
+//! unpacker, the raw image in the same pass or from the qcow2 in place.
+//! The staged files are checked before anything is installed.
 
 use std::fs;
-use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 
-use super::guard;
+use super::adopt::{self, Kept, Verdict};
+use super::guard::{self, State};
+use super::image::{fetch_small, make_image};
 use super::plan::{
-    disk_readers, disk_sources, expected_sha, note_unchecked_digests, open_work, plan_online,
-    prepare_work, report_unpacked, source_of, unpack_disk, wanted, warn_support, BadSums, Plan,
+    disk_sources, note_unchecked_digests, open_work, plan_online, prepare_work, source_of,
+    warn_support, Pick, Plan,
 };
 use super::verify;
 use super::Opts;
-use crate::fetch::{self, http::Http, Downloads};
-use crate::github::assets::Selection;
+use crate::fetch::{self, http::Http};
 use crate::github::support::support;
 use crate::install::layout::{self, CLIENT, KERNEL, LAST_TAG, NAMES, QCOW2, RAW};
-use crate::install::manifest::{self, Manifest};
+use crate::install::manifest::{self, FileEntry, Manifest};
 use crate::install::swap::{install, Move};
 use crate::qcow2::convert::convert_file;
-use crate::unpack::{self, BadContent};
 use crate::util::fmt::{hex, human_bytes};
 use crate::util::fs as fsutil;
-use crate::util::io::Chain;
 use crate::util::text::Shown;
+
+/// What stands at each installed name.
+type States = Vec<(String, State)>;
 
 /// `cargo xtask resources`: everything, fused.
 pub fn run(opts: &Opts) -> Result<()> {
     let started = Instant::now();
     let lock = open_work(opts)?;
-    let out = &opts.output;
+    let (m, states) = look(opts)?;
+    // A whole set that still matches its manifest needs no network for a
+    // pinned tag, and one API call (or none, from the cache) for `latest`.
+    if let Some(m) = up_to_date(opts, m.as_ref(), &states, None) {
+        println!("{}", up_to_date_line(m, &opts.output, started));
+        lock.remove();
+        return Ok(());
+    }
+    let plan = plan_online(opts, &Http::new(&opts.http(opts.connections)))?;
+    if let Some(m) = up_to_date(opts, m.as_ref(), &states, Some(&plan)) {
+        println!("{}", up_to_date_line(m, &opts.output, started));
+        lock.remove();
+        plan.store.finish();
+        return Ok(());
+    }
+    install_plan(opts, plan, m, &states, lock, started)
+}
 
-    // The user's files first: nothing is fetched while one is in the way.
-    let mut m = guard::load_manifest(opts)?;
+/// The manifest (a damaged one is set aside: the files are then compared
+/// with the release instead) and what stands at each installed name; the
+/// user's changes are refused before anything is fetched.
+fn look(opts: &Opts) -> Result<(Option<Manifest>, States)> {
+    let out = &opts.output;
+    let mut m = guard::load_manifest_or_compare(opts);
     let states = guard::inspect_all(out, m.as_ref(), &NAMES);
     if !opts.force {
-        guard::refuse_users(out, &states)?;
+        // With --no-raw, the raw image is not the run's business.
+        let relevant: Vec<(String, State)> = states
+            .iter()
+            .filter(|(n, _)| !(opts.no_raw && n == RAW))
+            .filter(|(_, s)| matches!(s, State::Changed(_)))
+            .cloned()
+            .collect();
+        guard::refuse_users(out, &relevant)?;
     }
     if let Some(mm) = m.as_mut() {
         if guard::record_touched(out, mm, &states)? {
             manifest::store(out, mm)?;
         }
     }
-    let intact = states.iter().all(|(_, s)| s.is_intact());
-    // A whole set that still matches its manifest needs no network for a
-    // pinned tag, and one API call for `latest`.
-    let installed = m.clone().filter(|m| {
-        !opts.force
-            && intact
-            && m.complete()
-            && m.matches_request(
-                &opts.repo,
-                opts.os.as_str(),
-                opts.arch.as_str(),
-                &opts.version,
-            )
-    });
-    if let Some(m) = installed.as_ref().filter(|_| opts.version != "latest") {
-        println!("{}", up_to_date(m, out, started));
-        lock.remove();
-        return Ok(());
-    }
-    let http = Http::new(&opts.http(opts.connections));
-    let plan = plan_online(opts, &http)?;
-    if let Some(m) = installed.filter(|m| m.tag == plan.release.tag_name) {
-        println!("{}", up_to_date(&m, out, started));
-        lock.remove();
-        return Ok(());
-    }
-    drop(http);
+    Ok((m, states))
+}
+
+/// The installed manifest, when it already is what was asked for: whole,
+/// unchanged, of the requested set (and of `plan`'s tag, once known).
+fn up_to_date<'a>(
+    opts: &Opts,
+    m: Option<&'a Manifest>,
+    states: &[(String, State)],
+    plan: Option<&Plan>,
+) -> Option<&'a Manifest> {
+    let m = m?;
+    let intact = m
+        .names()
+        .all(|n| states.iter().any(|(s, st)| s == n && st.is_intact()));
+    let ok = !opts.force
+        && intact
+        && m.complete()
+        && (opts.no_raw || m.entry(RAW).is_some())
+        && m.matches_request(
+            &opts.repo,
+            opts.os.as_str(),
+            opts.arch.as_str(),
+            &opts.version,
+        )
+        && match plan {
+            None => opts.version != "latest",
+            Some(p) => m.tag == p.release.tag_name,
+        };
+    ok.then_some(m)
+}
+
+fn install_plan(
+    opts: &Opts,
+    mut plan: Plan,
+    m: Option<Manifest>,
+    states: &[(String, State)],
+    lock: crate::util::lock::Lock,
+    started: Instant,
+) -> Result<()> {
     warn_support(opts);
     note_unchecked_digests(&plan);
     prepare_work(opts, &plan)?;
-    eprintln!(
-        "Getting {} {}/{} ({} to download) into {}",
-        plan.release.tag_name,
-        opts.os,
-        opts.arch,
-        human_bytes(plan.sel.total_size()),
-        out.display()
-    );
-
-    let staged_qcow2 = plan.work.join(QCOW2);
-    let staged_raw = plan.work.join(RAW);
-    let unpacked = match staged_image(&plan, &staged_qcow2) {
-        // An interrupted run already unpacked and checked the image (and
-        // may have deleted the parts): only the small assets are needed.
-        Some(u) => {
-            eprintln!("  {QCOW2}: already unpacked and checked by an interrupted run");
-            let mut small = wanted(&plan, opts, !opts.keep_downloads)?;
-            small.truncate(Selection::SMALL);
-            let http = Http::new(&opts.http(opts.connections));
-            fetch::start(http, small, opts.connections, "download", opts.progress)?.finish_all()?;
-            u
+    let verdicts = stock(opts, &plan, m.as_ref(), states)?;
+    let made = match make(opts, &mut plan, &verdicts) {
+        Ok(made) => made,
+        Err(e) if fetch::digest_mismatch(&e).is_some() => {
+            // The release may have changed since the cache stored it.
+            plan.store.forget_release();
+            return Err(e);
         }
-        None => fetch_with_one_retry(opts, &plan, &staged_qcow2, &staged_raw)?,
+        Err(e) => return Err(e),
     };
-    match unpacked.raw {
-        Some(stats) => eprintln!(
-            "  {RAW}: converted in the same pass ({} data)",
-            human_bytes(stats.data_bytes)
-        ),
-        None => {
-            let t = Instant::now();
-            convert_file(&staged_qcow2, &staged_raw, true, opts.progress)?;
-            eprintln!("  {RAW}: converted in {:.1} s", t.elapsed().as_secs_f64());
-        }
-    }
-
-    // The staged set is checked whole before anything installed is touched.
-    let new = build(opts, &plan, &unpacked)?;
-    let staged = [
-        (KERNEL, plan.work.join(&plan.sel.kernel.name)),
-        (CLIENT, plan.work.join(&plan.sel.client.name)),
-        (QCOW2, staged_qcow2.clone()),
-        (RAW, staged_raw.clone()),
-    ];
-    if let Err(e) = verify::check_staged(&new, &staged) {
-        // Small assets without a digest are fetched again next time rather
-        // than reused: the fault may have been the transfer's.
-        for a in [&plan.sel.kernel, &plan.sel.client] {
-            if fetch::parse_digest(a.digest.as_deref(), &a.name)
-                .ok()
-                .flatten()
-                .is_none()
-            {
-                forget_download(&plan.work.join(&a.name));
-            }
-        }
-        return Err(e.context(format!(
-            "release {} failed the checks before installing; the installed files were left as \
-             they were",
-            plan.release.tag_name
-        )));
-    }
-    // The user may have changed a file while this ran.
-    if !opts.force {
-        let now = guard::inspect_all(out, m.as_ref(), &NAMES);
-        guard::refuse_users(out, &now)?;
-    }
-    let [(_, kernel), (_, client), ..] = staged;
-    let installed = install(
-        out,
-        m.as_ref(),
-        new,
-        vec![
-            (KERNEL, Move::Link(kernel)),
-            (CLIENT, Move::Link(client)),
-            (QCOW2, Move::Rename(staged_qcow2)),
-            (RAW, Move::Rename(staged_raw)),
-        ],
-    )?;
+    let installed = install_set(opts, &plan, m.as_ref(), &verdicts, made)?;
     println!("Checking the installed set:");
     // Quick: every byte was hashed on the way in; re-reading GiBs proves nothing new.
-    verify::check_installed(out, &installed, verify::Depth::Quick)
+    verify::check_installed(&opts.output, &installed, verify::Depth::Quick)
         .context("the installed set failed verification")?;
     if !opts.keep_downloads {
         fs::remove_dir_all(&plan.work)
@@ -166,211 +141,242 @@ pub fn run(opts: &Opts) -> Result<()> {
         let _ = fs::remove_file(layout::downloads_root(&opts.output).join(LAST_TAG));
         lock.remove();
     }
-    print_summary(opts, &installed, started);
+    plan.store.finish();
+    print_summary(opts, &installed, &verdicts, started);
     Ok(())
 }
 
-/// Downloads and unpacks; when the archive's content turns out bad in parts
-/// the release gives no digest for (upstream's older assets), those parts
-/// are deleted and fetched once more before giving up, so one bad transfer
-/// neither fails the run nor poisons the next.
-fn fetch_with_one_retry(
+/// What each installed name gets: kept, adopted, made; the user's files
+/// that differ refused. The release's digests and sums are fetched (they
+/// are small) only when the manifest alone cannot tell.
+fn stock(
     opts: &Opts,
     plan: &Plan,
-    dest: &Path,
-    raw: &Path,
-) -> Result<unpack::Unpacked> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let mut wanted = wanted(plan, opts, !opts.keep_downloads)?;
-        let to_download: u64 = wanted
-            .iter()
-            .filter(|j| !fsutil::is_regular(&j.dest))
-            .map(|j| j.size)
-            .sum();
-        let http = Http::new(&opts.http(opts.connections));
-        let dl = fetch::start(
-            http,
-            std::mem::take(&mut wanted),
-            opts.connections,
-            "download",
-            opts.progress,
-        )?;
-        let started = Instant::now();
-        match fused(plan, &dl, dest, raw, to_download) {
-            Ok(u) => {
-                dl.wait()?;
-                report_unpacked(plan, &u, started);
-                if !opts.keep_downloads {
-                    // The image is checked: the parts only take space the raw image needs.
-                    for a in &plan.sel.disk {
-                        let _ = fs::remove_file(plan.work.join(&a.name));
-                    }
-                }
-                return Ok(u);
-            }
-            Err(e) => {
-                dl.abort("stopped after an error");
-                let _ = dl.wait();
-                let mut bad = culprits(plan, &e);
-                // A digest mismatch already deleted its file.
-                bad.extend(fetch::digest_mismatch(&e));
-                for name in &bad {
-                    forget_download(&plan.work.join(name));
-                }
-                if bad.is_empty() {
-                    return Err(e);
-                }
-                if tries >= 2 {
-                    return Err(e.context(format!(
-                        "fetched {} twice and the content was bad both times; the release itself \
-                         is damaged, choose another --version",
-                        bad.join(", ")
-                    )));
-                }
-                eprintln!(
-                    "  {}; {} deleted, fetching again",
-                    crate::util::text::clean(&format!("{e:#}"), 400),
-                    bad.join(", ")
-                );
-            }
+    m: Option<&Manifest>,
+    states: &[(String, State)],
+) -> Result<Vec<(&'static str, Verdict)>> {
+    let reference = if adopt::all_recorded(opts, plan, m, states) {
+        None
+    } else {
+        Some(adopt::reference(opts, plan)?)
+    };
+    let mut verdicts = adopt::take_stock(opts, plan, m, states, reference.as_ref())?;
+    adopt::refuse_users(opts, &mut verdicts)?;
+    for (name, v) in &verdicts {
+        if let Verdict::Keep(Kept::Adopted, _) = v {
+            eprintln!(
+                "  adopted  {name:<18} it already is release {}'s",
+                plan.release.tag_name
+            );
         }
     }
+    Ok(verdicts)
 }
 
-/// Deletes a downloaded asset and its partial state.
-fn forget_download(dest: &Path) {
-    let partial = fsutil::partial_path(dest);
-    let segs = partial.with_file_name(format!(
-        "{}.segs",
-        partial.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    for p in [dest, &partial, &segs] {
-        let _ = fs::remove_file(p);
-    }
+/// A file made by this run, staged, with its manifest entry.
+struct Made {
+    name: &'static str,
+    how: Move,
+    entry: FileEntry,
 }
 
-/// The assets to throw away after a content failure: the part holding the
-/// fault and those after it, among the ones that could hold it. A part
-/// whose digest was checked cannot (it got its final name only then); a part
-/// without a digest, or one still partial, can. The fault may show some way
-/// after the bytes that hold it, so the parts up to 64 MiB before count too,
-/// and a fault seen only at the end (a CRC) puts every such part in doubt.
-fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
-    let suspect = |a: &crate::github::release::Asset| {
-        let has_digest = fetch::parse_digest(a.digest.as_deref(), &a.name)
-            .ok()
-            .flatten()
-            .is_some();
-        !(has_digest && fsutil::is_regular(&plan.work.join(&a.name)))
-    };
-    if e.is::<BadSums>() {
-        return suspect(&plan.sel.sums)
-            .then(|| plan.sel.sums.name.clone())
-            .into_iter()
-            .collect();
-    }
-    let Some(bad) = e.downcast_ref::<BadContent>() else {
-        return Vec::new();
-    };
-    let parts = &plan.sel.disk;
-    let total: u64 = parts.iter().map(|p| p.size).sum();
-    // Near the end of the input the fault is most likely a trailer check
-    // (a gzip CRC): it may lie anywhere before.
-    let placed = bad.at.filter(|at| at.saturating_add(192 << 20) < total);
-    let first = match placed {
-        None => 0,
-        Some(at) => {
-            // A decoder notices a fault up to a member and what the
-            // parallel decoder reads ahead (128 MiB) after the bytes that
-            // hold it.
-            let at = at.saturating_sub(192 << 20);
-            let mut end = 0u64;
-            parts
-                .iter()
-                .position(|p| {
-                    end += p.size;
-                    at < end
-                })
-                .unwrap_or(parts.len().saturating_sub(1))
-        }
-    };
-    let mut out: Vec<String> = parts[first..]
+fn verdict<'a>(verdicts: &'a [(&str, Verdict)], name: &str) -> &'a Verdict {
+    &verdicts
         .iter()
-        .filter(|p| suspect(p))
-        .map(|p| p.name.clone())
-        .collect();
-    if placed.is_none() && suspect(&plan.sel.sums) {
-        out.push(plan.sel.sums.name.clone());
-    }
-    out
+        .find(|(n, _)| *n == name)
+        .expect("a verdict per name")
+        .1
 }
 
-/// The staged image of an interrupted run, if it is there and matches the
-/// sums (the sums file stays in the working directory until the end).
-fn staged_image(plan: &Plan, staged: &Path) -> Option<unpack::Unpacked> {
-    if !fsutil::is_regular(staged) || !fsutil::is_regular(&plan.work.join(&plan.sel.sums.name)) {
-        return None;
+/// Downloads, unpacks and converts what the verdicts say to make.
+fn make(opts: &Opts, plan: &mut Plan, verdicts: &[(&str, Verdict)]) -> Result<Vec<Made>> {
+    let is_make = |n: &str| matches!(verdict(verdicts, n), Verdict::Make);
+    let pick = Pick {
+        kernel: is_make(KERNEL),
+        client: is_make(CLIENT),
+        sums: is_make(QCOW2),
+        parts: is_make(QCOW2),
+    };
+    let names: Vec<&str> = NAMES.iter().copied().filter(|n| is_make(n)).collect();
+    if !names.is_empty() {
+        eprintln!(
+            "Getting {} of {} {}/{} into {}",
+            names.join(", "),
+            plan.release.tag_name,
+            opts.os,
+            opts.arch,
+            opts.output.display()
+        );
     }
-    let expected = expected_sha(plan).ok()?;
-    let got = fsutil::sha256_file(staged).ok()?;
-    if got != expected {
-        let _ = fs::remove_file(staged);
-        return None;
+    let staged_qcow2 = plan.work.join(QCOW2);
+    let staged_raw = plan.work.join(RAW);
+    let raw_in_pass = is_make(RAW).then_some(staged_raw.as_path());
+    let mut made = Vec::new();
+    let mut in_pass = false;
+    if pick.parts {
+        let u = make_image(opts, plan, pick, &staged_qcow2, raw_in_pass)?;
+        in_pass = u.raw.is_some();
+        if let Some(stats) = u.raw {
+            eprintln!(
+                "  {RAW}: converted in the same pass ({} data)",
+                human_bytes(stats.data_bytes)
+            );
+        }
+        let entry = guard::entry(QCOW2, &u.path, Some(hex(&u.sha256)), disk_sources(plan))?;
+        made.push(Made {
+            name: QCOW2,
+            how: Move::Rename(staged_qcow2.clone()),
+            entry,
+        });
+    } else {
+        fetch_small(opts, plan, pick)?;
     }
-    Some(unpack::Unpacked {
-        path: staged.to_path_buf(),
-        size: fs::metadata(staged).ok()?.len(),
-        sha256: got,
-        member: String::new(),
-        raw: None,
+    for (name, asset) in [(KERNEL, &plan.sel.kernel), (CLIENT, &plan.sel.client)] {
+        if is_make(name) {
+            let path = plan.asset_path(&asset.name);
+            let sha = hex(&fsutil::sha256_file(&path)?);
+            let entry = guard::entry(name, &path, Some(sha), vec![source_of(asset)])?;
+            made.push(Made {
+                name,
+                how: Move::Copy(path),
+                entry,
+            });
+        }
+    }
+    if is_make(RAW) {
+        let from = if pick.parts {
+            staged_qcow2
+        } else {
+            opts.output.join(QCOW2)
+        };
+        made.push(make_raw(opts, plan, &from, &staged_raw, in_pass)?);
+    }
+    Ok(made)
+}
+
+/// The raw image, converted now unless the pass already wrote it.
+fn make_raw(opts: &Opts, plan: &Plan, qcow2: &Path, raw: &Path, in_pass: bool) -> Result<Made> {
+    if !in_pass {
+        let t = Instant::now();
+        convert_file(qcow2, raw, true, opts.progress)?;
+        eprintln!("  {RAW}: converted in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let entry = guard::entry(RAW, raw, None, disk_sources(plan))?;
+    Ok(Made {
+        name: RAW,
+        how: Move::Rename(raw.to_path_buf()),
+        entry,
     })
 }
 
-/// Download and unpack in one pass: the small assets are checked on their
-/// own threads while this thread feeds the disk parts, in order, to the
-/// unpacker as they arrive.
-fn fused(
+/// Checks the staged files, then installs them with the kept and adopted
+/// ones as one set; the manifest is written last.
+fn install_set(
+    opts: &Opts,
     plan: &Plan,
-    dl: &Downloads,
-    dest: &Path,
-    raw: &Path,
-    to_download: u64,
-) -> Result<unpack::Unpacked> {
-    std::thread::scope(|s| {
-        let small: Vec<_> = (0..Selection::SMALL)
-            .map(|i| {
-                let mut r = dl.reader(i);
-                s.spawn(move || io::copy(&mut r, &mut io::sink()).map(|_| ()))
-            })
-            .collect();
-        let mut failed = None;
-        // The sums file comes first in the download order; the unpacker needs it.
-        for h in small {
-            match h.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    failed.get_or_insert_with(|| anyhow::Error::new(e));
-                }
-                Err(_) => {
-                    failed.get_or_insert_with(|| anyhow!("a download check thread panicked"));
-                }
-            }
-            if failed.is_some() {
-                dl.abort("stopped after an error");
-                break;
-            }
+    m: Option<&Manifest>,
+    verdicts: &[(&str, Verdict)],
+    made: Vec<Made>,
+) -> Result<Manifest> {
+    let out = &opts.output;
+    let mut new = match m {
+        Some(m) if guard::is_plan_set(opts, plan, m) && m.pending.is_none() => {
+            let mut n = m.clone();
+            n.installed_at = crate::util::time::rfc3339_now();
+            n
         }
-        if let Some(e) = failed {
-            return Err(e);
+        _ => Manifest::for_set(
+            &opts.repo,
+            &plan.release.tag_name,
+            opts.os.as_str(),
+            opts.arch.as_str(),
+        ),
+    };
+    let mut moves = Vec::new();
+    for (name, v) in verdicts {
+        match v {
+            Verdict::Keep(_, e) => new.set_entry(e.clone()),
+            Verdict::Leave => new.files.retain(|f| f.name != *name),
+            Verdict::Drop => {
+                new.files.retain(|f| f.name != *name);
+                moves.push((*name, Move::Remove));
+            }
+            Verdict::Make | Verdict::Users(_) => {}
         }
-        let parts = disk_readers(plan, dl);
-        unpack_disk(plan, Chain::new(parts), dest, Some(raw), to_download)
-    })
+    }
+    new.no_raw = !matches!(verdict(verdicts, RAW), Verdict::Keep(..) | Verdict::Make);
+    let mut staged = Vec::new();
+    for f in made {
+        staged.push((f.name, staged_path(&f.how)));
+        new.set_entry(f.entry);
+        moves.push((f.name, f.how));
+    }
+    let qcow2 = staged
+        .iter()
+        .find(|(n, _)| *n == QCOW2)
+        .map_or_else(|| out.join(QCOW2), |(_, p)| p.clone());
+    if let Err(e) = verify::check_staged(&new, &staged, &qcow2) {
+        forget_undigested(plan);
+        return Err(e.context(format!(
+            "release {} failed the checks before installing; {}",
+            plan.release.tag_name,
+            kept_what(m)
+        )));
+    }
+    recheck(opts, m, &new, verdicts)?;
+    install(out, m, new, moves)
 }
 
-fn up_to_date(m: &Manifest, out: &Path, started: Instant) -> String {
+fn staged_path(how: &Move) -> PathBuf {
+    match how {
+        Move::Copy(p) | Move::Rename(p) => p.clone(),
+        Move::Remove => PathBuf::new(),
+    }
+}
+
+/// What a failed check left as it was, said plainly.
+fn kept_what(m: Option<&Manifest>) -> String {
+    match m.filter(|m| !m.files.is_empty()) {
+        Some(_) => "the installed files were left as they were".into(),
+        None => "nothing was installed".into(),
+    }
+}
+
+/// Small assets without a digest are fetched again next time rather than
+/// reused: the fault may have been the transfer's.
+fn forget_undigested(plan: &Plan) {
+    for a in [&plan.sel.kernel, &plan.sel.client] {
+        if a.sha256().ok().flatten().is_none() {
+            fetch::forget(&plan.asset_path(&a.name));
+        }
+    }
+}
+
+/// The user may have changed a file while this ran: a file to be replaced
+/// must still be absent or the tool's, a kept one still as recorded.
+fn recheck(
+    opts: &Opts,
+    m: Option<&Manifest>,
+    new: &Manifest,
+    verdicts: &[(&str, Verdict)],
+) -> Result<()> {
+    if opts.force {
+        return Ok(());
+    }
+    let out = &opts.output;
+    let mut now = Vec::new();
+    for (name, v) in verdicts {
+        let s = match v {
+            Verdict::Keep(..) => guard::inspect(out, Some(new), name),
+            Verdict::Make | Verdict::Drop => guard::inspect(out, m, name),
+            Verdict::Leave | Verdict::Users(_) => continue,
+        };
+        now.push((name.to_string(), s));
+    }
+    guard::refuse_users(out, &now)
+}
+
+fn up_to_date_line(m: &Manifest, out: &Path, started: Instant) -> String {
     format!(
         "Up to date: {} {}/{} in {} (checked in {:.2} s; --force downloads again)",
         Shown(&m.tag),
@@ -381,7 +387,7 @@ fn up_to_date(m: &Manifest, out: &Path, started: Instant) -> String {
     )
 }
 
-fn print_summary(opts: &Opts, m: &Manifest, started: Instant) {
+fn print_summary(opts: &Opts, m: &Manifest, verdicts: &[(&str, Verdict)], started: Instant) {
     println!(
         "Installed {} {}/{} from {} in {:.1} s:",
         Shown(&m.tag),
@@ -391,52 +397,21 @@ fn print_summary(opts: &Opts, m: &Manifest, started: Instant) {
         started.elapsed().as_secs_f64()
     );
     for f in &m.files {
+        let how = match verdict(verdicts, &f.name) {
+            Verdict::Keep(Kept::Recorded, _) => "kept",
+            Verdict::Keep(Kept::Adopted, _) => "adopted",
+            _ => "new",
+        };
         println!(
-            "  {:<18} {:>10}  {}",
+            "  {:<18} {:>10}  {:<8} {}",
             f.name,
             human_bytes(f.size),
+            how,
             opts.output.join(&f.name).display()
         );
     }
+    if m.no_raw {
+        println!("  {RAW:<18} not made (--no-raw; gem5 needs it, QEMU does not)");
+    }
     println!("Support: {}", support(opts.os, opts.arch).summary());
-}
-
-/// The manifest of a staged set (times are filled in after installing).
-fn build(opts: &Opts, plan: &Plan, unpacked: &unpack::Unpacked) -> Result<Manifest> {
-    let sel = &plan.sel;
-    let work = &plan.work;
-    let kernel = work.join(&sel.kernel.name);
-    let client = work.join(&sel.client.name);
-    let disk_sources = disk_sources(plan);
-    let entry = guard::entry;
-    Ok(Manifest {
-        format: 1,
-        repo: opts.repo.clone(),
-        tag: plan.release.tag_name.clone(),
-        arch: opts.arch.to_string(),
-        os: opts.os.to_string(),
-        installed_at: crate::util::time::rfc3339_now(),
-        pending: None,
-        files: vec![
-            entry(
-                KERNEL,
-                &kernel,
-                Some(hex(&fsutil::sha256_file(&kernel)?)),
-                vec![source_of(&sel.kernel)],
-            )?,
-            entry(
-                CLIENT,
-                &client,
-                Some(hex(&fsutil::sha256_file(&client)?)),
-                vec![source_of(&sel.client)],
-            )?,
-            entry(
-                QCOW2,
-                &unpacked.path,
-                Some(hex(&unpacked.sha256)),
-                disk_sources.clone(),
-            )?,
-            entry(RAW, &work.join(RAW), None, disk_sources)?,
-        ],
-    })
 }

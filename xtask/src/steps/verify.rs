@@ -86,10 +86,11 @@ pub fn check_installed(out: &Path, m: &Manifest, depth: Depth) -> Result<()> {
     Ok(())
 }
 
-/// Checks a staged set before it is installed: everything `verify` checks
-/// but the recorded times (the files are not in place yet). Says nothing
-/// when all is well; the error lists what is wrong.
-pub fn check_staged(m: &Manifest, staged: &[(&str, PathBuf); 4]) -> Result<()> {
+/// Checks the staged files of a set before they are installed: everything
+/// `verify` checks but the recorded times (the files are not in place yet);
+/// a raw image against `qcow2`, the one it was made from. Says nothing when
+/// all is well; the error lists what is wrong.
+pub fn check_staged(m: &Manifest, staged: &[(&str, PathBuf)], qcow2: &Path) -> Result<()> {
     let mut files = Vec::new();
     for (name, path) in staged {
         let entry = m
@@ -97,8 +98,7 @@ pub fn check_staged(m: &Manifest, staged: &[(&str, PathBuf); 4]) -> Result<()> {
             .ok_or_else(|| anyhow::anyhow!("internal: the new manifest lacks {name}"))?;
         files.push((entry, path.clone()));
     }
-    let qcow2 = staged[2].1.clone();
-    let bad: Vec<String> = check_files(&files, &m.arch, &qcow2, Depth::Quick, false)
+    let bad: Vec<String> = check_files(&files, &m.arch, qcow2, Depth::Quick, false)
         .into_iter()
         .filter_map(|(name, r)| r.err().map(|why| format!("{name}: {why}")))
         .collect();

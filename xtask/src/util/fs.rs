@@ -419,54 +419,6 @@ pub fn ensure_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Holds an exclusive lock on a directory while alive, so two runs on one
-/// output directory never interleave their writes. The directory itself is
-/// locked (`flock` on its descriptor): no lock file can be planted, left
-/// behind or swapped.
-pub struct Lock {
-    _dir: File,
-    path: PathBuf,
-}
-
-impl Lock {
-    /// Removes the locked directory if nothing is left in it, while still
-    /// holding the lock: a finished run leaves no working files.
-    pub fn remove(self) {
-        // A `.lock` file of an older version of the tool is junk now.
-        let _ = clear_non_regular(&self.path.join(".lock"));
-        let _ = fs::remove_file(self.path.join(".lock"));
-        let _ = fs::remove_dir(&self.path);
-    }
-}
-
-/// Locks the directory `dir`, which must exist (callers make the
-/// directories they own with [`ensure_own_dir`]).
-pub fn lock(dir: &Path) -> Result<Lock> {
-    use std::os::fd::AsRawFd;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(dir)
-        .with_context(|| format!("cannot open {} to lock it", dir.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::WouldBlock {
-            bail!(
-                "another `cargo xtask resources` is working in {} (it holds the lock on that \
-                 directory); wait for it to finish, then run again",
-                dir.display()
-            );
-        }
-        return Err(err).with_context(|| format!("cannot lock {}", dir.display()));
-    }
-    Ok(Lock {
-        _dir: file,
-        path: dir.to_path_buf(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

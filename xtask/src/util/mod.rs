@@ -1,12 +1,13 @@
 //! The ground floor: small helpers every layer may use and that use no
 //! other layer: file-system rules (`fs`), numbers and hex for people
-//! (`fmt`), `Read` helpers (`io`), progress display, text from outside made
+//! (`fmt`), `Read` helpers (`io`), directory locks (`lock`), progress display, text from outside made
 //! safe to print (`text`), times (`time`), and shared blocks (`reflink`).
 
 pub mod cores;
 pub mod fmt;
 pub mod fs;
 pub mod io;
+pub mod lock;
 pub mod progress;
 pub mod reflink;
 pub mod text;

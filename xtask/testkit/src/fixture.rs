@@ -339,5 +339,17 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
+        // The download cache the tests give a run whose output is this
+        // directory (see `cache_dir_for`).
+        let _ = fs::remove_dir_all(cache_dir_for(&self.path));
     }
+}
+
+/// The download cache (`VSWARM_CACHE_DIR`) the tests give a run into
+/// `out`: `OUT.cache` beside it, so the runs of one test share it as a
+/// user's runs do, tests never share one, and `TempDir` removes it.
+pub fn cache_dir_for(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".cache");
+    out.with_file_name(name)
 }

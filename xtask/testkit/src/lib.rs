@@ -29,8 +29,10 @@ pub use spec::*;
 
 /// Environment that would change what a child run against the loopback
 /// server does: proxies (curl and ureq would send 127.0.0.1 traffic to
-/// them), tokens, and defaults for the output, API and source. Tests and the
-/// benchmark remove these from every child they start.
+/// them), tokens, defaults for the output, API and source, and the places
+/// the download cache would go (so a child uses no cache, and never the
+/// user's, unless the caller names one with `VSWARM_CACHE_DIR`). Tests and
+/// the benchmark remove these from every child they start.
 pub const SCRUB_ENV: &[&str] = &[
     "GITHUB_TOKEN",
     "GH_TOKEN",
@@ -44,4 +46,7 @@ pub const SCRUB_ENV: &[&str] = &[
     "all_proxy",
     "CURL_HOME",
     "VSWARM_RESOURCES_SOURCE",
+    "VSWARM_CACHE_DIR",
+    "XDG_CACHE_HOME",
+    "HOME",
 ];

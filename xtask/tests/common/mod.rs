@@ -38,6 +38,15 @@ impl Run {
     }
 }
 
+/// Where a run into `out` against `api` keeps release `tag`'s assets: its
+/// entry in the test's download cache.
+pub fn cache_entry(out: &Path, api: &str, tag: &str) -> std::path::PathBuf {
+    testkit::cache_dir_for(out)
+        .join(xtask::github::cache::site_of(api))
+        .join(REPO)
+        .join(tag)
+}
+
 /// Whether `tool` is on PATH (tests that need it say they are skipped).
 pub fn have(tool: &str) -> bool {
     testkit::find_tool(tool).is_some()
@@ -63,6 +72,17 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// Runs `xtask ARGS` with a clean environment plus `envs`.
 pub fn xtask(args: &[&str], envs: &[(&str, &str)]) -> Run {
     output(command(args, envs))
+}
+
+/// Starts `xtask ARGS` in the background with the environment of [`xtask`]
+/// (its download cache beside the output), output discarded.
+pub fn spawn(args: &[&str]) -> std::process::Child {
+    use std::process::Stdio;
+    command(args, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start xtask")
 }
 
 /// Like [`xtask`], but every write past `limit` bytes of a file fails with
@@ -94,10 +114,19 @@ fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
     }
     // Plain progress lines, and a short read timeout so stall tests are quick.
     cmd.env("CI", "1").env("VSWARM_HTTP_TIMEOUT", "2");
+    if let Some(out) = output_arg(args) {
+        cmd.env("VSWARM_CACHE_DIR", testkit::cache_dir_for(&out));
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// The `--output`/`-o` value among `args`.
+fn output_arg(args: &[&str]) -> Option<std::path::PathBuf> {
+    let i = args.iter().position(|a| *a == "--output" || *a == "-o")?;
+    args.get(i + 1).map(std::path::PathBuf::from)
 }
 
 fn output(mut cmd: Command) -> Run {

@@ -1,0 +1,272 @@
+//! The per-user download cache: downloaded release JSON and assets, exactly
+//! as published, in the layout `mirror` writes (`SITE/OWNER/NAME/` is a
+//! mirror directory: `<tag>/release.json`, `<tag>/<asset>`), so one reader
+//! serves both. An entry (one tag) is filled under an exclusive lock and
+//! read under a shared one; pruning removes the least recently used entries
+//! that no run holds. The cache only ever holds copies: installed files are
+//! never linked to it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+
+use super::release::check_tag;
+use super::source::{MAX_JSON, RELEASE_JSON};
+use crate::util::fs as fsutil;
+use crate::util::lock::{self, How, Kind, Lock};
+
+/// Each entry's time of last use is this file's modification time.
+const USED: &str = ".used";
+/// What the default policy keeps after a run: the most recently used
+/// entries, at most this many and this many bytes in all (the entry just
+/// used always stays).
+pub const KEEP_ENTRIES: usize = 3;
+pub const KEEP_BYTES: u64 = 20 << 30;
+
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// One release's directory in the cache.
+pub struct Entry {
+    pub dir: PathBuf,
+    /// `OWNER/NAME TAG (SITE)`, for messages.
+    pub label: String,
+}
+
+/// What `cache list` shows of an entry.
+pub struct EntryInfo {
+    pub dir: PathBuf,
+    pub site: String,
+    pub repo: String,
+    pub tag: String,
+    pub bytes: u64,
+    pub last_used: SystemTime,
+}
+
+impl Cache {
+    /// The cache at `root`, made if missing; an error says why it cannot be
+    /// used (not a directory, not writable, a read-only file system).
+    pub fn open(root: &Path) -> Result<Cache> {
+        fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+        let probe = root.join(format!(".probe-{}", std::process::id()));
+        fsutil::create_fresh(&probe)
+            .and_then(|_| fs::remove_file(&probe))
+            .with_context(|| format!("cannot write in {}", root.display()))?;
+        Ok(Cache {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The mirror directory of `repo` as served by `site` (see [`site_of`]).
+    pub fn repo_dir(&self, site: &str, repo: &str) -> PathBuf {
+        let mut p = self.root.join(site);
+        for part in repo.split('/') {
+            p.push(part);
+        }
+        p
+    }
+
+    /// The entry of `tag` (already checked by `check_tag`).
+    pub fn entry(&self, site: &str, repo: &str, tag: &str) -> Result<Entry> {
+        check_tag(tag)?;
+        Ok(Entry {
+            dir: self.repo_dir(site, repo).join(tag),
+            label: format!("{repo} {tag} ({site})"),
+        })
+    }
+
+    /// Every entry, most recently used first. Links are never followed.
+    pub fn list(&self) -> Vec<EntryInfo> {
+        let mut out = Vec::new();
+        for site in subdirs(&self.root) {
+            for owner in subdirs(&site) {
+                for name in subdirs(&owner) {
+                    for tag in subdirs(&name) {
+                        out.push(info(&self.root, &tag));
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|e| std::cmp::Reverse(e.last_used));
+        out
+    }
+
+    /// Removes least recently used entries beyond `keep` entries or
+    /// `max_bytes` in all, never `except` and never one a run holds. The
+    /// entries removed.
+    pub fn prune(
+        &self,
+        keep: usize,
+        max_bytes: u64,
+        except: Option<&Path>,
+    ) -> Result<Vec<EntryInfo>> {
+        let entries = self.list();
+        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+        let mut removed = Vec::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            if i < keep && total <= max_bytes || except.is_some_and(|x| x == e.dir) {
+                continue;
+            }
+            // A run reading or filling it holds a lock: leave it be.
+            let how = How {
+                kind: Kind::Exclusive,
+                what: "",
+                wait: false,
+                own: false,
+            };
+            let Ok(held) = lock::lock(&e.dir, &how) else {
+                continue;
+            };
+            fs::remove_dir_all(&e.dir)
+                .with_context(|| format!("cannot remove {}", e.dir.display()))?;
+            drop(held);
+            total = total.saturating_sub(e.bytes);
+            removed.push(e);
+        }
+        Ok(removed)
+    }
+}
+
+impl Entry {
+    /// Locks the entry (made if missing): `Exclusive` to fill it, `Shared`
+    /// to read what is complete.
+    pub fn lock(&self, kind: Kind, wait: bool) -> Result<Lock> {
+        if let Some(parent) = self.dir.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let what = format!("the cache entry {}", self.label);
+        let how = How {
+            kind,
+            what: &what,
+            wait,
+            own: true,
+        };
+        lock::lock(&self.dir, &how)
+    }
+
+    /// The release JSON stored with the entry, if any.
+    pub fn release_json(&self) -> Option<String> {
+        fsutil::read_small(&self.dir.join(RELEASE_JSON), MAX_JSON).ok()
+    }
+
+    pub fn store_release_json(&self, json: &str) -> Result<()> {
+        fsutil::ensure_own_dir(&self.dir)?;
+        fsutil::write_small(&self.dir.join(RELEASE_JSON), json.as_bytes())
+    }
+
+    pub fn forget_release_json(&self) {
+        let _ = fs::remove_file(self.dir.join(RELEASE_JSON));
+    }
+
+    /// Records that a run used the entry now.
+    pub fn mark_used(&self) -> Result<()> {
+        fsutil::write_small(&self.dir.join(USED), b"")
+    }
+}
+
+/// The cache's name for where releases come from: the API's (or mirror's)
+/// host and port, and a mirror's path, as one directory name. Anything
+/// outside `[a-z0-9.-]` is replaced, and then a hash of the whole keeps two
+/// sources apart.
+pub fn site_of(base_url: &str) -> String {
+    let rest = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, r)| r)
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    let clean: String = rest
+        .chars()
+        .take(80)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean == rest && !clean.starts_with('.') {
+        return clean;
+    }
+    let h = crate::util::fmt::hex(&<sha2::Sha256 as sha2::Digest>::digest(base_url.as_bytes()));
+    format!("{}-{}", clean.trim_start_matches('.'), &h[..12])
+}
+
+/// Directories directly in `dir`, skipping links and hidden names.
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect()
+}
+
+fn info(root: &Path, dir: &Path) -> EntryInfo {
+    let rel: Vec<String> = dir
+        .strip_prefix(root)
+        .unwrap_or(dir)
+        .iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    let part = |i: usize| rel.get(i).cloned().unwrap_or_default();
+    let bytes = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let last_used = fs::symlink_metadata(dir.join(USED))
+        .or_else(|_| fs::symlink_metadata(dir))
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    EntryInfo {
+        dir: dir.to_path_buf(),
+        site: part(0),
+        repo: format!("{}/{}", part(1), part(2)),
+        tag: part(3),
+        bytes,
+        last_used,
+    }
+}
+
+/// The newest release in a mirror directory (`latest` with `--offline`):
+/// by publication time, then by tag.
+pub fn newest_tag(repo_dir: &Path) -> Option<String> {
+    let mut best: Option<(String, String)> = None;
+    for dir in subdirs(repo_dir) {
+        let Ok(json) = fsutil::read_small(&dir.join(RELEASE_JSON), MAX_JSON) else {
+            continue;
+        };
+        let Ok(r) = serde_json::from_str::<super::release::Release>(&json) else {
+            continue;
+        };
+        let tag = dir.file_name()?.to_string_lossy().into_owned();
+        if r.tag_name != tag || check_tag(&tag).is_err() {
+            continue;
+        }
+        let key = (r.published_at.unwrap_or_default(), tag);
+        if best.as_ref().is_none_or(|b| key > *b) {
+            best = Some(key);
+        }
+    }
+    best.map(|(_, tag)| tag)
+}
+
+/// How long ago `t` was, for `cache list`.
+pub fn age(t: SystemTime) -> Duration {
+    SystemTime::now().duration_since(t).unwrap_or_default()
+}

@@ -1,0 +1,101 @@
+//! `cargo xtask resources cache list|path|prune`: what the download cache
+//! holds, where it is, and trimming it.
+
+use anyhow::{anyhow, Result};
+
+use super::Opts;
+use crate::github::cache::{self, Cache, KEEP_BYTES, KEEP_ENTRIES};
+use crate::util::fmt::human_bytes;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheCmd {
+    List,
+    Path,
+    Prune {
+        keep: Option<usize>,
+        max_size: Option<u64>,
+    },
+}
+
+pub fn run(opts: &Opts, cmd: &CacheCmd) -> Result<()> {
+    let root = opts.cache.clone().ok_or_else(|| {
+        anyhow!("no cache location: set VSWARM_CACHE_DIR, XDG_CACHE_HOME or HOME")
+    })?;
+    if *cmd == CacheCmd::Path {
+        println!("{}", root.display());
+        return Ok(());
+    }
+    if !root.is_dir() {
+        println!(
+            "The cache {} is empty (nothing downloaded yet)",
+            root.display()
+        );
+        return Ok(());
+    }
+    let cache = Cache::open(&root)?;
+    match cmd {
+        CacheCmd::List => list(&cache),
+        CacheCmd::Prune { keep, max_size } => {
+            let keep = keep.unwrap_or(KEEP_ENTRIES);
+            let max = max_size.unwrap_or(KEEP_BYTES);
+            let removed = cache.prune(keep, max, None)?;
+            for e in &removed {
+                println!(
+                    "removed  {} {} ({}), {}",
+                    e.repo,
+                    e.tag,
+                    e.site,
+                    human_bytes(e.bytes)
+                );
+            }
+            let left: u64 = cache.list().iter().map(|e| e.bytes).sum();
+            println!(
+                "Removed {} release(s); the cache holds {} in {}",
+                removed.len(),
+                human_bytes(left),
+                root.display()
+            );
+        }
+        CacheCmd::Path => unreachable!("answered above"),
+    }
+    Ok(())
+}
+
+fn list(cache: &Cache) {
+    let entries = cache.list();
+    if entries.is_empty() {
+        println!("The cache {} is empty", cache.root().display());
+        return;
+    }
+    println!(
+        "{:<32} {:<14} {:>10}  {:<14} source",
+        "repository", "tag", "size", "last used"
+    );
+    for e in &entries {
+        println!(
+            "{:<32} {:<14} {:>10}  {:<14} {}",
+            e.repo,
+            e.tag,
+            human_bytes(e.bytes),
+            ago(cache::age(e.last_used)),
+            e.site
+        );
+    }
+    let total: u64 = entries.iter().map(|e| e.bytes).sum();
+    println!(
+        "{} release(s), {} in {}",
+        entries.len(),
+        human_bytes(total),
+        cache.root().display()
+    );
+}
+
+fn ago(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => "just now".into(),
+        60..=3599 => format!("{} min ago", s / 60),
+        3600..=86399 => format!("{} h ago", s / 3600),
+        _ => format!("{} days ago", s / 86400),
+    }
+}

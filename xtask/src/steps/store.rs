@@ -1,0 +1,210 @@
+//! Where a plan's assets live and which release a request means when the
+//! cache can answer it: the per-user cache entry of the release (locked
+//! while a run uses it: shared to read what is complete, exclusive to fill
+//! it), or, with `--no-cache` or a cache that cannot be used, the output's
+//! working directory. A cached release JSON answers a pinned `--version`
+//! with no network; `--offline` takes nothing else.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+
+use super::Opts;
+use crate::fetch::http::Http;
+use crate::github::cache::{self, Cache, Entry, KEEP_BYTES, KEEP_ENTRIES};
+use crate::github::release::{parse_release, Resolved};
+use crate::util::fmt::human_bytes;
+use crate::util::fs as fsutil;
+use crate::util::lock::{Kind, Lock};
+
+/// The cache a run may use: None with `--no-cache`, or (with one line
+/// saying why) when it cannot be used; `--offline` then fails instead.
+pub(super) fn open_cache(opts: &Opts) -> Result<Option<Cache>> {
+    if opts.source().is_dir() {
+        // A mirror directory is local already; copying it helps no one.
+        return Ok(None);
+    }
+    let Some(root) = &opts.cache else {
+        if opts.offline {
+            bail!("--offline needs the cache, and no cache location is set (VSWARM_CACHE_DIR, XDG_CACHE_HOME or HOME)");
+        }
+        return Ok(None);
+    };
+    match Cache::open(root) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if opts.offline => Err(e.context("--offline needs the cache, which cannot be used")),
+        Err(e) => {
+            eprintln!(
+                "note: not using the download cache: {}",
+                crate::util::text::clean(&format!("{e:#}"), 300)
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The cache's name for where releases come from.
+fn site(opts: &Opts) -> String {
+    match &opts.source {
+        Some(url) if !opts.source().is_dir() => cache::site_of(url),
+        _ => cache::site_of(&opts.api),
+    }
+}
+
+/// The release `--version` means: from the cache when it holds it (a pinned
+/// tag; with `--offline` also `latest`, the newest cached), else from the
+/// source, stored in the cache for next time.
+pub(super) fn resolve(opts: &Opts, http: &Http, cache: Option<&Cache>) -> Result<Resolved> {
+    let source = opts.source();
+    let Some(cache) = cache else {
+        return source.resolve(http, &opts.repo, &opts.version);
+    };
+    let site = site(opts);
+    let repo_dir = cache.repo_dir(&site, &opts.repo);
+    let (tag, note) = match opts.version.as_str() {
+        "latest" if opts.offline => {
+            let tag = cache::newest_tag(&repo_dir).ok_or_else(|| {
+                anyhow!(
+                    "--offline: the cache {} holds no release of {}; run once without --offline",
+                    cache.root().display(),
+                    opts.repo
+                )
+            })?;
+            let note = format!("--offline: `latest` is {tag}, the newest release in the cache");
+            (Some(tag), Some(note))
+        }
+        "latest" => (None, None),
+        v => (Some(v.to_string()), None),
+    };
+    if let Some(tag) = tag.as_ref().filter(|_| !opts.force) {
+        let entry = cache.entry(&site, &opts.repo, tag)?;
+        if let Some(json) = entry.release_json() {
+            let origin = entry.dir.join("release.json").display().to_string();
+            return parse_release(json, &origin, note, Some(tag));
+        }
+        if opts.offline {
+            bail!(
+                "--offline: release {tag} of {} is not in the cache {}; run once without --offline",
+                opts.repo,
+                cache.root().display()
+            );
+        }
+    }
+    source.resolve(http, &opts.repo, &opts.version)
+}
+
+/// Where a plan's assets are read from and downloaded to.
+pub struct Store {
+    pub dir: PathBuf,
+    /// The cache entry, when the assets live in the cache.
+    entry: Option<(Cache, Entry)>,
+    lock: Option<Lock>,
+}
+
+impl Store {
+    /// The working directory: assets live with the output (`--no-cache`).
+    pub(super) fn work(work: &Path) -> Store {
+        Store {
+            dir: work.to_path_buf(),
+            entry: None,
+            lock: None,
+        }
+    }
+
+    /// The cache entry of `tag`, locked: shared when every asset of
+    /// `names` is already there, else exclusive to fill it. When the cache's
+    /// file system lacks room for what is missing, the working directory.
+    /// The release JSON is stored with the entry (the plan is valid).
+    pub(super) fn cached(
+        opts: &Opts,
+        cache: Cache,
+        release_json: &str,
+        tag: &str,
+        assets: &[(&str, u64)],
+        work: &Path,
+    ) -> Result<Store> {
+        let entry = cache.entry(&site(opts), &opts.repo, tag)?;
+        let complete = |dir: &Path| assets.iter().all(|(n, _)| fsutil::is_regular(&dir.join(n)));
+        let mut lock = entry.lock(Kind::Shared, opts.wait)?;
+        if !complete(&entry.dir) {
+            drop(lock);
+            lock = entry.lock(Kind::Exclusive, opts.wait)?;
+            let missing: u64 = assets
+                .iter()
+                .filter(|(n, _)| !fsutil::is_regular(&entry.dir.join(n)))
+                .map(|(_, size)| size)
+                .sum();
+            let free = fsutil::available_space(&entry.dir).unwrap_or(0);
+            if free < missing && !opts.offline {
+                eprintln!(
+                    "note: not using the download cache: {} needs {} but only {} is free there",
+                    entry.dir.display(),
+                    human_bytes(missing),
+                    human_bytes(free)
+                );
+                return Ok(Store::work(work));
+            }
+        }
+        if entry.release_json().as_deref() != Some(release_json) {
+            if let Err(e) = entry.store_release_json(release_json) {
+                eprintln!("note: not using the download cache: {e:#}");
+                return Ok(Store::work(work));
+            }
+        }
+        Ok(Store {
+            dir: entry.dir.clone(),
+            entry: Some((cache, entry)),
+            lock: Some(lock),
+        })
+    }
+
+    /// After a failure with a release JSON from the cache: it is dropped,
+    /// so the next run asks the source again (the release may have changed).
+    pub(super) fn forget_release(&self) {
+        if let Some((_, entry)) = &self.entry {
+            entry.forget_release_json();
+        }
+    }
+
+    pub fn is_cache(&self) -> bool {
+        self.entry.is_some()
+    }
+
+    /// Takes the entry for writing (to fetch again what turned out bad).
+    pub(super) fn exclusive(&mut self, wait: bool) -> Result<()> {
+        if let Some((_, entry)) = &self.entry {
+            self.lock = None;
+            self.lock = Some(entry.lock(Kind::Exclusive, wait)?);
+        }
+        Ok(())
+    }
+
+    /// After a successful run: the entry was used now, and the cache is
+    /// trimmed to the default policy (never this entry). Problems are notes.
+    pub(super) fn finish(self) {
+        let Store { entry, lock, .. } = self;
+        let Some((cache, entry)) = entry else {
+            return;
+        };
+        if let Err(e) = entry.mark_used() {
+            eprintln!(
+                "note: cannot record the use of {}: {e:#}",
+                entry.dir.display()
+            );
+        }
+        drop(lock);
+        match cache.prune(KEEP_ENTRIES, KEEP_BYTES, Some(&entry.dir)) {
+            Ok(removed) => {
+                for e in removed {
+                    eprintln!(
+                        "note: removed {} {} ({}) from the cache, unused the longest",
+                        e.repo,
+                        e.tag,
+                        human_bytes(e.bytes)
+                    );
+                }
+            }
+            Err(e) => eprintln!("note: cannot trim the cache: {e:#}"),
+        }
+    }
+}
