@@ -112,34 +112,65 @@ pub fn take_stock(
     states: &[(String, State)],
     reference: Option<&Reference>,
 ) -> Result<Vec<(&'static str, Verdict)>> {
-    let out = &opts.output;
-    let same = m.is_some_and(|m| is_plan_set(opts, plan, m));
     let state = |n: &str| &states.iter().find(|(s, _)| s == n).expect("every name").1;
     let mut verdicts = Vec::with_capacity(NAMES.len());
     for name in [KERNEL, CLIENT, QCOW2] {
-        // A file that matched the interrupted install is that install's.
-        let recorded = m.and_then(|m| match state(name) {
-            State::Touched { installed: false } => pending_entry(m, name),
-            _ => m.entry(name),
-        });
-        let v = file_verdict(
-            out,
-            name,
-            state(name),
-            same,
-            recorded,
-            reference,
-            &sources(plan, name),
-        )?;
-        verdicts.push((name, v));
+        let want = reference.and_then(|r| r.of(name));
+        verdicts.push((name, one(opts, plan, m, state(name), name, want)?));
     }
     let qcow2_kept = match &verdicts[2].1 {
         Verdict::Keep(k, _) => Some(*k),
         _ => None,
     };
+    let same = m.is_some_and(|m| is_plan_set(opts, plan, m));
     let raw = raw_verdict(opts, plan, m, state(RAW), same, qcow2_kept)?;
     verdicts.push((RAW, raw));
     Ok(verdicts)
+}
+
+/// The verdict on the kernel, client or qcow2 at `name`, whose release
+/// content has the sha256 `want` (when known).
+pub fn one(
+    opts: &Opts,
+    plan: &Plan,
+    m: Option<&Manifest>,
+    state: &State,
+    name: &str,
+    want: Option<[u8; 32]>,
+) -> Result<Verdict> {
+    let same = m.is_some_and(|m| is_plan_set(opts, plan, m));
+    // A file that matched the interrupted install is that install's.
+    let recorded = m.and_then(|m| match state {
+        State::Touched { installed: false } => pending_entry(m, name),
+        _ => m.entry(name),
+    });
+    let sources = sources(plan, name);
+    let path = opts.output.join(name);
+    Ok(match state {
+        State::Missing => Verdict::Make,
+        State::Changed(why) => Verdict::Users(why.clone()),
+        s if recorded_intact(s) && same => match recorded {
+            Some(e) => Verdict::Keep(Kept::Recorded, e.clone()),
+            None => Verdict::Make,
+        },
+        // The tool's file, of another set or of an interrupted install: kept
+        // when its recorded content is the release's, else replaced.
+        State::Unchanged | State::Touched { .. } => match (recorded, want) {
+            (Some(e), Some(want)) if e.sha256.as_deref() == Some(hex(&want).as_str()) => {
+                let mut e = e.clone();
+                e.sources = sources;
+                Verdict::Keep(Kept::Recorded, e)
+            }
+            _ => Verdict::Make,
+        },
+        State::Foreign(_) => match want {
+            Some(want) => adopt_by_hash(&path, name, want, &sources)?,
+            None => Verdict::Users(format!(
+                "{}: not listed in manifest.json, and the release could not be compared",
+                path.display()
+            )),
+        },
+    })
 }
 
 /// Refuses, one line each, the user's files that differ (unless `--force`,
@@ -172,46 +203,6 @@ pub fn refuse_users(opts: &Opts, verdicts: &mut [(&'static str, Verdict)]) -> Re
         opts.output.display(),
         if names.len() == 1 { "it" } else { "them" },
     )
-}
-
-fn file_verdict(
-    out: &Path,
-    name: &str,
-    state: &State,
-    same: bool,
-    recorded: Option<&FileEntry>,
-    reference: Option<&Reference>,
-    sources: &[SourceAsset],
-) -> Result<Verdict> {
-    let want = reference.and_then(|r| r.of(name));
-    Ok(match state {
-        State::Missing => Verdict::Make,
-        State::Changed(why) => Verdict::Users(why.clone()),
-        s if recorded_intact(s) && same => match recorded {
-            Some(e) => Verdict::Keep(Kept::Recorded, e.clone()),
-            None => Verdict::Make,
-        },
-        // The tool's file, of another set or of an interrupted install: kept
-        // when its recorded content is the release's, else replaced.
-        State::Unchanged | State::Touched { .. } => {
-            let got = recorded.and_then(|e| e.sha256.as_deref());
-            match (got, want) {
-                (Some(got), Some(want)) if got == hex(&want) => {
-                    let mut e = recorded.expect("has a hash").clone();
-                    e.sources = sources.to_vec();
-                    Verdict::Keep(Kept::Recorded, e)
-                }
-                _ => Verdict::Make,
-            }
-        }
-        State::Foreign(_) => match want {
-            Some(want) => adopt_by_hash(&out.join(name), name, want, sources)?,
-            None => Verdict::Users(format!(
-                "{}: not listed in manifest.json, and the release could not be compared",
-                out.join(name).display()
-            )),
-        },
-    })
 }
 
 /// Hashes the file at `path` in this run; adopted when it is `want`.

@@ -11,18 +11,20 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use super::adopt::{self, Verdict};
 use super::guard::{
-    entry, guard_names, load_manifest, other_set, refuse_pending, same_set_manifest,
+    self, entry, guard_names, load_manifest, other_set, refuse_pending, same_set_manifest,
 };
 use super::plan::{
-    disk_readers, disk_sources, open_work, plan_offline, report_unpacked, sha_from_sums,
-    unpack_disk, wanted, Pick,
+    disk_readers, disk_sources, expected_sha, open_work, plan_offline, report_unpacked,
+    sha_from_sums, unpack_disk, wanted, Pick, Plan,
 };
 use super::Opts;
 use crate::fetch::{self, http::Http};
 use crate::github::assets;
 use crate::github::release::{Asset, Release};
 use crate::install::layout::QCOW2;
+use crate::install::manifest::Manifest;
 use crate::install::swap::{install, Move};
 use crate::unpack;
 use crate::util::fmt::hex;
@@ -42,7 +44,9 @@ pub fn run(opts: &Opts) -> Result<()> {
     let other = other_set(opts, &plan, m.as_ref());
     if other.is_none() {
         refuse_pending(opts, m.as_ref())?;
-        guard_names(opts, m.as_ref(), &[QCOW2])?;
+        if adopt_image(opts, &plan, m.as_ref())? {
+            return Ok(());
+        }
     }
     let staged = plan.work.join(QCOW2);
     let merged = plan.work.join(&plan.sel.disk_archive);
@@ -121,6 +125,33 @@ pub fn run(opts: &Opts) -> Result<()> {
     )?;
     println!("{} is ready", opts.output.join(QCOW2).display());
     Ok(())
+}
+
+/// An image at `disk-image.qcow2` that the manifest does not list is
+/// compared with the sums: the release's is adopted (true: nothing to
+/// unpack), another is the user's and refused unless `--force`.
+fn adopt_image(opts: &Opts, plan: &Plan, m: Option<&Manifest>) -> Result<bool> {
+    let state = guard::inspect(&opts.output, m, QCOW2);
+    let want = match state {
+        guard::State::Foreign(_) => Some(expected_sha(plan)?),
+        _ => None,
+    };
+    let mut v = [(QCOW2, adopt::one(opts, plan, m, &state, QCOW2, want)?)];
+    adopt::refuse_users(opts, &mut v)?;
+    match v.into_iter().next().map(|(_, v)| v) {
+        Some(Verdict::Keep(adopt::Kept::Adopted, e)) if !opts.force => {
+            let mut new = same_set_manifest(opts, plan, m);
+            new.set_entry(e);
+            install(&opts.output, m, new, Vec::new())?;
+            println!(
+                "{} already is release {}'s image (adopted)",
+                opts.output.join(QCOW2).display(),
+                plan.release.tag_name
+            );
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// `decompress --from DIR`: the parts and sums in `dir` (what `pack` wrote,

@@ -4,15 +4,16 @@
 
 use anyhow::Result;
 
-use super::guard::{
-    entry, guard_names, load_manifest, other_set, refuse_pending, same_set_manifest,
-};
+use super::adopt::{self, Verdict};
+use super::guard::{self, entry, load_manifest, other_set, refuse_pending, same_set_manifest};
+use super::plan::Plan;
 use super::plan::{
     note_unchecked_digests, open_work, plan_online, prepare_work, source_of, wanted, warn_support,
     Pick,
 };
 use super::Opts;
 use crate::fetch::{self, http::Http};
+use crate::github::release::Asset;
 use crate::install::layout::{CLIENT, KERNEL};
 use crate::install::swap::{install, Move};
 use crate::util::fmt::{hex, human_bytes};
@@ -26,9 +27,18 @@ pub fn run(opts: &Opts) -> Result<()> {
     let http = Http::new(&opts.http(opts.connections));
     let plan = plan_online(opts, &http)?;
     let other = other_set(opts, &plan, m.as_ref()).is_some();
+    let states = guard::inspect_all(&opts.output, m.as_ref(), &[KERNEL, CLIENT]);
     if !other {
         refuse_pending(opts, m.as_ref())?;
-        guard_names(opts, m.as_ref(), &[KERNEL, CLIENT])?;
+        // A file the manifest does not list is compared once downloaded.
+        let changed: Vec<_> = states
+            .iter()
+            .filter(|(_, s)| matches!(s, guard::State::Changed(_)))
+            .cloned()
+            .collect();
+        if !opts.force {
+            guard::refuse_users(&opts.output, &changed)?;
+        }
     }
     warn_support(opts);
     note_unchecked_digests(&plan);
@@ -63,27 +73,30 @@ pub fn run(opts: &Opts) -> Result<()> {
         );
         return Ok(());
     }
-    let kernel = plan.asset_path(&plan.sel.kernel.name);
-    let client = plan.asset_path(&plan.sel.client.name);
+    // Each installed name is kept, adopted or replaced, as in the full run.
+    let mut verdicts = Vec::new();
+    let mut shas = Vec::new();
+    for ((_, state), (name, asset)) in states.iter().zip(small(&plan)) {
+        let sha = fsutil::sha256_file(&plan.asset_path(&asset.name))?;
+        verdicts.push((
+            name,
+            adopt::one(opts, &plan, m.as_ref(), state, name, Some(sha))?,
+        ));
+        shas.push(sha);
+    }
+    adopt::refuse_users(opts, &mut verdicts)?;
     let mut new = same_set_manifest(opts, &plan, m.as_ref());
-    new.set_entry(entry(
-        KERNEL,
-        &kernel,
-        Some(hex(&fsutil::sha256_file(&kernel)?)),
-        vec![source_of(&plan.sel.kernel)],
-    )?);
-    new.set_entry(entry(
-        CLIENT,
-        &client,
-        Some(hex(&fsutil::sha256_file(&client)?)),
-        vec![source_of(&plan.sel.client)],
-    )?);
-    install(
-        &opts.output,
-        m.as_ref(),
-        new,
-        vec![(KERNEL, Move::Copy(kernel)), (CLIENT, Move::Copy(client))],
-    )?;
+    let mut moves = Vec::new();
+    for (((name, v), (_, asset)), sha) in verdicts.into_iter().zip(small(&plan)).zip(shas) {
+        if let Verdict::Keep(_, e) = v {
+            new.set_entry(e);
+            continue;
+        }
+        let path = plan.asset_path(&asset.name);
+        new.set_entry(entry(name, &path, Some(hex(&sha)), vec![source_of(asset)])?);
+        moves.push((name, Move::Copy(path)));
+    }
+    install(&opts.output, m.as_ref(), new, moves)?;
     println!(
         "Downloaded {}: {} and {} installed in {}; disk image parts and sums in {}",
         plan.release.tag_name,
@@ -93,4 +106,9 @@ pub fn run(opts: &Opts) -> Result<()> {
         plan.work.display()
     );
     Ok(())
+}
+
+/// The kernel and client, with their installed names.
+fn small(plan: &Plan) -> [(&'static str, &Asset); 2] {
+    [(KERNEL, &plan.sel.kernel), (CLIENT, &plan.sel.client)]
 }

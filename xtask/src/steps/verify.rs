@@ -69,6 +69,11 @@ pub fn check_installed(out: &Path, m: &Manifest, depth: Depth) -> Result<()> {
         println!("  FAILED   {name:<18} not in the manifest (the set is incomplete)");
         bad.push(name.to_string());
     }
+    if m.no_raw && m.entry(RAW).is_none() {
+        println!(
+            "  skipped  {RAW:<18} not made: installed with --no-raw (run without it to make it)"
+        );
+    }
     for extra in extra_files(out) {
         println!(
             "  note     {:<18} is not part of the installed set (not in the manifest)",
@@ -79,7 +84,7 @@ pub fn check_installed(out: &Path, m: &Manifest, depth: Depth) -> Result<()> {
         bail!(
             "{} of {} files failed verification ({}); run `cargo xtask resources --force` to reinstall",
             bad.len(),
-            NAMES.len(),
+            m.names().count(),
             bad.join(", ")
         );
     }
