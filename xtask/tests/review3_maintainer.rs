@@ -8,13 +8,17 @@
 mod common;
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use common::*;
 use testkit::{
     fake_elf, make_qcow2, pack_disk, upstream_assets, Compression, ReleaseSpec, Server, TempDir,
 };
 
+const TOKEN: &str = "ghp_review3token0123456789";
 const GZ: &str = "disk-image-focal-amd64.qcow2.tar.gz";
 
 /// A qemu-made image with data in it, in `dir`.
@@ -136,4 +140,118 @@ fn part_size_takes_what_split_takes_and_refuses_the_rest() {
         let first = fs::metadata(out.join(format!("{GZ}.aa"))).unwrap().len();
         assert_eq!(first, size, "{good}");
     }
+}
+
+/// `upload --version TAG FILES… EXTRA…` with a token.
+fn upload(server: &Server, tag: &str, files: &[PathBuf], extra: &[&str]) -> Run {
+    let api = server.api_url();
+    let mut args = vec![
+        "resources",
+        "upload",
+        "--version",
+        tag,
+        "--github-api",
+        &api,
+    ];
+    args.extend_from_slice(extra);
+    let files: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
+    args.extend(files);
+    xtask(&args, &[("GH_TOKEN", TOKEN)])
+}
+
+/// A listener on another loopback host that counts the connections and
+/// bytes it gets until `stop` sends it the word STOP.
+struct Bystander {
+    addr: std::net::SocketAddr,
+    thread: JoinHandle<(usize, usize)>,
+}
+
+impl Bystander {
+    fn start(ip: &str) -> Bystander {
+        let l = TcpListener::bind(format!("{ip}:0")).expect("bind a second loopback host");
+        let addr = l.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let (mut conns, mut bytes) = (0, 0);
+            for s in l.incoming() {
+                let mut s = s.unwrap();
+                let mut buf = vec![0u8; 1 << 16];
+                let n = s.read(&mut buf).unwrap_or(0);
+                if &buf[..n] == b"STOP" {
+                    break;
+                }
+                conns += 1;
+                bytes += n;
+                // Dropped unanswered: the client sees a cut connection.
+            }
+            (conns, bytes)
+        });
+        Bystander { addr, thread }
+    }
+
+    /// (connections, bytes) it received.
+    fn stop(self) -> (usize, usize) {
+        TcpStream::connect(self.addr)
+            .unwrap()
+            .write_all(b"STOP")
+            .unwrap();
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn upload_never_sends_a_body_to_a_host_the_check_did_not_see() {
+    let t = TempDir::new("r3-upload-url");
+    let f = t.path().join("secret-draft.bin");
+    fs::write(&f, vec![0x5a; 200_000]).unwrap();
+    let server = Server::start(REPO, vec![ReleaseSpec::new("v1", vec![])]);
+    let other = Bystander::start("127.0.0.3");
+    let json = server.release_json("v1").unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let good = v["upload_url"].as_str().unwrap().to_string();
+    let path = good.strip_prefix(&server.api_url()).unwrap();
+    let api_host = server
+        .api_url()
+        .strip_prefix("http://")
+        .unwrap()
+        .to_string();
+    // Each reads as the API's host to one parser and as another to the next.
+    let hostile = [
+        format!("http://{}{{@{api_host}{path}", other.addr),
+        format!("http://{}@{api_host}{path}", other.addr),
+        format!(
+            "http://{api_host}{}",
+            path.replace("{?name,label}", "#{?name,label}")
+        ),
+        format!(
+            "http://{api_host}{}",
+            path.replace("/assets{", "/{x}/assets{")
+        ),
+        format!("http://{api_host}{}", path.replace("{?name,label}", "")),
+        format!(
+            "http://{api_host}{}",
+            path.replace("{?name,label}", "{?name,label}/x")
+        ),
+        format!("http://{api_host}/a b{path}"),
+    ];
+    for url in &hostile {
+        v["upload_url"] = url.as_str().into();
+        server.set_release_json("v1", &v.to_string());
+        let run = upload(&server, "v1", std::slice::from_ref(&f), &[]);
+        run.failed();
+        assert!(run.stderr.contains("upload_url"), "{url}: {}", run.stderr);
+        assert!(!run.all().contains(TOKEN));
+    }
+    let (conns, bytes) = other.stop();
+    assert_eq!((conns, bytes), (0, 0), "the other host was sent to");
+    assert!(
+        !server.requests().iter().any(|r| r.host == "uploads"),
+        "a body went to the uploads route"
+    );
+    // GitHub's own form still works, and the asset lands under its name.
+    v["upload_url"] = good.as_str().into();
+    server.set_release_json("v1", &v.to_string());
+    upload(&server, "v1", std::slice::from_ref(&f), &[]).ok();
+    let held = server.assets_of("v1");
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].0, "secret-draft.bin");
 }

@@ -14,7 +14,7 @@ use super::Opts;
 use crate::fetch::http::{backoff, Http};
 use crate::github::release::{Asset, Release};
 use crate::github::upload::{
-    create_release, delete_asset, find_release, upload_asset, upload_target, Sent,
+    create_release, delete_asset, find_release, upload_asset, Sent, UploadUrl,
 };
 use crate::util::fmt::{hex, human_bytes};
 use crate::util::fs as fsutil;
@@ -85,9 +85,11 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
     };
     let upload_url = release
         .upload_url
-        .clone()
+        .as_deref()
         .ok_or_else(|| anyhow!("release {tag} has no upload_url in the API's answer"))?;
-    http.trust_uploads(&upload_url).map_err(|e| anyhow!(e))?;
+    let upload_url = UploadUrl::parse(upload_url)?;
+    http.trust_uploads(upload_url.base())
+        .map_err(|e| anyhow!(e))?;
 
     let total: u64 = locals.iter().map(|l| l.size).sum();
     let progress = Progress::new("upload", total, 0, opts.progress);
@@ -125,7 +127,7 @@ fn upload_one(
     http: &Http,
     opts: &Opts,
     args: &UploadArgs,
-    upload_url: &str,
+    upload_url: &UploadUrl,
     release: &mut Release,
     local: &mut Local,
     progress: &Progress,
@@ -179,7 +181,7 @@ fn upload_one(
             delete_asset(http, repo, id, &there.name)?;
             release.assets.retain(|a| a.name != local.name);
         }
-        let url = upload_target(upload_url, &local.name);
+        let url = upload_url.for_name(&local.name)?;
         let mut file = fsutil::open_input(&local.path)
             .with_context(|| format!("cannot open {}", local.path.display()))?;
         let before = file
