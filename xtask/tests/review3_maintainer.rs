@@ -15,7 +15,8 @@ use std::thread::JoinHandle;
 
 use common::*;
 use testkit::{
-    fake_elf, make_qcow2, pack_disk, upstream_assets, Compression, ReleaseSpec, Server, TempDir,
+    fake_elf, make_qcow2, pack_disk, upstream_assets, Compression, Fault, ReleaseSpec, Server,
+    TempDir,
 };
 
 const TOKEN: &str = "ghp_review3token0123456789";
@@ -254,4 +255,57 @@ fn upload_never_sends_a_body_to_a_host_the_check_did_not_see() {
     let held = server.assets_of("v1");
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].0, "secret-draft.bin");
+}
+
+#[test]
+fn a_file_changed_while_uploaded_is_taken_down_and_a_plain_rerun_sends_it() {
+    let t = TempDir::new("r3-changed");
+    let f = t.path().join("disk.bin");
+    // Larger than the socket buffers: the client is still sending when held.
+    let first = noise(8 << 20, 1);
+    fs::write(&f, &first).unwrap();
+    let server = Server::start(REPO, vec![ReleaseSpec::new("v1", vec![])]);
+    server.add_fault(Fault::UploadHold {
+        after_bytes: 1 << 20,
+        times: 1,
+    });
+    let run = std::thread::scope(|s| {
+        let sending = s.spawn(|| upload(&server, "v1", std::slice::from_ref(&f), &[]));
+        assert!(
+            server.wait_upload_held(std::time::Duration::from_secs(60)),
+            "the upload never reached the server"
+        );
+        // The same length, other bytes from 4 MiB on: a torn upload.
+        let file = fs::OpenOptions::new().write(true).open(&f).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &noise(1 << 20, 2), 4 << 20).unwrap();
+        drop(file);
+        server.release_uploads();
+        sending.join().unwrap()
+    });
+    run.failed();
+    // The server did take a whole body: only the tool could have removed it.
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.host == "uploads" && r.status == 201),
+        "the held upload did not complete"
+    );
+    assert!(server.assets_of("v1").is_empty(), "the torn asset stayed");
+    assert!(
+        run.stderr.contains("changed while it was uploaded")
+            && run.stderr.contains(f.to_str().unwrap())
+            && run.stderr.contains("deleted"),
+        "{}",
+        run.stderr
+    );
+    // The file is stable now: the plain re-run sends it, no --clobber.
+    let run = upload(&server, "v1", std::slice::from_ref(&f), &[]);
+    run.ok();
+    let held = server.assets_of("v1");
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].1.as_str(), &held[0].2),
+        ("uploaded", &fs::read(&f).unwrap())
+    );
 }

@@ -132,110 +132,26 @@ fn upload_one(
     local: &mut Local,
     progress: &Progress,
 ) -> Result<bool> {
-    let repo = &opts.repo;
     let mut last = String::new();
     for attempt in 1..=TRIES {
         if attempt > 1 {
             std::thread::sleep(backoff(attempt - 1));
             // What did the failed try leave? Look again.
-            *release = find_release(http, repo, &release.tag_name)?.ok_or_else(|| {
+            *release = find_release(http, &opts.repo, &release.tag_name)?.ok_or_else(|| {
                 anyhow!(
                     "release {} disappeared during the upload",
                     Shown(&release.tag_name)
                 )
             })?;
         }
-        if let Some(there) = release
-            .assets
-            .iter()
-            .find(|a| a.name == local.name)
-            .cloned()
-        {
-            match there.state.as_deref() {
-                None | Some("uploaded") => match same_content(&there, local)? {
-                    Ok(()) => {
-                        progress.item_done(&local.name, "already there, same size and digest");
-                        progress.add(local.size);
-                        return Ok(false);
-                    }
-                    Err(why) if !args.clobber => bail!(
-                        "the release already has an asset named {} with other content ({why}); \
-                         pass --clobber to replace it",
-                        local.name
-                    ),
-                    Err(_) => {}
-                },
-                // What a cut upload leaves: always junk.
-                Some("starter") => {}
-                Some(other) if !args.clobber => bail!(
-                    "the release's asset {} is in state {} (an upload in progress elsewhere?); \
-                     wait and run again, or pass --clobber to replace it",
-                    local.name,
-                    Shown(other)
-                ),
-                Some(_) => {}
-            }
-            let id = there
-                .id
-                .ok_or_else(|| anyhow!("the API gives no id for asset {}", Shown(&there.name)))?;
-            delete_asset(http, repo, id, &there.name)?;
-            release.assets.retain(|a| a.name != local.name);
+        if already_there(http, &opts.repo, args, release, local)? {
+            progress.item_done(&local.name, "already there, same size and digest");
+            progress.add(local.size);
+            return Ok(false);
         }
-        let url = upload_url.for_name(&local.name)?;
-        let mut file = fsutil::open_input(&local.path)
-            .with_context(|| format!("cannot open {}", local.path.display()))?;
-        let before = file
-            .metadata()
-            .with_context(|| format!("cannot read {}", local.path.display()))?;
-        // Exactly the Content-Length, hashed as it is sent; the uploads
-        // wrapper reports progress.
-        let mut hashed = HashedExact::new(&mut file, local.size, &|_| {});
-        let name = local.name.clone();
-        let size = local.size;
-        let outcome = upload_asset(http, &url, repo, &name, &mut hashed, size, &|n| {
-            progress.advance(&name, size, n)
-        });
-        // A file that changed while it was sent is the user's to settle.
-        let after = std::fs::metadata(&local.path).ok();
-        let changed = hashed.ended_early()
-            || before.len() != size
-            || after.is_none_or(|a| {
-                a.len() != before.len() || a.modified().ok() != before.modified().ok()
-            });
-        if changed {
-            bail!(
-                "{} changed while it was uploaded; make sure nothing writes to it, then run \
-                 again (what arrived is replaced)",
-                local.path.display()
-            );
-        }
-        match outcome? {
-            Sent::Done(asset) => {
-                let (_, sha) = hashed.finish();
-                local.sha256.get_or_insert(sha);
-                match same_content(&asset, local)? {
-                    Ok(()) => {
-                        progress
-                            .item_done(&local.name, &format!("uploaded ({})", human_bytes(size)));
-                        release.assets.push(asset);
-                        return Ok(true);
-                    }
-                    Err(why) => {
-                        // It arrived damaged: take it down and try again.
-                        last = format!("GitHub holds other bytes than were sent ({why})");
-                        let Some(id) = asset.id else {
-                            bail!(
-                                "{}: GitHub holds other bytes than were sent ({why}) and its \
-                                 answer gives no asset id to remove it by; delete the asset on \
-                                 GitHub, then run again",
-                                local.name
-                            );
-                        };
-                        delete_asset(http, repo, id, &asset.name)?;
-                    }
-                }
-            }
-            Sent::Retry(m) => last = m,
+        match send_once(http, &opts.repo, upload_url, release, local, progress)? {
+            Tried::Done => return Ok(true),
+            Tried::Again(why) => last = why,
         }
         progress.say(&format!(
             "  {}: {last}; {}",
@@ -252,6 +168,164 @@ fn upload_one(
          resume",
         local.path.display()
     )
+}
+
+/// True if the release holds `local` already; otherwise an asset of its
+/// name that is junk (a `starter`), or that `--clobber` replaces, is
+/// deleted, and anything else of that name is an error.
+fn already_there(
+    http: &Http,
+    repo: &str,
+    args: &UploadArgs,
+    release: &mut Release,
+    local: &mut Local,
+) -> Result<bool> {
+    let Some(there) = release
+        .assets
+        .iter()
+        .find(|a| a.name == local.name)
+        .cloned()
+    else {
+        return Ok(false);
+    };
+    match there.state.as_deref() {
+        None | Some("uploaded") => match same_content(&there, local)? {
+            Ok(()) => return Ok(true),
+            Err(why) if !args.clobber => bail!(
+                "the release already has an asset named {} with other content ({why}); \
+                 pass --clobber to replace it",
+                local.name
+            ),
+            Err(_) => {}
+        },
+        // What a cut upload leaves: always junk.
+        Some("starter") => {}
+        Some(other) if !args.clobber => bail!(
+            "the release's asset {} is in state {} (an upload in progress elsewhere?); \
+             wait and run again, or pass --clobber to replace it",
+            local.name,
+            Shown(other)
+        ),
+        Some(_) => {}
+    }
+    let id = there
+        .id
+        .ok_or_else(|| anyhow!("the API gives no id for asset {}", Shown(&there.name)))?;
+    delete_asset(http, repo, id, &there.name)?;
+    release.assets.retain(|a| a.name != local.name);
+    Ok(false)
+}
+
+/// How one try of [`send_once`] ended, when it did not fail for good.
+enum Tried {
+    Done,
+    /// Worth another try: the reason.
+    Again(String),
+}
+
+/// Sends `local` once and checks what GitHub made of it. An asset that does
+/// not hold what was sent is deleted before anything else happens.
+fn send_once(
+    http: &Http,
+    repo: &str,
+    upload_url: &UploadUrl,
+    release: &mut Release,
+    local: &mut Local,
+    progress: &Progress,
+) -> Result<Tried> {
+    let url = upload_url.for_name(&local.name)?;
+    let mut file = fsutil::open_input(&local.path)
+        .with_context(|| format!("cannot open {}", local.path.display()))?;
+    let before = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", local.path.display()))?;
+    // Exactly the Content-Length, hashed as it is sent; the uploads
+    // wrapper reports progress.
+    let mut hashed = HashedExact::new(&mut file, local.size, &|_| {});
+    let (name, size) = (local.name.clone(), local.size);
+    let outcome = upload_asset(http, &url, repo, &name, &mut hashed, size, &|n| {
+        progress.advance(&name, size, n)
+    });
+    let after = std::fs::metadata(&local.path).ok();
+    let changed = hashed.ended_early()
+        || before.len() != size
+        || after
+            .is_none_or(|a| a.len() != before.len() || a.modified().ok() != before.modified().ok());
+    if changed {
+        return Err(changed_while_sent(http, repo, release, local, outcome));
+    }
+    let asset = match outcome? {
+        Sent::Done(asset) => asset,
+        Sent::Retry(m) => return Ok(Tried::Again(m)),
+    };
+    let (_, sha) = hashed.finish();
+    local.sha256.get_or_insert(sha);
+    let why = match same_content(&asset, local)? {
+        Ok(()) => {
+            progress.item_done(&local.name, &format!("uploaded ({})", human_bytes(size)));
+            release.assets.push(asset);
+            return Ok(Tried::Done);
+        }
+        Err(why) => why,
+    };
+    // It arrived damaged: take it down and try again.
+    let Some(id) = asset.id else {
+        bail!(
+            "{}: GitHub holds other bytes than were sent ({why}) and its answer gives no asset \
+             id to remove it by; delete the asset on GitHub, then run again",
+            local.name
+        );
+    };
+    delete_asset(http, repo, id, &asset.name)?;
+    Ok(Tried::Again(format!(
+        "GitHub holds other bytes than were sent ({why})"
+    )))
+}
+
+/// The error for a file that changed while it was sent. What GitHub kept
+/// of that send is not the file, so it is deleted first (the name was free
+/// when the send began, so an asset under it now is this send's): a plain
+/// re-run then sends the file afresh.
+fn changed_while_sent(
+    http: &Http,
+    repo: &str,
+    release: &Release,
+    local: &Local,
+    outcome: Result<Sent>,
+) -> anyhow::Error {
+    let path = local.path.display();
+    let kept = match outcome {
+        Ok(Sent::Done(asset)) => Ok(Some(asset)),
+        // A cut connection or a 5xx: GitHub may hold something under the name.
+        Ok(Sent::Retry(_)) => find_release(http, repo, &release.tag_name)
+            .map(|r| r.and_then(|r| r.assets.into_iter().find(|a| a.name == local.name))),
+        // Refused: nothing of this send was kept.
+        Err(_) => Ok(None),
+    };
+    let removed = kept.and_then(|asset| match asset {
+        None => Ok(false),
+        Some(a) => {
+            let id =
+                a.id.ok_or_else(|| anyhow!("the API gives no id for asset {}", Shown(&a.name)))?;
+            delete_asset(http, repo, id, &a.name).map(|()| true)
+        }
+    });
+    let advice = "make sure nothing writes to it, then run the same command again";
+    match removed {
+        Ok(true) => anyhow!(
+            "{path} changed while it was uploaded; the asset {} that arrived was deleted from \
+             the release; {advice}",
+            local.name
+        ),
+        Ok(false) => {
+            anyhow!("{path} changed while it was uploaded; the release kept none of it; {advice}")
+        }
+        Err(e) => anyhow!(
+            "{path} changed while it was uploaded, and what arrived could not be removed \
+             ({e:#}); delete the asset {} on GitHub (or pass --clobber), then {advice}",
+            local.name
+        ),
+    }
 }
 
 /// Whether the asset holds the file's bytes: same size, and the digest
