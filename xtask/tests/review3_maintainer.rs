@@ -21,6 +21,7 @@ use testkit::{
 
 const TOKEN: &str = "ghp_review3token0123456789";
 const GZ: &str = "disk-image-focal-amd64.qcow2.tar.gz";
+const SUMS: &str = "disk-image-focal-amd64.qcow2.sums";
 
 /// A qemu-made image with data in it, in `dir`.
 fn image(dir: &Path) -> PathBuf {
@@ -308,4 +309,164 @@ fn a_file_changed_while_uploaded_is_taken_down_and_a_plain_rerun_sends_it() {
         (held[0].1.as_str(), &held[0].2),
         ("uploaded", &fs::read(&f).unwrap())
     );
+}
+
+/// The names `DIR/*` expands to: the regular files not hidden.
+fn shown(dir: &Path) -> Vec<String> {
+    files_in(dir)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+/// The files `upload DIR/*` would be given.
+fn visible(dir: &Path) -> Vec<PathBuf> {
+    shown(dir).into_iter().map(|n| dir.join(n)).collect()
+}
+
+/// `upload` of `files` is refused before anything is sent, saying `says`.
+fn upload_refused(server: &Server, files: &[PathBuf], says: &[&str]) {
+    let run = upload(server, "v1", files, &[]);
+    run.failed();
+    for s in says {
+        assert!(
+            run.stderr.contains(s),
+            "{files:?}: no {s:?} in {}",
+            run.stderr
+        );
+    }
+    assert!(
+        !server.requests().iter().any(|r| r.host == "uploads"),
+        "{files:?}: something was sent"
+    );
+    assert!(server.assets_of("v1").is_empty());
+}
+
+#[test]
+fn upload_refuses_a_disk_set_without_its_sums_or_with_a_part_missing() {
+    let t = TempDir::new("r3-set");
+    let img = image(t.path());
+    let set = t.path().join("set");
+    pack(&img, &set, &["--part-size", "512K"]).ok();
+    let parts: Vec<String> = shown(&set).into_iter().filter(|n| n != SUMS).collect();
+    assert!(parts.len() >= 3, "{parts:?}");
+    let server = Server::start(REPO, vec![ReleaseSpec::new("v1", vec![])]);
+    let hide = |name: &str| fs::rename(set.join(name), set.join(format!(".{name}.partial")));
+    let show = |name: &str| fs::rename(set.join(format!(".{name}.partial")), set.join(name));
+
+    // What a kill in the middle of renaming leaves: a part under its final
+    // name, the rest and the sums still hidden.
+    hide(SUMS).unwrap();
+    for p in &parts[1..] {
+        hide(p).unwrap();
+    }
+    upload_refused(&server, &visible(&set), &[SUMS, "pack"]);
+    // Every part, but no sums yet.
+    for p in &parts[1..] {
+        show(p).unwrap();
+    }
+    upload_refused(&server, &visible(&set), &[SUMS, "pack"]);
+    upload_refused(&server, &[set.join(&parts[0])], &[SUMS]);
+    // The reverse: the sums, and a gap in the parts.
+    show(SUMS).unwrap();
+    hide(&parts[1]).unwrap();
+    upload_refused(&server, &visible(&set), &[&parts[1], "pack"]);
+    upload_refused(&server, &[set.join(SUMS)], &[&parts[1]]);
+    show(&parts[1]).unwrap();
+
+    // The whole set goes up.
+    upload(&server, "v1", &visible(&set), &[]).ok();
+    assert_eq!(server.assets_of("v1").len(), parts.len() + 1);
+}
+
+/// Runs `pack` under strace, killed (SIGKILL) on entering the `k`-th call
+/// of `syscall`: what that call would have done is not done.
+fn pack_killed_at(img: &Path, out: &Path, extra: &[&str], syscall: &str, k: usize) {
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg(format!("inject={syscall}:signal=KILL:when={k}"))
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(["resources", "pack", img.to_str().unwrap(), "--output"])
+        .arg(out)
+        .args(extra);
+    for v in testkit::SCRUB_ENV {
+        cmd.env_remove(v);
+    }
+    let st = cmd.env("CI", "1").output().unwrap().status;
+    assert!(!st.success(), "pack was not killed at {syscall} #{k}");
+}
+
+/// Whether strace can kill a child at a system call here.
+fn have_strace_inject() -> bool {
+    std::process::Command::new("strace")
+        .args([
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=renameat2:error=ENOENT",
+            "true",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The state a killed `pack` left in `dir` keeps the promise: a visible
+/// `…aa` has exactly its set's parts beside it, sums only stand beside a
+/// whole set, and `upload DIR/*` publishes nothing of an unfinished one.
+fn check_killed_state(dir: &Path, sets: &[&[String]], server: &Server, when: &str) {
+    let seen = shown(dir);
+    let parts: Vec<String> = seen.iter().filter(|n| *n != SUMS).cloned().collect();
+    let whole = |set: &&[String]| parts == **set;
+    if parts.contains(&format!("{GZ}.aa")) {
+        assert!(sets.iter().any(whole), "{when}: …aa beside {parts:?}");
+    }
+    if seen.iter().any(|n| n == SUMS) {
+        assert!(sets.iter().any(whole), "{when}: sums beside {parts:?}");
+        return;
+    }
+    if !seen.is_empty() {
+        upload_refused(server, &visible(dir), &[SUMS]);
+    }
+}
+
+#[test]
+fn pack_killed_at_any_point_of_its_commit_leaves_nothing_upload_publishes() {
+    if !have_strace_inject() {
+        eprintln!("skipped: strace cannot inject a signal here");
+        return;
+    }
+    let t = TempDir::new("r3-kill");
+    let img = image(t.path());
+    let names_of =
+        |dir: &Path| -> Vec<String> { files_in(dir).into_iter().filter(|n| n != SUMS).collect() };
+    // The two sets, made whole once, for their names.
+    let (small, large) = (t.path().join("small"), t.path().join("large"));
+    pack(&img, &small, &["--part-size", "256K"]).ok();
+    pack(&img, &large, &["--part-size", "512K"]).ok();
+    let (old, new) = (names_of(&small), names_of(&large));
+    assert!(old.len() > new.len() && new.len() >= 3, "{old:?} {new:?}");
+    let server = Server::start(REPO, vec![ReleaseSpec::new("v1", vec![])]);
+
+    // Into an empty directory: one renameat2 (no replace) per part, then the sums.
+    for k in 1..=new.len() + 1 {
+        let out = t.path().join(format!("fresh{k}"));
+        pack_killed_at(&img, &out, &["--part-size", "512K"], "renameat2", k);
+        check_killed_state(&out, &[&new], &server, &format!("fresh, rename {k}"));
+    }
+    // Replacing the smaller-part set: unlinks of the old, then renames.
+    let replace = ["--part-size", "512K", "--force"];
+    for (syscall, calls) in [("unlink", old.len() + 1), ("rename", new.len() + 1)] {
+        for k in 1..=calls {
+            let out = t.path().join(format!("{syscall}{k}"));
+            pack(&img, &out, &["--part-size", "256K"]).ok();
+            pack_killed_at(&img, &out, &replace, syscall, k);
+            let when = format!("replacing, {syscall} {k}");
+            check_killed_state(&out, &[&old, &new], &server, &when);
+        }
+    }
+    // And a plain pack afterwards makes the set whole.
+    let out = t.path().join("fresh1");
+    pack(&img, &out, &["--part-size", "512K", "--force"]).ok();
+    assert_eq!(names_of(&out), new);
 }

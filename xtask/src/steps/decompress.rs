@@ -132,7 +132,12 @@ pub fn run_from(opts: &Opts, dir: &Path) -> Result<()> {
 }
 
 fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
-    let (disk, sums) = local_set(opts, dir)?;
+    let fix = "copy the missing part into that directory";
+    let (disk, sums) = local_set(dir, opts.os, opts.arch, fix).map_err(|e| {
+        anyhow::anyhow!(
+            "--from: {e:#}; give the directory `pack` wrote (or pass --os-version/--arch)"
+        )
+    })?;
     let (parts, _, archive) = disk;
     let _lock = open_work(opts)?;
     let sums_path = dir.join(&sums.name);
@@ -202,12 +207,18 @@ fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The disk parts and sums of the os/arch set in `dir`.
-fn local_set(opts: &Opts, dir: &Path) -> Result<(assets::Disk, Asset)> {
-    let base = assets::disk_base(opts.os, opts.arch);
+/// The disk parts and sums of the os/arch set in `dir` (what `pack`
+/// wrote there); a part missing from the sequence is an error that says
+/// `fix`, and so is a set without its sums.
+pub(super) fn local_set(
+    dir: &Path,
+    os: assets::Os,
+    arch: assets::Arch,
+    fix: &str,
+) -> Result<(assets::Disk, Asset)> {
+    let base = assets::disk_base(os, arch);
     let mut found = Vec::new();
-    let listing =
-        fs::read_dir(dir).with_context(|| format!("cannot list --from {}", dir.display()))?;
+    let listing = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for e in listing {
         let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
         let Ok(name) = e.file_name().into_string() else {
@@ -241,9 +252,5 @@ fn local_set(opts: &Opts, dir: &Path) -> Result<(assets::Disk, Asset)> {
         published_at: None,
         assets: found,
     };
-    assets::select_disk_and_sums(&release, opts.os, opts.arch).map_err(|e| {
-        anyhow::anyhow!(
-            "--from: {e:#}; give the directory `pack` wrote (or pass --os-version/--arch)"
-        )
-    })
+    assets::select_disk_and_sums(&release, os, arch, fix)
 }

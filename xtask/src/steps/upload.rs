@@ -4,14 +4,17 @@
 //! completes it: what is already there with the same content is skipped,
 //! and what a failed upload left behind is removed first.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::pack::MAX_PART;
+use super::decompress::local_set;
+use super::pack::{is_archive_name, MAX_PART};
 use super::Opts;
 use crate::fetch::http::{backoff, Http};
+use crate::github::assets::{disk_base, sums_name, Arch, Os};
 use crate::github::release::{Asset, Release};
 use crate::github::upload::{
     create_release, delete_asset, find_release, upload_asset, Sent, UploadUrl,
@@ -62,6 +65,7 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
         }
         locals.push(local);
     }
+    check_disk_sets(&locals)?;
 
     let mut http = Http::new(&opts.http(1));
     let mut release = match find_release(&http, repo, tag)? {
@@ -350,6 +354,62 @@ fn same_content(there: &Asset, local: &mut Local) -> Result<Result<(), String>> 
         return Ok(Err(format!("digest {} there, {ours} here", Shown(digest))));
     }
     Ok(Ok(()))
+}
+
+/// A disk-image part or sums file is uploaded only from a whole set: the
+/// sums beside it and the parts `aa`, `ab`, … with no gap, as `pack` leaves
+/// them when it has finished. A `pack` killed while it renames leaves parts
+/// without their sums; `upload DIR/*` must not publish those.
+fn check_disk_sets(locals: &[Local]) -> Result<()> {
+    // (directory, os, arch) → the part names of its set, each looked at once
+    let mut sets: HashMap<(PathBuf, Os, Arch), Vec<String>> = HashMap::new();
+    for local in locals {
+        for (os, arch) in Os::ALL.into_iter().flat_map(|o| Arch::ALL.map(|a| (o, a))) {
+            let is_sums = local.name == sums_name(os, arch);
+            if !is_sums && !is_archive_name(&local.name, &disk_base(os, arch)) {
+                continue;
+            }
+            let dir = match local.path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let parts = match sets.entry((dir.clone(), os, arch)) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(whole_set(&dir, os, arch, &local.path)?),
+            };
+            if !is_sums && !parts.contains(&local.name) {
+                bail!(
+                    "{} is not part of the disk-image set in {} ({}…); upload one set at a time, \
+                     as `pack` wrote it",
+                    local.path.display(),
+                    dir.display(),
+                    parts.first().map_or("", String::as_str)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The part names of the os/arch set in `dir`, if it is whole; `file` is
+/// the file given that belongs to it.
+fn whole_set(dir: &Path, os: Os, arch: Arch, file: &Path) -> Result<Vec<String>> {
+    let incomplete = |why: String| {
+        anyhow!(
+            "{}: the disk-image set beside it is incomplete ({why}); nothing was uploaded: a \
+             `pack` into {} may have been interrupted, run it again (with --force) first",
+            file.display(),
+            dir.display()
+        )
+    };
+    // Named first: what a killed `pack` leaves lacks the sums.
+    let sums = sums_name(os, arch);
+    if !fsutil::is_regular(&dir.join(&sums)) {
+        return Err(incomplete(format!("no {sums} beside it")));
+    }
+    let ((parts, _, _), _) = local_set(dir, os, arch, "the set is not whole")
+        .map_err(|e| incomplete(format!("{e:#}")))?;
+    Ok(parts.into_iter().map(|p| p.name).collect())
 }
 
 /// A file given on the command line, checked before anything is sent.
