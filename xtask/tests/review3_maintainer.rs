@@ -470,3 +470,45 @@ fn pack_killed_at_any_point_of_its_commit_leaves_nothing_upload_publishes() {
     pack(&img, &out, &["--part-size", "512K", "--force"]).ok();
     assert_eq!(names_of(&out), new);
 }
+
+#[test]
+fn decompress_from_advice_fits_a_directory_not_a_release() {
+    let t = TempDir::new("r3-from");
+    let img = image(t.path());
+    let set = t.path().join("set");
+    pack(&img, &set, &["--part-size", "512K"]).ok();
+    let good = fs::read_to_string(set.join(SUMS)).unwrap();
+    let other_sha = "ab".repeat(32);
+    let cases = [
+        ("damaged", "not a checksum line\n".to_string()),
+        ("no entry", format!("{other_sha}  temp/other.img\n")),
+        (
+            "two entries",
+            format!("{good}{other_sha}  temp/disk-image.qcow2\n"),
+        ),
+        (
+            "other digest",
+            format!("{other_sha}  temp/disk-image.qcow2\n"),
+        ),
+    ];
+    for (what, text) in cases {
+        fs::write(set.join(SUMS), text).unwrap();
+        let out = t.path().join(format!("out-{}", what.replace(' ', "-")));
+        let from = ["--from", set.to_str().unwrap()];
+        let run = resources(Some("decompress"), &out, "http://127.0.0.1:9", &from, &[]);
+        run.failed();
+        let e = &run.stderr;
+        assert!(!e.contains("--version"), "{what}: {e}");
+        assert!(!e.contains("delete the downloads"), "{what}: {e}");
+        assert!(
+            e.contains("`pack`") && e.contains("artifact"),
+            "{what}: {e}"
+        );
+        assert!(e.contains(set.to_str().unwrap()), "{what}: {e}");
+        assert!(!out.join("disk-image.qcow2").exists(), "{what}");
+    }
+    fs::write(set.join(SUMS), good).unwrap();
+    let out = t.path().join("out-good");
+    let from = ["--from", set.to_str().unwrap()];
+    resources(Some("decompress"), &out, "http://127.0.0.1:9", &from, &[]).ok();
+}

@@ -143,7 +143,14 @@ fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
     let sums_path = dir.join(&sums.name);
     let text = fsutil::read_input(&sums_path, assets::MAX_SUMS)
         .with_context(|| format!("cannot read the checksum file {}", sums_path.display()))?;
-    let expected = sha_from_sums(&text, &sums.name, &archive)?;
+    // No release and no downloads here: the set in DIR is at fault.
+    let advice = format!(
+        "the sums file in {} is damaged or does not belong to these parts: re-make the set with `pack`, \
+         or fetch the artifact again",
+        dir.display()
+    );
+    let sums_shown = sums_path.display().to_string();
+    let expected = sha_from_sums(&text, &sums_shown, &archive, &advice)?;
     let dest = opts.output.join(QCOW2);
     if fsutil::is_regular(&dest) && fsutil::sha256_file(&dest)? == expected {
         println!(
@@ -189,6 +196,12 @@ fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
         expected: Some(expected),
         size_hint: Some(parts.iter().map(|p| p.size).sum()),
         raw: None,
+        mismatch_advice: Some(&format!(
+            "the parts in {} do not match {} (a part is damaged, or the sums are another \
+             set's): re-make the set with `pack`, or fetch the artifact again",
+            dir.display(),
+            sums.name
+        )),
     };
     let started = Instant::now();
     let out = unpack::unpack(Chain::new(files), &req, &mut check).with_context(|| {
