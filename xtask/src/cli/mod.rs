@@ -391,11 +391,15 @@ fn flag(long: &str) -> &'static Flag {
 
 impl Parsed<'_> {
     fn value(&mut self, long: &str) -> Result<Option<String>> {
+        Ok(self.value_as_given(long)?.map(|s| s.trim().to_string()))
+    }
+
+    /// [`Parsed::value`] with its blanks kept, for a value read as another
+    /// tool reads it (`--part-size` as `split -b`).
+    fn value_as_given(&mut self, long: &str) -> Result<Option<String>> {
         let f = flag(long);
-        let v = self
-            .take(f, |a, k| a.opt_value_from_str::<_, String>(k))?
-            .map(|s| s.trim().to_string());
-        if v.as_deref() == Some("") {
+        let v = self.take(f, |a, k| a.opt_value_from_str::<_, String>(k))?;
+        if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
             return Err(usage(format!(
                 "{long} is empty: expected {}",
                 f.value.unwrap_or("a value")

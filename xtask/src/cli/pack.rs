@@ -20,7 +20,7 @@ pub(super) fn pack_args(p: &mut Parsed) -> Result<PackArgs> {
             )))
         }
     };
-    let part_size = match p.value("--part-size")? {
+    let part_size = match p.value_as_given("--part-size")? {
         None => pack::DEFAULT_PART,
         Some(s) => match parse_size(&s) {
             Some(n) if (1..=pack::MAX_PART).contains(&n) => n,
@@ -32,7 +32,8 @@ pub(super) fn pack_args(p: &mut Parsed) -> Result<PackArgs> {
             }
             _ => {
                 return Err(usage(format!(
-                    "invalid --part-size `{}`: expected bytes, or a number with K, M or G (500M)",
+                    "invalid --part-size `{}`: expected what `split -b` takes: bytes, or a number \
+                     with K, M or G (powers of 1024: 500M) or KB, MB, GB (powers of 1000)",
                     crate::util::text::clean(&s, 40)
                 )))
             }
@@ -67,25 +68,51 @@ pub(super) fn pack_args(p: &mut Parsed) -> Result<PackArgs> {
     })
 }
 
-/// `500M` → 524288000: bytes, or a number with a unit as `split -b` reads
-/// it.
+/// `500M` → 524288000: exactly what GNU `split -b` takes (gnulib's
+/// `xstrtoimax` with split's suffixes): C-locale blanks and one sign before
+/// decimal digits (none means 1, as in `-b M`), then nothing, `b` (512), or
+/// one of K k M m G T P E with nothing or `iB` after it (powers of 1024) or
+/// `B`/`D` (powers of 1000). None for anything else, for 0, and past
+/// 2^63 - 1, all of which split refuses.
 pub(super) fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    let (num, unit) = s.split_at(digits);
-    let n: u64 = num.parse().ok()?;
-    // As split: K, KiB = 1024; KB = 1000 (and so on for M and G).
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" => 1,
-        // split's `b` is a 512-byte block.
-        "b" => 512,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1000,
-        "mb" => 1000 * 1000,
-        "gb" => 1000 * 1000 * 1000,
+    let body = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    let (negative, body) = match body.as_bytes().first() {
+        Some(b'+') => (false, &body[1..]),
+        Some(b'-') => (true, &body[1..]),
+        _ => (false, body),
+    };
+    let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = body.split_at(digits);
+    let n: u64 = if digits > 0 {
+        num.parse().ok()?
+    } else if body.len() == s.len() && !unit.is_empty() {
+        // No digits at all: a unit alone counts one of it.
+        1
+    } else {
+        return None;
+    };
+    let mut chars = unit.chars();
+    let power = match chars.next() {
+        None => 0,
+        Some('b') if chars.as_str().is_empty() => return scale(negative, n, 512, 1),
+        Some('K' | 'k') => 1,
+        Some('M' | 'm') => 2,
+        Some('G') => 3,
+        Some('T') => 4,
+        Some('P') => 5,
+        Some('E') => 6,
         _ => return None,
     };
-    n.checked_mul(mult)
+    let base = match chars.as_str() {
+        "" | "iB" => 1024,
+        "B" | "D" => 1000,
+        _ => return None,
+    };
+    scale(negative, n, base, power)
+}
+
+/// `n · base^power` if split would take it: positive and at most 2^63 - 1.
+fn scale(negative: bool, n: u64, base: u64, power: u32) -> Option<u64> {
+    let v = base.checked_pow(power)?.checked_mul(n)?;
+    (!negative && v >= 1 && v <= i64::MAX as u64).then_some(v)
 }

@@ -70,16 +70,161 @@ fn repos() {
 #[test]
 fn sizes_read_as_split_reads_them() {
     use super::pack::parse_size;
-    assert_eq!(parse_size("500M"), Some(500 << 20));
-    assert_eq!(parse_size("500m"), Some(500 << 20));
-    assert_eq!(parse_size("1G"), Some(1 << 30));
-    assert_eq!(parse_size("64KiB"), Some(64 << 10));
-    assert_eq!(parse_size("1KB"), Some(1000));
-    assert_eq!(parse_size("4096"), Some(4096));
-    assert_eq!(parse_size("1b"), Some(512));
-    for bad in ["", "M", "1.5G", "-1", "1T", "99999999999999999999G"] {
-        assert_eq!(parse_size(bad), None, "{bad}");
+    let good: &[(&str, u64)] = &[
+        ("500M", 500 << 20),
+        ("500m", 500 << 20),
+        ("1G", 1 << 30),
+        ("64KiB", 64 << 10),
+        ("1KB", 1000),
+        ("1kD", 1000),
+        ("1MB", 1_000_000),
+        ("4096", 4096),
+        ("010", 10),
+        ("+3", 3),
+        (" \t3", 3),
+        ("1b", 512),
+        ("b", 512),
+        ("M", 1 << 20),
+        ("1T", 1 << 40),
+        ("7E", 7 << 60),
+        ("9223372036854775807", i64::MAX as u64),
+    ];
+    for (s, n) in good {
+        assert_eq!(parse_size(s), Some(*n), "{s:?}");
     }
+    for bad in [
+        "",
+        "0",
+        "0K",
+        "-1",
+        "-0",
+        "+",
+        "+ 3",
+        " K",
+        "3 ",
+        "1.5G",
+        "1e3",
+        "0x10",
+        "1Mb",
+        "1mb",
+        "1Kb",
+        "1Kib",
+        "1KIB",
+        "1B",
+        "B",
+        "1bB",
+        "1g",
+        "1t",
+        "1Z",
+        "1c",
+        "8E",
+        "10EB",
+        "K3",
+        "9223372036854775808",
+        "99999999999999999999G",
+    ] {
+        assert_eq!(parse_size(bad), None, "{bad:?}");
+    }
+}
+
+/// The same table against the real `split -b` (GNU coreutils), when there
+/// is one: the same inputs accepted, and the same part size.
+#[test]
+fn sizes_match_gnu_split() {
+    use super::pack::parse_size;
+    let split = std::process::Command::new("split")
+        .arg("--version")
+        .output();
+    if !split.is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"split (GNU")) {
+        eprintln!("skipped: no GNU split here");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("xtask-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in");
+    const LEN: u64 = 5000;
+    std::fs::write(&input, vec![7u8; LEN as usize]).unwrap();
+    for s in [
+        "4999",
+        "01000",
+        "+4000",
+        " 4000",
+        "\t4000",
+        "3 ",
+        "0",
+        "-1",
+        "",
+        "b",
+        "1b",
+        "3bB",
+        "K",
+        "M",
+        "B",
+        "1K",
+        "1k",
+        "1KB",
+        "1kB",
+        "1KiB",
+        "1kiB",
+        "1Kib",
+        "1Kb",
+        "1Mb",
+        "1mb",
+        "1MB",
+        "1M",
+        "1m",
+        "1MiB",
+        "1MD",
+        "1KD",
+        "1D",
+        "1B",
+        "1g",
+        "1G",
+        "1T",
+        "1t",
+        "1P",
+        "1E",
+        "1Z",
+        "1c",
+        "1w",
+        "1.5K",
+        "1e3",
+        "0x10",
+        "8E",
+        "9EB",
+        "10EB",
+        "K3",
+        "Ki",
+        "1KiBB",
+        "9223372036854775807",
+        "9223372036854775808",
+    ] {
+        let out = dir.join("x");
+        let run = std::process::Command::new("split")
+            .arg("-b")
+            .arg(s)
+            .arg(&input)
+            .arg(&out)
+            .output()
+            .unwrap();
+        let ours = parse_size(s);
+        assert_eq!(
+            run.status.success(),
+            ours.is_some(),
+            "split -b {s:?}: ours {ours:?}"
+        );
+        let first = out.with_file_name("xaa");
+        if let Some(n) = ours {
+            let got = std::fs::metadata(&first).unwrap().len();
+            assert_eq!(got, n.min(LEN), "split -b {s:?}");
+        }
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_name() != "in" {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -48,6 +48,108 @@ pub fn check_url(url: &str, what: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// An http(s) URL that a server named, read strictly so that every parser
+/// finds the same host in it: printable ASCII only, no userinfo, no
+/// fragment, no braces, `%` only before two hex digits, a host of letters,
+/// digits, `-` and `.` (or a bracketed IPv6 address), a numeric port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// The URL exactly as given and checked: what is sent.
+    pub url: String,
+    /// `scheme://host:port`, lowercased, the port always written.
+    pub origin: String,
+    /// Whether a `?` query follows the path.
+    pub has_query: bool,
+}
+
+/// Checks `url` as [`Checked`] describes; `what` names it in the error.
+pub fn check_strict(url: &str, what: &str) -> std::result::Result<Checked, String> {
+    let odd = |why: String| {
+        Err(format!(
+            "{what}: the URL `{}` {why}; refusing a URL that parsers could read two ways",
+            clean(url, 160)
+        ))
+    };
+    if let Some(c) = url.chars().find(|c| !url_char(*c)) {
+        return odd(match c {
+            '@' => "holds userinfo (`@`)".into(),
+            '#' => "has a fragment (`#`)".into(),
+            '{' | '}' => "has a brace (a template expression where none belongs)".into(),
+            c if c.is_whitespace() => "contains whitespace".into(),
+            c if c.is_control() => "contains a control character".into(),
+            c if !c.is_ascii() => "contains a non-ASCII character".into(),
+            c => format!("contains `{c}`"),
+        });
+    }
+    let bad_escape = url.match_indices('%').any(|(i, _)| {
+        let hex = url.as_bytes().get(i + 1..i + 3);
+        !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if bad_escape {
+        return odd("has a `%` not followed by two hex digits".into());
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return odd("is not an absolute http or https URL".into());
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return odd("is not an http or https URL".into()),
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (auth, tail) = rest.split_at(end);
+    let Some((host, port)) = host_port(auth, default_port) else {
+        return odd("has no usable host and port".into());
+    };
+    if tail.contains(['[', ']']) {
+        return odd("has a bracket outside the host".into());
+    }
+    Ok(Checked {
+        url: url.to_string(),
+        origin: format!("{scheme}://{host}:{port}"),
+        has_query: tail.contains('?'),
+    })
+}
+
+/// The characters RFC 3986 allows in a URL, less `@`, `#` and the rest a
+/// server has no reason to send.
+fn url_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:/?%[]".contains(c)
+}
+
+/// `host[:port]` → (lowercased host, port): a name of letters, digits, `-`
+/// and `.`, or a bracketed IPv6 address; a port of 1 to 65535.
+fn host_port(auth: &str, default_port: u16) -> Option<(String, u16)> {
+    let (host, port) = match auth.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6.split_once(']')?;
+            let ok = !addr.is_empty()
+                && addr
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || ":.".contains(c));
+            (ok.then(|| format!("[{addr}]"))?, after)
+        }
+        None => {
+            let i = auth.find(':').unwrap_or(auth.len());
+            let name = &auth[..i];
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c));
+            (ok.then(|| name.to_string())?, &auth[i..])
+        }
+    };
+    let port = match port.strip_prefix(':') {
+        None if port.is_empty() => default_port,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            p.parse().ok().filter(|&p| p != 0)?
+        }
+        _ => return None,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
 /// Resolves a `Location` header against the URL that sent it (RFC 3986
 /// reference resolution: absolute, network-path, absolute-path, query-only
 /// and relative-path references, with `.` and `..` segments removed).
@@ -118,6 +220,51 @@ fn remove_dots(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strict_urls_read_one_way() {
+        let c = check_strict(
+            "HTTPS://Uploads.GitHub.com/repos/o/r/releases/1/assets",
+            "u",
+        )
+        .unwrap();
+        assert_eq!(c.origin, "https://uploads.github.com:443");
+        assert!(!c.has_query);
+        let c = check_strict("http://127.0.0.1:8080/a%20b?name=x.y", "u").unwrap();
+        assert_eq!(c.origin, "http://127.0.0.1:8080");
+        assert!(c.has_query);
+        assert_eq!(
+            check_strict("http://[::1]:9/x", "u").unwrap().origin,
+            "http://[::1]:9"
+        );
+        for bad in [
+            "http://127.0.0.3:1{@127.0.0.1:2/x",
+            "http://user@127.0.0.1/x",
+            "http://h/x@y",
+            "http://h/x#f",
+            "http://h/a{b}",
+            "http://h/a b",
+            "http://h/a\tb",
+            "http://h/a\u{e9}",
+            "http://h/a%2",
+            "http://h/a%zz",
+            "http://h/a\\b",
+            "http://h/a|b",
+            "http://h:/x",
+            "http://h:0/x",
+            "http://h:65536/x",
+            "http://h:8x/x",
+            "http:///x",
+            "http://h_x/",
+            "http://h/[x]",
+            "http:h",
+            "ftp://h/x",
+            "//h/x",
+        ] {
+            let e = check_strict(bad, "the upload_url").unwrap_err();
+            assert!(e.starts_with("the upload_url: the URL"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn authorities() {

@@ -338,8 +338,14 @@ pub type Disk = (Vec<Asset>, DiskForm, String);
 
 /// The disk archive (its parts in order, its form, its name) and the sums of
 /// one os/arch set, for a set that has no kernel or client (a directory of
-/// parts `pack` wrote, a CI artifact).
-pub fn select_disk_and_sums(release: &Release, os: Os, arch: Arch) -> Result<(Disk, Asset)> {
+/// parts `pack` wrote, a CI artifact); a missing part is an error that says
+/// `fix`.
+pub fn select_disk_and_sums(
+    release: &Release,
+    os: Os,
+    arch: Arch,
+    fix: &str,
+) -> Result<(Disk, Asset)> {
     for a in &release.assets {
         check_name(&a.name)?;
     }
@@ -348,7 +354,6 @@ pub fn select_disk_and_sums(release: &Release, os: Os, arch: Arch) -> Result<(Di
         .find(|a| a.name == sums_name(os, arch))
         .cloned();
     let label = format!("{}", Shown(&release.tag_name));
-    let fix = "copy the missing part into that directory";
     match (select_disk(release, &base, &label, fix)?, sums) {
         (Some(disk), Some(sums)) => Ok((disk, sums)),
         (disk, _) => bail!(

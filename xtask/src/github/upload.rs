@@ -5,12 +5,13 @@
 
 use std::io::Read;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
 use super::api;
 use super::release::{for_each_release, releases_url, Asset, Release};
 use crate::fetch::http::{ApiResponse, Failure, Http};
+use crate::fetch::url;
 use crate::util::text::Shown;
 
 /// The release tagged `tag`, drafts included, or None.
@@ -81,12 +82,60 @@ pub fn delete_asset(http: &Http, repo: &str, id: u64, name: &str) -> Result<()> 
     }
 }
 
-/// The URL a file named `name` is uploaded to: `upload_url` (a release's,
-/// already vetted by `Http::trust_uploads`) without its `{?name,label}`
-/// template, with the name as a query.
-pub fn upload_target(upload_url: &str, name: &str) -> String {
-    let base = upload_url.split('{').next().unwrap_or(upload_url);
-    format!("{base}?name={}", query_encode(name))
+/// The RFC 6570 expression GitHub ends every `upload_url` with.
+const UPLOAD_TEMPLATE: &str = "{?name,label}";
+
+/// A release's `upload_url`, read once: the base URL before its
+/// `{?name,label}` template, strictly checked (see [`url::check_strict`]).
+/// Every URL a file is sent to is built from it and checked again.
+pub struct UploadUrl {
+    base: url::Checked,
+}
+
+impl UploadUrl {
+    /// `upload_url` must be a strict URL with no query, followed by exactly
+    /// `{?name,label}`: anything else is refused, naming GitHub's form.
+    pub fn parse(upload_url: &str) -> Result<UploadUrl> {
+        let what = "the release's upload_url";
+        let form = format!("GitHub's form is https://uploads.github.com/…/assets{UPLOAD_TEMPLATE}");
+        let Some(base) = upload_url.strip_suffix(UPLOAD_TEMPLATE) else {
+            bail!(
+                "{what} `{}` does not end with {UPLOAD_TEMPLATE}; {form}; the API's answer is \
+                 not GitHub's, nothing was sent",
+                Shown(upload_url)
+            );
+        };
+        let base =
+            url::check_strict(base, what).map_err(|e| anyhow!("{e}; {form}; nothing was sent"))?;
+        if base.has_query {
+            bail!(
+                "{what} `{}` has a query before its template; {form}; nothing was sent",
+                Shown(upload_url)
+            );
+        }
+        Ok(UploadUrl { base })
+    }
+
+    /// The base URL, for `Http::trust_uploads`.
+    pub fn base(&self) -> &str {
+        &self.base.url
+    }
+
+    /// The template expanded for an asset `name` without a label (RFC 6570
+    /// form-style query: an undefined variable is left out), checked again:
+    /// what is returned is what is sent, on the base's origin.
+    pub fn for_name(&self, name: &str) -> Result<String> {
+        let target = format!("{}?name={}", self.base.url, query_encode(name));
+        let checked = url::check_strict(&target, "the upload URL").map_err(|e| anyhow!(e))?;
+        if checked.origin != self.base.origin {
+            bail!(
+                "the upload URL {} is not on {}; refusing to send to it",
+                Shown(&target),
+                self.base.origin
+            );
+        }
+        Ok(checked.url)
+    }
 }
 
 /// How one upload ended.
@@ -166,4 +215,42 @@ fn query_encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UploadUrl;
+
+    #[test]
+    fn upload_urls_expand_githubs_template_and_nothing_else() {
+        let u =
+            UploadUrl::parse("https://uploads.github.com/repos/o/r/releases/7/assets{?name,label}")
+                .unwrap();
+        assert_eq!(
+            u.base(),
+            "https://uploads.github.com/repos/o/r/releases/7/assets"
+        );
+        assert_eq!(
+            u.for_name("disk a+b.tar.gz.aa").unwrap(),
+            "https://uploads.github.com/repos/o/r/releases/7/assets?name=disk%20a%2Bb.tar.gz.aa"
+        );
+        for bad in [
+            "http://127.0.0.3:1{@127.0.0.1:2/uploads/x/assets{?name,label}",
+            "http://127.0.0.3:1{?name,label}@127.0.0.1:2/x{?name,label}",
+            "https://u@uploads.github.com/x/assets{?name,label}",
+            "https://uploads.github.com/x/assets",
+            "https://uploads.github.com/x/assets{?name}",
+            "https://uploads.github.com/x/assets{?name,label}x",
+            "https://uploads.github.com/x/{id}/assets{?name,label}",
+            "https://uploads.github.com/x/assets?a=b{?name,label}",
+            "https://uploads.github.com/x/assets#f{?name,label}",
+            "https://uploads.github.com/x /assets{?name,label}",
+            "ftp://uploads.github.com/x/assets{?name,label}",
+        ] {
+            let e = UploadUrl::parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("took {bad}"));
+            assert!(format!("{e:#}").contains("upload_url"), "{bad}: {e:#}");
+        }
+    }
 }

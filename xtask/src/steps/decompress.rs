@@ -169,13 +169,25 @@ pub fn run_from(opts: &Opts, dir: &Path) -> Result<()> {
 }
 
 fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
-    let (disk, sums) = local_set(opts, dir)?;
+    let fix = "copy the missing part into that directory";
+    let (disk, sums) = local_set(dir, opts.os, opts.arch, fix).map_err(|e| {
+        anyhow::anyhow!(
+            "--from: {e:#}; give the directory `pack` wrote (or pass --os-version/--arch)"
+        )
+    })?;
     let (parts, _, archive) = disk;
     let _lock = open_work(opts)?;
     let sums_path = dir.join(&sums.name);
     let text = fsutil::read_input(&sums_path, assets::MAX_SUMS)
         .with_context(|| format!("cannot read the checksum file {}", sums_path.display()))?;
-    let expected = sha_from_sums(&text, &sums.name, &archive)?;
+    // No release and no downloads here: the set in DIR is at fault.
+    let advice = format!(
+        "the sums file in {} is damaged or does not belong to these parts: re-make the set with `pack`, \
+         or fetch the artifact again",
+        dir.display()
+    );
+    let sums_shown = sums_path.display().to_string();
+    let expected = sha_from_sums(&text, &sums_shown, &archive, &advice)?;
     let dest = opts.output.join(QCOW2);
     if fsutil::is_regular(&dest) && fsutil::sha256_file(&dest)? == expected {
         println!(
@@ -221,6 +233,12 @@ fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
         expected: Some(expected),
         size_hint: Some(parts.iter().map(|p| p.size).sum()),
         raw: None,
+        mismatch_advice: Some(&format!(
+            "the parts in {} do not match {} (a part is damaged, or the sums are another \
+             set's): re-make the set with `pack`, or fetch the artifact again",
+            dir.display(),
+            sums.name
+        )),
     };
     let started = Instant::now();
     let out = unpack::unpack(Chain::new(files), &req, &mut check).with_context(|| {
@@ -239,12 +257,18 @@ fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The disk parts and sums of the os/arch set in `dir`.
-fn local_set(opts: &Opts, dir: &Path) -> Result<(assets::Disk, Asset)> {
-    let base = assets::disk_base(opts.os, opts.arch);
+/// The disk parts and sums of the os/arch set in `dir` (what `pack`
+/// wrote there); a part missing from the sequence is an error that says
+/// `fix`, and so is a set without its sums.
+pub(super) fn local_set(
+    dir: &Path,
+    os: assets::Os,
+    arch: assets::Arch,
+    fix: &str,
+) -> Result<(assets::Disk, Asset)> {
+    let base = assets::disk_base(os, arch);
     let mut found = Vec::new();
-    let listing =
-        fs::read_dir(dir).with_context(|| format!("cannot list --from {}", dir.display()))?;
+    let listing = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for e in listing {
         let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
         let Ok(name) = e.file_name().into_string() else {
@@ -278,9 +302,5 @@ fn local_set(opts: &Opts, dir: &Path) -> Result<(assets::Disk, Asset)> {
         published_at: None,
         assets: found,
     };
-    assets::select_disk_and_sums(&release, opts.os, opts.arch).map_err(|e| {
-        anyhow::anyhow!(
-            "--from: {e:#}; give the directory `pack` wrote (or pass --os-version/--arch)"
-        )
-    })
+    assets::select_disk_and_sums(&release, os, arch, fix)
 }

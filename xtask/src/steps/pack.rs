@@ -199,50 +199,11 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
         .flatten()
         .filter(|e| !e.in_place)
     {
-        copies.push((e.name.clone(), copy_to_temp(&e.path, &dir.join(&e.name))?));
+        copies.push(copy_to_temp(&e.path, &dir.join(&e.name))?);
     }
 
-    // Replacing a set: its sums go first (a set without sums is visibly
-    // incomplete), then the new parts arrive, then every old name the new
-    // set does not reuse (a part left behind would be read after the new
-    // ones by `cat parts*`), and the new sums last, as the mark that all is
-    // there.
-    let commit = |t: TempFile| {
-        if opts.force {
-            t.commit()
-        } else {
-            t.commit_new()
-        }
-    };
-    let remove = |name: &str| -> Result<()> {
-        let path = dir.join(name);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("cannot remove the old {}", path.display()))
-            }
-            _ => Ok(()),
-        }
-    };
-    if opts.force && old.contains(&sums) {
-        remove(&sums)?;
-        fsutil::sync_dir(dir)?;
-    }
     let listing: Vec<(String, u64)> = parts.iter().map(|p| (p.name.clone(), p.size)).collect();
-    for Part { file, .. } in parts {
-        commit(file)?;
-    }
-    if opts.force {
-        for name in old
-            .iter()
-            .filter(|n| **n != sums && !listing.iter().any(|(new, _)| new == *n))
-        {
-            remove(name)?;
-        }
-    }
-    for (_, t) in copies {
-        commit(t)?;
-    }
-    commit(sums_file)?;
+    commit_set(dir, opts.force, &old, &sums, parts, copies, sums_file)?;
 
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -273,6 +234,48 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
     );
     eprintln!("sha256 {}  {MEMBER}", hex(&packed.sha256));
     Ok(())
+}
+
+/// Puts the new set in place of the `old` one (its names in `dir`). No
+/// rename of several files is atomic, so the order decides what a kill can
+/// leave, and every such state is one `upload` refuses and the next `pack`
+/// replaces: the old sums go first (a set without sums is visibly
+/// incomplete), then every old part, `…aa` first (so no old fragment stands
+/// beside new parts, and none starts where readers start); the new parts
+/// arrive last one first, so `…aa` appears only once all its parts are
+/// there; the sums come last, as the mark that the set is whole.
+fn commit_set(
+    dir: &Path,
+    force: bool,
+    old: &[String],
+    sums: &str,
+    parts: Vec<Part>,
+    copies: Vec<TempFile>,
+    sums_file: TempFile,
+) -> Result<()> {
+    let commit = |t: TempFile| if force { t.commit() } else { t.commit_new() };
+    if force && !old.is_empty() {
+        let first = old.iter().filter(|n| *n == sums);
+        // `old` is sorted: each archive's parts in split's order.
+        for name in first.chain(old.iter().filter(|n| *n != sums)) {
+            let path = dir.join(name);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e)
+                        .with_context(|| format!("cannot remove the old {}", path.display()));
+                }
+                _ => {}
+            }
+        }
+        fsutil::sync_dir(dir)?;
+    }
+    for Part { file, .. } in parts.into_iter().rev() {
+        commit(file)?;
+    }
+    for t in copies {
+        commit(t)?;
+    }
+    commit(sums_file)
 }
 
 /// The checks `convert` applies: a qcow2 header we read, tables inside the
@@ -380,7 +383,7 @@ fn copy_to_temp(from: &Path, dest: &Path) -> Result<TempFile> {
 /// Whether `name` is one `pack` (or upstream's `split`) writes for the disk
 /// `base`: `{base}.tar`, `{base}.tar.{gz,xz,zst}`, or either followed by a
 /// split suffix.
-fn is_archive_name(name: &str, base: &str) -> bool {
+pub(super) fn is_archive_name(name: &str, base: &str) -> bool {
     let Some(rest) = name.strip_prefix(base).and_then(|r| r.strip_prefix(".tar")) else {
         return false;
     };

@@ -275,18 +275,31 @@ pub(super) fn expected_sha(plan: &Plan) -> Result<[u8; 32]> {
     let path = plan.asset_path(&plan.sel.sums.name);
     let text = fsutil::read_small(&path, assets::MAX_SUMS)
         .with_context(|| format!("cannot read the checksum file {}", path.display()))?;
-    sha_from_sums(&text, &plan.sel.sums.name, &plan.sel.disk_archive)
+    let advice = format!(
+        "the release's checksum file is damaged or incomplete: {}, or pick another --version",
+        unpack::REDO
+    );
+    sha_from_sums(&text, &plan.sel.sums.name, &plan.sel.disk_archive, &advice)
         .map_err(|e| anyhow::Error::new(BadSums(format!("{e:#}"))))
 }
 
 /// The qcow2's sha256 in the sums file `sums_name` (text `text`) of the disk
 /// archive `archive`: the line naming `disk-image.qcow2` (upstream's
-/// `temp/disk-image.qcow2`), else the one naming the archive's image.
-pub(super) fn sha_from_sums(text: &str, sums_name: &str, archive: &str) -> Result<[u8; 32]> {
-    let entries = unpack::parse_sums(text, sums_name)?;
-    unpack::expected_sha256(&entries, QCOW2, sums_name).or_else(|e| {
-        unpack::expected_sha256(&entries, &assets::disk_base_of(archive), sums_name).map_err(|_| e)
-    })
+/// `temp/disk-image.qcow2`), else the one naming the archive's image. An
+/// error ends with `advice`, which depends on where the sums came from.
+pub(super) fn sha_from_sums(
+    text: &str,
+    sums_name: &str,
+    archive: &str,
+    advice: &str,
+) -> Result<[u8; 32]> {
+    let entries = unpack::parse_sums(text, sums_name).map_err(|e| anyhow!("{e:#}; {advice}"))?;
+    unpack::expected_sha256(&entries, QCOW2, sums_name)
+        .or_else(|e| {
+            unpack::expected_sha256(&entries, &assets::disk_base_of(archive), sums_name)
+                .map_err(|_| e)
+        })
+        .map_err(|e| anyhow!("{e:#}; {advice}"))
 }
 
 pub(super) fn disk_source_name(sel: &Selection) -> String {
@@ -325,6 +338,7 @@ pub(super) fn unpack_disk(
         expected: Some(expected),
         size_hint: None,
         raw,
+        mismatch_advice: None,
     };
     unpack::unpack(input, &req, &mut check)
 }

@@ -4,17 +4,20 @@
 //! completes it: what is already there with the same content is skipped,
 //! and what a failed upload left behind is removed first.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::pack::MAX_PART;
+use super::decompress::local_set;
+use super::pack::{is_archive_name, MAX_PART};
 use super::Opts;
 use crate::fetch::http::{backoff, Http};
+use crate::github::assets::{disk_base, sums_name, Arch, Os};
 use crate::github::release::{Asset, Release};
 use crate::github::upload::{
-    create_release, delete_asset, find_release, upload_asset, upload_target, Sent,
+    create_release, delete_asset, find_release, upload_asset, Sent, UploadUrl,
 };
 use crate::util::fmt::{hex, human_bytes};
 use crate::util::fs as fsutil;
@@ -62,6 +65,7 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
         }
         locals.push(local);
     }
+    check_disk_sets(&locals)?;
 
     let mut http = Http::new(&opts.http(1));
     let mut release = match find_release(&http, repo, tag)? {
@@ -85,9 +89,11 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
     };
     let upload_url = release
         .upload_url
-        .clone()
+        .as_deref()
         .ok_or_else(|| anyhow!("release {tag} has no upload_url in the API's answer"))?;
-    http.trust_uploads(&upload_url).map_err(|e| anyhow!(e))?;
+    let upload_url = UploadUrl::parse(upload_url)?;
+    http.trust_uploads(upload_url.base())
+        .map_err(|e| anyhow!(e))?;
 
     let total: u64 = locals.iter().map(|l| l.size).sum();
     let progress = Progress::new("upload", total, 0, opts.progress);
@@ -125,115 +131,31 @@ fn upload_one(
     http: &Http,
     opts: &Opts,
     args: &UploadArgs,
-    upload_url: &str,
+    upload_url: &UploadUrl,
     release: &mut Release,
     local: &mut Local,
     progress: &Progress,
 ) -> Result<bool> {
-    let repo = &opts.repo;
     let mut last = String::new();
     for attempt in 1..=TRIES {
         if attempt > 1 {
             std::thread::sleep(backoff(attempt - 1));
             // What did the failed try leave? Look again.
-            *release = find_release(http, repo, &release.tag_name)?.ok_or_else(|| {
+            *release = find_release(http, &opts.repo, &release.tag_name)?.ok_or_else(|| {
                 anyhow!(
                     "release {} disappeared during the upload",
                     Shown(&release.tag_name)
                 )
             })?;
         }
-        if let Some(there) = release
-            .assets
-            .iter()
-            .find(|a| a.name == local.name)
-            .cloned()
-        {
-            match there.state.as_deref() {
-                None | Some("uploaded") => match same_content(&there, local)? {
-                    Ok(()) => {
-                        progress.item_done(&local.name, "already there, same size and digest");
-                        progress.add(local.size);
-                        return Ok(false);
-                    }
-                    Err(why) if !args.clobber => bail!(
-                        "the release already has an asset named {} with other content ({why}); \
-                         pass --clobber to replace it",
-                        local.name
-                    ),
-                    Err(_) => {}
-                },
-                // What a cut upload leaves: always junk.
-                Some("starter") => {}
-                Some(other) if !args.clobber => bail!(
-                    "the release's asset {} is in state {} (an upload in progress elsewhere?); \
-                     wait and run again, or pass --clobber to replace it",
-                    local.name,
-                    Shown(other)
-                ),
-                Some(_) => {}
-            }
-            let id = there
-                .id
-                .ok_or_else(|| anyhow!("the API gives no id for asset {}", Shown(&there.name)))?;
-            delete_asset(http, repo, id, &there.name)?;
-            release.assets.retain(|a| a.name != local.name);
+        if already_there(http, &opts.repo, args, release, local)? {
+            progress.item_done(&local.name, "already there, same size and digest");
+            progress.add(local.size);
+            return Ok(false);
         }
-        let url = upload_target(upload_url, &local.name);
-        let mut file = fsutil::open_input(&local.path)
-            .with_context(|| format!("cannot open {}", local.path.display()))?;
-        let before = file
-            .metadata()
-            .with_context(|| format!("cannot read {}", local.path.display()))?;
-        // Exactly the Content-Length, hashed as it is sent; the uploads
-        // wrapper reports progress.
-        let mut hashed = HashedExact::new(&mut file, local.size, &|_| {});
-        let name = local.name.clone();
-        let size = local.size;
-        let outcome = upload_asset(http, &url, repo, &name, &mut hashed, size, &|n| {
-            progress.advance(&name, size, n)
-        });
-        // A file that changed while it was sent is the user's to settle.
-        let after = std::fs::metadata(&local.path).ok();
-        let changed = hashed.ended_early()
-            || before.len() != size
-            || after.is_none_or(|a| {
-                a.len() != before.len() || a.modified().ok() != before.modified().ok()
-            });
-        if changed {
-            bail!(
-                "{} changed while it was uploaded; make sure nothing writes to it, then run \
-                 again (what arrived is replaced)",
-                local.path.display()
-            );
-        }
-        match outcome? {
-            Sent::Done(asset) => {
-                let (_, sha) = hashed.finish();
-                local.sha256.get_or_insert(sha);
-                match same_content(&asset, local)? {
-                    Ok(()) => {
-                        progress
-                            .item_done(&local.name, &format!("uploaded ({})", human_bytes(size)));
-                        release.assets.push(asset);
-                        return Ok(true);
-                    }
-                    Err(why) => {
-                        // It arrived damaged: take it down and try again.
-                        last = format!("GitHub holds other bytes than were sent ({why})");
-                        let Some(id) = asset.id else {
-                            bail!(
-                                "{}: GitHub holds other bytes than were sent ({why}) and its \
-                                 answer gives no asset id to remove it by; delete the asset on \
-                                 GitHub, then run again",
-                                local.name
-                            );
-                        };
-                        delete_asset(http, repo, id, &asset.name)?;
-                    }
-                }
-            }
-            Sent::Retry(m) => last = m,
+        match send_once(http, &opts.repo, upload_url, release, local, progress)? {
+            Tried::Done => return Ok(true),
+            Tried::Again(why) => last = why,
         }
         progress.say(&format!(
             "  {}: {last}; {}",
@@ -250,6 +172,164 @@ fn upload_one(
          resume",
         local.path.display()
     )
+}
+
+/// True if the release holds `local` already; otherwise an asset of its
+/// name that is junk (a `starter`), or that `--clobber` replaces, is
+/// deleted, and anything else of that name is an error.
+fn already_there(
+    http: &Http,
+    repo: &str,
+    args: &UploadArgs,
+    release: &mut Release,
+    local: &mut Local,
+) -> Result<bool> {
+    let Some(there) = release
+        .assets
+        .iter()
+        .find(|a| a.name == local.name)
+        .cloned()
+    else {
+        return Ok(false);
+    };
+    match there.state.as_deref() {
+        None | Some("uploaded") => match same_content(&there, local)? {
+            Ok(()) => return Ok(true),
+            Err(why) if !args.clobber => bail!(
+                "the release already has an asset named {} with other content ({why}); \
+                 pass --clobber to replace it",
+                local.name
+            ),
+            Err(_) => {}
+        },
+        // What a cut upload leaves: always junk.
+        Some("starter") => {}
+        Some(other) if !args.clobber => bail!(
+            "the release's asset {} is in state {} (an upload in progress elsewhere?); \
+             wait and run again, or pass --clobber to replace it",
+            local.name,
+            Shown(other)
+        ),
+        Some(_) => {}
+    }
+    let id = there
+        .id
+        .ok_or_else(|| anyhow!("the API gives no id for asset {}", Shown(&there.name)))?;
+    delete_asset(http, repo, id, &there.name)?;
+    release.assets.retain(|a| a.name != local.name);
+    Ok(false)
+}
+
+/// How one try of [`send_once`] ended, when it did not fail for good.
+enum Tried {
+    Done,
+    /// Worth another try: the reason.
+    Again(String),
+}
+
+/// Sends `local` once and checks what GitHub made of it. An asset that does
+/// not hold what was sent is deleted before anything else happens.
+fn send_once(
+    http: &Http,
+    repo: &str,
+    upload_url: &UploadUrl,
+    release: &mut Release,
+    local: &mut Local,
+    progress: &Progress,
+) -> Result<Tried> {
+    let url = upload_url.for_name(&local.name)?;
+    let mut file = fsutil::open_input(&local.path)
+        .with_context(|| format!("cannot open {}", local.path.display()))?;
+    let before = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", local.path.display()))?;
+    // Exactly the Content-Length, hashed as it is sent; the uploads
+    // wrapper reports progress.
+    let mut hashed = HashedExact::new(&mut file, local.size, &|_| {});
+    let (name, size) = (local.name.clone(), local.size);
+    let outcome = upload_asset(http, &url, repo, &name, &mut hashed, size, &|n| {
+        progress.advance(&name, size, n)
+    });
+    let after = std::fs::metadata(&local.path).ok();
+    let changed = hashed.ended_early()
+        || before.len() != size
+        || after
+            .is_none_or(|a| a.len() != before.len() || a.modified().ok() != before.modified().ok());
+    if changed {
+        return Err(changed_while_sent(http, repo, release, local, outcome));
+    }
+    let asset = match outcome? {
+        Sent::Done(asset) => asset,
+        Sent::Retry(m) => return Ok(Tried::Again(m)),
+    };
+    let (_, sha) = hashed.finish();
+    local.sha256.get_or_insert(sha);
+    let why = match same_content(&asset, local)? {
+        Ok(()) => {
+            progress.item_done(&local.name, &format!("uploaded ({})", human_bytes(size)));
+            release.assets.push(asset);
+            return Ok(Tried::Done);
+        }
+        Err(why) => why,
+    };
+    // It arrived damaged: take it down and try again.
+    let Some(id) = asset.id else {
+        bail!(
+            "{}: GitHub holds other bytes than were sent ({why}) and its answer gives no asset \
+             id to remove it by; delete the asset on GitHub, then run again",
+            local.name
+        );
+    };
+    delete_asset(http, repo, id, &asset.name)?;
+    Ok(Tried::Again(format!(
+        "GitHub holds other bytes than were sent ({why})"
+    )))
+}
+
+/// The error for a file that changed while it was sent. What GitHub kept
+/// of that send is not the file, so it is deleted first (the name was free
+/// when the send began, so an asset under it now is this send's): a plain
+/// re-run then sends the file afresh.
+fn changed_while_sent(
+    http: &Http,
+    repo: &str,
+    release: &Release,
+    local: &Local,
+    outcome: Result<Sent>,
+) -> anyhow::Error {
+    let path = local.path.display();
+    let kept = match outcome {
+        Ok(Sent::Done(asset)) => Ok(Some(asset)),
+        // A cut connection or a 5xx: GitHub may hold something under the name.
+        Ok(Sent::Retry(_)) => find_release(http, repo, &release.tag_name)
+            .map(|r| r.and_then(|r| r.assets.into_iter().find(|a| a.name == local.name))),
+        // Refused: nothing of this send was kept.
+        Err(_) => Ok(None),
+    };
+    let removed = kept.and_then(|asset| match asset {
+        None => Ok(false),
+        Some(a) => {
+            let id =
+                a.id.ok_or_else(|| anyhow!("the API gives no id for asset {}", Shown(&a.name)))?;
+            delete_asset(http, repo, id, &a.name).map(|()| true)
+        }
+    });
+    let advice = "make sure nothing writes to it, then run the same command again";
+    match removed {
+        Ok(true) => anyhow!(
+            "{path} changed while it was uploaded; the asset {} that arrived was deleted from \
+             the release; {advice}",
+            local.name
+        ),
+        Ok(false) => {
+            anyhow!("{path} changed while it was uploaded; the release kept none of it; {advice}")
+        }
+        Err(e) => anyhow!(
+            "{path} changed while it was uploaded, and what arrived could not be removed \
+             ({e:#}); delete the asset {} on GitHub (or pass --clobber), then {advice}",
+            local.name
+        ),
+    }
 }
 
 /// Whether the asset holds the file's bytes: same size, and the digest
@@ -274,6 +354,62 @@ fn same_content(there: &Asset, local: &mut Local) -> Result<Result<(), String>> 
         return Ok(Err(format!("digest {} there, {ours} here", Shown(digest))));
     }
     Ok(Ok(()))
+}
+
+/// A disk-image part or sums file is uploaded only from a whole set: the
+/// sums beside it and the parts `aa`, `ab`, … with no gap, as `pack` leaves
+/// them when it has finished. A `pack` killed while it renames leaves parts
+/// without their sums; `upload DIR/*` must not publish those.
+fn check_disk_sets(locals: &[Local]) -> Result<()> {
+    // (directory, os, arch) → the part names of its set, each looked at once
+    let mut sets: HashMap<(PathBuf, Os, Arch), Vec<String>> = HashMap::new();
+    for local in locals {
+        for (os, arch) in Os::ALL.into_iter().flat_map(|o| Arch::ALL.map(|a| (o, a))) {
+            let is_sums = local.name == sums_name(os, arch);
+            if !is_sums && !is_archive_name(&local.name, &disk_base(os, arch)) {
+                continue;
+            }
+            let dir = match local.path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let parts = match sets.entry((dir.clone(), os, arch)) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(whole_set(&dir, os, arch, &local.path)?),
+            };
+            if !is_sums && !parts.contains(&local.name) {
+                bail!(
+                    "{} is not part of the disk-image set in {} ({}…); upload one set at a time, \
+                     as `pack` wrote it",
+                    local.path.display(),
+                    dir.display(),
+                    parts.first().map_or("", String::as_str)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The part names of the os/arch set in `dir`, if it is whole; `file` is
+/// the file given that belongs to it.
+fn whole_set(dir: &Path, os: Os, arch: Arch, file: &Path) -> Result<Vec<String>> {
+    let incomplete = |why: String| {
+        anyhow!(
+            "{}: the disk-image set beside it is incomplete ({why}); nothing was uploaded: a \
+             `pack` into {} may have been interrupted, run it again (with --force) first",
+            file.display(),
+            dir.display()
+        )
+    };
+    // Named first: what a killed `pack` leaves lacks the sums.
+    let sums = sums_name(os, arch);
+    if !fsutil::is_regular(&dir.join(&sums)) {
+        return Err(incomplete(format!("no {sums} beside it")));
+    }
+    let ((parts, _, _), _) = local_set(dir, os, arch, "the set is not whole")
+        .map_err(|e| incomplete(format!("{e:#}")))?;
+    Ok(parts.into_iter().map(|p| p.name).collect())
 }
 
 /// A file given on the command line, checked before anything is sent.

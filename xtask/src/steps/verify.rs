@@ -237,15 +237,33 @@ fn check_file(
 
 /// `path` is an ELF file for `arch`: its note (`ELF amd64`), or what is wrong.
 pub fn check_elf(path: &Path, arch: &str) -> Result<String, String> {
-    match read_elf_machine(path) {
-        Some(got) if Some(got) == elf_machine(arch) => Ok(format!("ELF {}", Shown(arch))),
-        Some(got) => Err(format!(
+    let Some(h) = read_elf_header(path) else {
+        return Err("not an ELF file".into());
+    };
+    if Some(h.machine) != elf_machine(arch) {
+        return Err(format!(
             "ELF for machine {} ({}), not {}: wrong architecture",
-            got,
-            machine_name(got),
+            h.machine,
+            machine_name(h.machine),
+            Shown(arch)
+        ));
+    }
+    // Both arches are 64-bit little-endian; a 32-bit (x32) or big-endian
+    // file of the same machine does not boot as one.
+    match (h.class, h.data) {
+        (2, 1) => Ok(format!("ELF {}", Shown(arch))),
+        (1, _) => Err(format!(
+            "a 32-bit ELF (ELFCLASS32) for {}, not a 64-bit one: wrong architecture",
+            machine_name(h.machine)
+        )),
+        (2, _) => Err(format!(
+            "a big-endian ELF for {}, not a little-endian one: wrong architecture",
+            machine_name(h.machine)
+        )),
+        (class, _) => Err(format!(
+            "an ELF file of unknown class {class}: not a 64-bit {} build",
             Shown(arch)
         )),
-        None => Err("not an ELF file".into()),
     }
 }
 
@@ -268,8 +286,18 @@ fn machine_name(m: u16) -> &'static str {
     }
 }
 
-/// e_machine of a little-endian ELF file, if it is one.
-fn read_elf_machine(path: &Path) -> Option<u16> {
+/// The identifying fields of an ELF header.
+struct ElfHeader {
+    /// EI_CLASS: 1 is 32-bit, 2 is 64-bit.
+    class: u8,
+    /// EI_DATA: 1 is little-endian, 2 is big-endian.
+    data: u8,
+    /// e_machine, read in the file's own byte order.
+    machine: u16,
+}
+
+/// The header of the ELF file at `path`, if it is one.
+fn read_elf_header(path: &Path) -> Option<ElfHeader> {
     let mut head = [0u8; 20];
     crate::util::fs::open_regular(path)
         .ok()?
@@ -278,10 +306,15 @@ fn read_elf_machine(path: &Path) -> Option<u16> {
     if &head[..4] != b"\x7fELF" {
         return None;
     }
-    let m = if head[5] == 2 {
-        u16::from_be_bytes([head[18], head[19]])
+    let m = [head[18], head[19]];
+    let machine = if head[5] == 2 {
+        u16::from_be_bytes(m)
     } else {
-        u16::from_le_bytes([head[18], head[19]])
+        u16::from_le_bytes(m)
     };
-    Some(m)
+    Some(ElfHeader {
+        class: head[4],
+        data: head[5],
+        machine,
+    })
 }

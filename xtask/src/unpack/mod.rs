@@ -31,7 +31,7 @@ pub use compression::Compression;
 pub use sums::{expected_sha256, parse_sums, SumEntry};
 
 /// The advice every "the download is bad" error ends with.
-const REDO: &str = "delete the downloads with --force or re-run";
+pub(crate) const REDO: &str = "delete the downloads with --force or re-run";
 
 /// The archive's content is bad (corrupt or truncated compressed data, a
 /// broken tar, a sha256 mismatch): the bytes downloaded are at fault, not
@@ -107,6 +107,9 @@ pub struct Request<'a> {
     pub size_hint: Option<u64>,
     /// Also write the raw image here, in the same pass, sparse.
     pub raw: Option<&'a Path>,
+    /// What a mismatch with `expected` advises, for a checksum that is no
+    /// release's (`decompress --from`); None: the download's advice.
+    pub mismatch_advice: Option<&'a str>,
 }
 
 /// Reads `input` (gzip incl. multi-member, xz incl. multi-stream, zstd, or
@@ -147,6 +150,7 @@ pub fn unpack_qcow2_hinted(
         expected,
         size_hint,
         raw: None,
+        mismatch_advice: None,
     };
     unpack(input, &req, space_check)
 }
@@ -235,12 +239,20 @@ fn unpack_inner(
             // The fault may be in any part: no place to point at.
             return Err(anyhow::Error::new(BadContent {
                 at: None,
-                msg: format!(
-                    "{source}: {what} has SHA-256 {} but the published checksum is {}; \
-                     the download is corrupt: {REDO}",
-                    hex(&sha256),
-                    hex(&want)
-                ),
+                msg: match req.mismatch_advice {
+                    None => format!(
+                        "{source}: {what} has SHA-256 {} but the published checksum is {}; \
+                         the download is corrupt: {REDO}",
+                        hex(&sha256),
+                        hex(&want)
+                    ),
+                    Some(advice) => format!(
+                        "{source}: {what} has SHA-256 {} but the checksum file gives {}; \
+                         {advice}",
+                        hex(&sha256),
+                        hex(&want)
+                    ),
+                },
             }));
         }
     }

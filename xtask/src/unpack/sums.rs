@@ -3,7 +3,6 @@
 
 use anyhow::{anyhow, bail, Result};
 
-use super::REDO;
 use crate::util::fmt::parse_sha256_hex;
 
 /// How many names an error lists before saying "and N more".
@@ -34,7 +33,7 @@ pub fn parse_sums(text: &str, source: &str) -> Result<Vec<SumEntry>> {
         }
         let entry = parse_sum_line(line).map_err(|why| {
             anyhow!(
-                "{source} line {}: {why} (line: `{}`); the checksum file is damaged: {REDO}",
+                "{source} line {}: {why} (line: `{}`); the checksum file is damaged",
                 i + 1,
                 crate::util::text::clean(line, 100)
             )
@@ -140,17 +139,13 @@ pub fn expected_sha256(entries: &[SumEntry], file_name: &str, source: &str) -> R
         }
     };
     match matches.as_slice() {
-        [] => bail!(
-            "{source} has no checksum for {file_name} ({}); the release may be incomplete: \
-             {REDO}, or pick another --version",
-            listing()
-        ),
+        [] => bail!("{source} has no checksum for {file_name} ({})", listing()),
         [first, rest @ ..] => {
             // The same digest listed twice (e.g. `./x` and `x`) is harmless.
             if rest.iter().any(|e| e.sha256 != first.sha256) {
                 bail!(
                     "{source} lists {file_name} {} times with different checksums ({}); \
-                     cannot tell which is right: {REDO}, or pick another --version",
+                     cannot tell which is right",
                     matches.len(),
                     listing()
                 );

@@ -74,6 +74,7 @@ impl Server {
             log: Mutex::new(Vec::new()),
             shutdown: AtomicBool::new(false),
             api_calls: AtomicU64::new(0),
+            gate: Default::default(),
         });
         let acceptors = vec![
             spawn_acceptor(api, Host::Api, shared.clone()),
@@ -146,10 +147,21 @@ impl Server {
             | Fault::ApiEcho { times, .. }
             | Fault::ApiRetryAfter { times, .. }
             | Fault::UploadCut { times, .. }
-            | Fault::UploadStatus { times, .. } => *times,
+            | Fault::UploadStatus { times, .. }
+            | Fault::UploadHold { times, .. } => *times,
             _ => usize::MAX,
         };
         lock(&self.shared.faults).push(FaultSlot { fault: f, left });
+    }
+
+    /// Whether an upload held by [`Fault::UploadHold`] waits, within `limit`.
+    pub fn wait_upload_held(&self, limit: Duration) -> bool {
+        self.shared.gate.wait_held(limit)
+    }
+
+    /// Lets every upload held by [`Fault::UploadHold`] go on, now and later.
+    pub fn release_uploads(&self) {
+        self.shared.gate.open();
     }
 
     pub fn clear_faults(&self) {

@@ -127,6 +127,11 @@ pub enum Fault {
     /// The first `times` uploads read the body, leave a `starter` asset and
     /// answer `status` (GitHub's 502 on an upstream failure).
     UploadStatus { status: u16, times: usize },
+    /// The first `times` uploads read `after_bytes` of the body, then wait
+    /// until [`crate::Server::release_uploads`] (a test changes the file
+    /// meanwhile, with [`crate::Server::wait_upload_held`] to know when),
+    /// then take the rest and finish as usual.
+    UploadHold { after_bytes: u64, times: usize },
 }
 
 /// One request as the server saw it.

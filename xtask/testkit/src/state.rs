@@ -2,7 +2,8 @@
 //! the request log and the shutdown flag.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::catalog::Catalog;
 use crate::http1::Request;
@@ -57,6 +58,54 @@ pub(crate) struct Shared {
     pub(crate) log: Mutex<Vec<Logged>>,
     pub(crate) shutdown: AtomicBool,
     pub(crate) api_calls: AtomicU64,
+    pub(crate) gate: Gate,
+}
+
+/// Where `Fault::UploadHold` uploads wait for the test.
+#[derive(Default)]
+pub(crate) struct Gate {
+    /// (uploads waiting now, whether the gate is open)
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    /// Waits until the gate opens (or `stopping` says the server stops).
+    pub(crate) fn pass(&self, stopping: &dyn Fn() -> bool) {
+        let mut st = lock(&self.state);
+        st.0 += 1;
+        self.changed.notify_all();
+        while !st.1 && !stopping() {
+            st = self
+                .changed
+                .wait_timeout(st, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.0 -= 1;
+    }
+
+    /// Whether an upload waits at the gate, within `limit`.
+    pub(crate) fn wait_held(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        let mut st = lock(&self.state);
+        while st.0 == 0 {
+            let Some(left) = end.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    pub(crate) fn open(&self) {
+        lock(&self.state).1 = true;
+        self.changed.notify_all();
+    }
 }
 
 /// Lock ignoring poison: a panicking handler thread must not wedge the test.

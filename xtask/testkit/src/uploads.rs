@@ -3,7 +3,7 @@
 //! its faults (a cut body, a 502 after the body), both of which leave an
 //! empty asset in state `starter` behind, as GitHub does.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 
 use serde_json::json;
@@ -121,7 +121,14 @@ pub(crate) fn receive_upload(
             Reply::message(422, "too large for the test server"),
         );
     }
-    let data = read_body(stream, req, len)?;
+    let hold = shared.take_fault(|f| match f {
+        Fault::UploadHold { after_bytes, .. } => Some(*after_bytes),
+        _ => None,
+    });
+    let data = match hold {
+        Some(after) => read_held(shared, stream, req, len, after)?,
+        None => read_body(stream, req, len)?,
+    };
     if (data.len() as u64) < len {
         // The client went away: GitHub keeps an empty `starter` asset.
         shared.edit_catalog(|c| c.add_asset(id, &name, Vec::new(), "starter"));
@@ -140,4 +147,30 @@ pub(crate) fn receive_upload(
         Some(a) => reply(shared, stream, Reply::json(201, a.to_string())),
         None => reply(shared, stream, Reply::message(404, "Not Found")),
     }
+}
+
+/// The body of `len` bytes, read in two goes with the gate between.
+fn read_held(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    req: &Request,
+    len: u64,
+    after: u64,
+) -> io::Result<Vec<u8>> {
+    let mut data = read_body(stream, req, after.min(len))?;
+    shared.gate.pass(&|| shared.stopping());
+    // What the request's first read took in past `after`, then the socket.
+    let buffered = req.body_start.get(data.len()..).unwrap_or(&[]);
+    let take = buffered.len().min((len - data.len() as u64) as usize);
+    data.extend_from_slice(&buffered[..take]);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while (data.len() as u64) < len {
+        let want = (len - data.len() as u64).min(chunk.len() as u64) as usize;
+        let n = stream.read(&mut chunk[..want])?;
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&chunk[..n]);
+    }
+    Ok(data)
 }
