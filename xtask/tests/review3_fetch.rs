@@ -7,6 +7,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
 
@@ -229,4 +230,96 @@ fn a_part_that_fails_its_digest_inside_the_stream_is_fetched_again_once() {
         sha256_file_hex(&out.path().join("disk-image.qcow2")).unwrap(),
         sha
     );
+}
+
+// ---------------------------------------------------------------------------
+// The user's files at working names.
+
+/// Runs `step` and expects a refusal that names `what` and says to move it
+/// away, with `what` still as it was.
+fn refuses_and_keeps(step: Option<&str>, out: &Path, api: &str, what: &Path, extra: &[&str]) {
+    let before = fs::symlink_metadata(what).unwrap();
+    let content = before.is_file().then(|| fs::read(what).unwrap());
+    let run = resources(step, out, api, extra, &[]);
+    assert_eq!(run.code, 1, "{step:?}: {}", run.all());
+    assert!(
+        run.stderr.contains(&what.display().to_string()) && run.stderr.contains("move it away"),
+        "{step:?}: {}",
+        run.stderr
+    );
+    let after = fs::symlink_metadata(what).unwrap();
+    assert_eq!(before.file_type(), after.file_type(), "{}", what.display());
+    if let Some(c) = content {
+        assert_eq!(fs::read(what).unwrap(), c);
+    }
+}
+
+#[test]
+fn a_regular_file_at_a_working_name_is_refused_by_name_and_kept() {
+    let server = Server::start(
+        REPO,
+        vec![bytes_release("v1", "focal", "amd64", &[1000, 1000])],
+    );
+    let api = server.api_url();
+
+    // `.downloads` itself, for every step that opens the working directory.
+    let out = TempDir::new("r3-dl-file");
+    let dl = out.path().join(".downloads");
+    fs::write(&dl, b"my notes").unwrap();
+    for step in [None, Some("download"), Some("merge"), Some("decompress")] {
+        refuses_and_keeps(step, out.path(), &api, &dl, &[]);
+    }
+
+    // The per-tag working directory, online and offline.
+    let out = TempDir::new("r3-tag-file");
+    fs::create_dir(out.path().join(".downloads")).unwrap();
+    let work = out.path().join(".downloads/v1");
+    fs::write(&work, b"mine").unwrap();
+    for step in [Some("download"), Some("merge"), Some("decompress")] {
+        refuses_and_keeps(step, out.path(), &api, &work, &["--version", "v1"]);
+    }
+
+    // `last-tag` as a directory: neither written over nor taken for "nothing
+    // downloaded".
+    let out = TempDir::new("r3-last-tag");
+    let last = out.path().join(".downloads/last-tag");
+    fs::create_dir_all(last.join("inside")).unwrap();
+    refuses_and_keeps(Some("download"), out.path(), &api, &last, &[]);
+    refuses_and_keeps(Some("merge"), out.path(), &api, &last, &[]);
+    assert!(last.join("inside").is_dir());
+
+    // A directory at a downloaded asset's name, or at the release JSON's.
+    let out = TempDir::new("r3-json-dir");
+    let json = out.path().join(".downloads/v1/release.json");
+    fs::create_dir_all(&json).unwrap();
+    refuses_and_keeps(Some("download"), out.path(), &api, &json, &[]);
+}
+
+#[test]
+fn links_at_working_names_are_still_removed_as_junk() {
+    let server = Server::start(REPO, vec![bytes_release("v1", "focal", "amd64", &[1000])]);
+    let api = server.api_url();
+    let victim = TempDir::new("r3-victim");
+    let out = TempDir::new("r3-links");
+    symlink(victim.path(), out.path().join(".downloads")).unwrap();
+    resources(Some("download"), out.path(), &api, &[], &[]).ok();
+    assert!(fs::symlink_metadata(out.path().join(".downloads"))
+        .unwrap()
+        .is_dir());
+    // Links at the tag's directory and at last-tag, offline and online.
+    let work = out.path().join(".downloads/v1");
+    fs::remove_dir_all(&work).unwrap();
+    symlink(victim.path(), &work).unwrap();
+    let run = resources(Some("merge"), out.path(), &api, &["--version", "v1"], &[]);
+    assert!(
+        fs::symlink_metadata(&work).is_err() || !fs::symlink_metadata(&work).unwrap().is_symlink(),
+        "{}",
+        run.all()
+    );
+    let last = out.path().join(".downloads/last-tag");
+    let _ = fs::remove_file(&last);
+    symlink(victim.path().join("x"), &last).unwrap();
+    resources(Some("download"), out.path(), &api, &[], &[]).ok();
+    assert_eq!(fs::read_to_string(&last).unwrap(), "v1");
+    assert!(fs::read_dir(victim.path()).unwrap().next().is_none());
 }
