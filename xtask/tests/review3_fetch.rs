@@ -10,6 +10,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 use testkit::{
@@ -322,4 +323,34 @@ fn links_at_working_names_are_still_removed_as_junk() {
     resources(Some("download"), out.path(), &api, &[], &[]).ok();
     assert_eq!(fs::read_to_string(&last).unwrap(), "v1");
     assert!(fs::read_dir(victim.path()).unwrap().next().is_none());
+}
+
+// ---------------------------------------------------------------------------
+// The API's bound.
+
+#[test]
+fn one_api_call_against_a_silent_server_ends_within_five_times_the_timeout() {
+    let server = Server::start(REPO, vec![bytes_release("v1", "focal", "amd64", &[100])]);
+    server.add_fault(Fault::ApiSilent);
+    let out = TempDir::new("r3-silent");
+    for step in ["list", "download"] {
+        let t = Instant::now();
+        let run = resources(
+            Some(step),
+            out.path(),
+            &server.api_url(),
+            &[],
+            &[("VSWARM_HTTP_TIMEOUT", "0.5")],
+        );
+        let took = t.elapsed();
+        assert_eq!(run.code, 1, "{step}: {}", run.all());
+        assert!(run.stderr.contains("timed out"), "{step}: {}", run.stderr);
+        // The bound the README states (5 × 0.5 s), plus a margin for
+        // starting the process.
+        assert!(
+            took < Duration::from_millis(2500 + 1500),
+            "{step} took {took:?}: {}",
+            run.stderr
+        );
+    }
 }
