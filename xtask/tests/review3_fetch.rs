@@ -354,3 +354,54 @@ fn one_api_call_against_a_silent_server_ends_within_five_times_the_timeout() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// A looping release list.
+
+fn many_releases() -> Vec<ReleaseSpec> {
+    (1..=3)
+        .rev()
+        .map(|i| bytes_release(&format!("v{i}"), "focal", "amd64", &[100]))
+        .collect()
+}
+
+#[test]
+fn a_release_list_whose_pages_loop_shows_each_release_once_and_stops() {
+    for fresh_urls in [false, true] {
+        let server = Server::start(REPO, many_releases());
+        server.add_fault(Fault::ListLoop { fresh_urls });
+        let out = TempDir::new("r3-loop");
+        let run = resources(Some("list"), out.path(), &server.api_url(), &[], &[]);
+        run.ok();
+        for tag in ["v1", "v2", "v3"] {
+            let shown = run
+                .stdout
+                .lines()
+                .filter(|l| l.split_whitespace().next() == Some(tag))
+                .count();
+            assert_eq!(shown, 1, "{tag} shown {shown} times:\n{}", run.stdout);
+        }
+        assert!(run.stderr.contains("note:"), "{}", run.stderr);
+        assert!(run.stderr.contains("stopped"), "{}", run.stderr);
+        let pages = server
+            .requests()
+            .iter()
+            .filter(|r| r.host == "api" && r.path.contains("/releases?"))
+            .count();
+        // The same URL is not asked for again; a new one that repeats stops the walk.
+        assert_eq!(pages, if fresh_urls { 2 } else { 1 }, "{}", run.stderr);
+    }
+    // A tag that does not exist: the list of tags is read once as well.
+    let server = Server::start(REPO, many_releases());
+    server.add_fault(Fault::ListLoop { fresh_urls: false });
+    let out = TempDir::new("r3-loop-tag");
+    let run = resources(
+        Some("download"),
+        out.path(),
+        &server.api_url(),
+        &["--version", "v9"],
+        &[],
+    );
+    run.failed();
+    assert!(run.stderr.contains("v3, v2, v1"), "{}", run.stderr);
+}

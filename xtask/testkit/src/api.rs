@@ -287,7 +287,11 @@ pub(crate) fn list_releases(shared: &Shared, req: &Request, catalog: &Catalog) -
         )
     };
     if let Some(fresh) = looping {
-        let next = url(if fresh { page + 1 } else { page });
+        let next = if fresh {
+            url(page + 1)
+        } else {
+            format!("<{}{}>", shared.api_url, req.target)
+        };
         return reply.header("Link", format!("{next}; rel=\"next\""));
     }
     // Same relation order as GitHub: prev, next, last, first.

@@ -126,9 +126,9 @@ pub enum Fault {
     /// Such requests are logged with status 0.
     ApiSilent,
     /// The release list's pagination loops: every page serves the first
-    /// page's releases, and its `rel="next"` points back at the page itself
-    /// (`fresh_urls: false`) or at a page number never asked for before
-    /// (`fresh_urls: true`, so only the content repeats).
+    /// page's releases, and its `rel="next"` is the URL just asked for
+    /// (`fresh_urls: false`) or the next page number, a URL never asked for
+    /// before (`fresh_urls: true`, so only the content repeats).
     ListLoop { fresh_urls: bool },
     /// The first `times` uploads read `after_bytes` of the body, leave an
     /// empty asset in state `starter` (as GitHub does), and close the socket.
