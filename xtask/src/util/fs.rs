@@ -221,7 +221,7 @@ pub fn own_dir(dir: &Path) -> Result<bool> {
 }
 
 /// The refusal for something the tool did not make at a name where it
-/// keeps a working `wanted` ("directory", "file").
+/// keeps or writes a `wanted` ("directory", "file").
 pub fn in_the_way(path: &Path, found: fs::FileType, wanted: &str) -> anyhow::Error {
     let found = if found.is_dir() {
         "a directory"
@@ -235,8 +235,8 @@ pub fn in_the_way(path: &Path, found: fs::FileType, wanted: &str) -> anyhow::Err
         "a device"
     };
     anyhow::anyhow!(
-        "{} is {found} this tool did not make, where it keeps a working {wanted}; \
-         move it away, then run again",
+        "{} is {found} where this tool keeps a {wanted}; it is not the tool's, so it is \
+         left as it is: move it away, then run again",
         path.display()
     )
 }
@@ -260,8 +260,13 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Creates (truncating) the temporary file for `dest`.
+    /// Creates (truncating) the temporary file for `dest`. A directory at
+    /// `dest` is refused before any work (a link there is replaced by the
+    /// rename itself, never followed).
     pub fn create(dest: &Path) -> Result<TempFile> {
+        if let Some(m) = fs::symlink_metadata(dest).ok().filter(|m| m.is_dir()) {
+            return Err(in_the_way(dest, m.file_type(), "file"));
+        }
         let tmp = partial_path(dest);
         if let Some(dir) = dest.parent() {
             fs::create_dir_all(dir)
@@ -330,12 +335,8 @@ impl Drop for TempFile {
     }
 }
 
-/// Writes a small file (a manifest, a tag) atomically. A directory at its
-/// name is not replaced (a link is: the rename replaces the link itself).
+/// Writes a small file (a manifest, a tag) atomically.
 pub fn write_small(path: &Path, data: &[u8]) -> Result<()> {
-    if let Some(m) = fs::symlink_metadata(path).ok().filter(|m| m.is_dir()) {
-        return Err(in_the_way(path, m.file_type(), "file"));
-    }
     let mut t = TempFile::create(path)?;
     std::io::Write::write_all(t.file(), data)
         .with_context(|| format!("cannot write {}", t.path().display()))?;
