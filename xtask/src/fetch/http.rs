@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use ureq::config::RedirectAuthHeaders;
@@ -117,7 +117,8 @@ impl Http {
             api_origin: origin(&cfg.api),
             token: cfg.token.clone(),
             proxy: cfg.proxy.clone(),
-            // A whole API call, so a server dribbling bytes cannot hold a run.
+            // A whole API call with its retries, so a server that dribbles
+            // bytes or never answers cannot hold a run.
             api_deadline: timeout * 5,
             trusted: Vec::new(),
         }
@@ -150,13 +151,14 @@ impl Http {
         }
     }
 
-    /// Sends GET `url` with `headers`, following redirects itself. `what`
-    /// names the asset or document in errors.
+    /// Sends GET `url` with `headers`, following redirects itself, every hop
+    /// done by `deadline` if one is given. `what` names the asset or
+    /// document in errors.
     fn get(
         &self,
         url: &str,
         headers: &[(&str, String)],
-        deadline: Option<Duration>,
+        deadline: Option<Instant>,
         what: &str,
     ) -> std::result::Result<Response<Body>, Failure> {
         let mut url = url.to_string();
@@ -179,7 +181,8 @@ impl Http {
                 req = req.header("Authorization", auth);
             }
             if let Some(d) = deadline {
-                req = req.config().timeout_global(Some(d)).build();
+                let left = d.saturating_duration_since(Instant::now());
+                req = req.config().timeout_global(Some(left)).build();
             }
             let resp = req.call().map_err(|e| self.classify(&e, &url))?;
             let status = resp.status().as_u16();
@@ -203,13 +206,8 @@ impl Http {
     /// GET a JSON document from the API (or a mirror), retrying transient
     /// failures; statuses other than those are the caller's to interpret.
     pub fn api_get(&self, url: &str) -> Result<ApiResponse> {
-        self.with_retries(url, || {
-            let resp = self.get(
-                url,
-                &api_headers(),
-                Some(self.api_deadline),
-                &clean(url, 200),
-            )?;
+        self.with_retries(url, |deadline| {
+            let resp = self.get(url, &api_headers(), Some(deadline), &clean(url, 200))?;
             self.read_answer(resp, url)
         })
     }
@@ -237,27 +235,25 @@ impl Http {
 
     /// Runs `attempt` until it gives a final answer: transient failures and
     /// answers (5xx, 408, 429 that is not a spent quota) are retried with
-    /// backoff, honouring `Retry-After` within a bound.
+    /// backoff, honouring `Retry-After` within a bound. Every try, wait and
+    /// body read ends by one deadline, the call's `api_deadline` from now,
+    /// which `attempt` is given.
     pub(super) fn with_retries(
         &self,
         url: &str,
-        mut attempt: impl FnMut() -> std::result::Result<ApiResponse, Failure>,
+        mut attempt: impl FnMut(Instant) -> std::result::Result<ApiResponse, Failure>,
     ) -> Result<ApiResponse> {
+        let deadline = Instant::now() + self.api_deadline;
         let mut tries = 0;
         loop {
             tries += 1;
-            let failure = match attempt() {
+            let failure = match attempt(deadline) {
                 Ok(r) => match self.retry_after(&r, url) {
                     None => return Ok(r),
                     Some(Err(e)) => return Err(e),
                     Some(Ok(wait)) if tries < API_TRIES => {
-                        eprintln!(
-                            "  {}: HTTP {}; retrying in {:.1} s",
-                            Shown(url),
-                            r.status,
-                            wait.as_secs_f64()
-                        );
-                        std::thread::sleep(wait);
+                        let why = format!("{}: HTTP {}", Shown(url), r.status);
+                        self.pause(wait, deadline, &why)?;
                         continue;
                     }
                     Some(Ok(_)) => {
@@ -268,16 +264,36 @@ impl Http {
             };
             match failure {
                 Failure::Transient(m) if tries < API_TRIES => {
-                    let wait = backoff(tries);
-                    eprintln!("  {m}; retrying in {:.1} s", wait.as_secs_f64());
-                    std::thread::sleep(wait);
+                    self.pause(backoff(tries), deadline, &m)?
                 }
                 Failure::Transient(m) => {
                     return Err(anyhow!("{m} (gave up after {API_TRIES} tries)"))
                 }
+                Failure::Fatal(m) if Instant::now() >= deadline => {
+                    return Err(anyhow!("{m}; {}", self.bound()))
+                }
                 Failure::Fatal(m) => return Err(anyhow!("{m}")),
             }
         }
+    }
+
+    /// Waits `wait` before the next try (said, with `why`), unless that
+    /// would pass the call's deadline: then the call fails.
+    fn pause(&self, wait: Duration, deadline: Instant, why: &str) -> Result<()> {
+        if Instant::now() + wait >= deadline {
+            return Err(anyhow!("{why}; {}", self.bound()));
+        }
+        eprintln!("  {why}; retrying in {:.1} s", wait.as_secs_f64());
+        std::thread::sleep(wait);
+        Ok(())
+    }
+
+    /// Why an API call gave up before its tries ran out.
+    fn bound(&self) -> String {
+        format!(
+            "gave up: one API call may take {:.1} s in all (five times VSWARM_HTTP_TIMEOUT)",
+            self.api_deadline.as_secs_f64()
+        )
     }
 
     /// For an answer worth retrying (5xx, 408, 429 that is not a spent

@@ -3,6 +3,7 @@
 //! that belongs to the API, the only other host the token may go to.
 
 use std::io::Read;
+use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use serde_json::Value;
@@ -17,7 +18,7 @@ impl Http {
     /// these, and a body must not be sent to a host the API did not name.
     pub fn api_send(&self, method: &str, url: &str, json: Option<&Value>) -> Result<ApiResponse> {
         check_url(url, &clean(url, 200)).map_err(|e| anyhow!(e))?;
-        self.with_retries(url, || {
+        self.with_retries(url, |deadline| {
             let mut req = ureq::http::Request::builder().method(method).uri(url);
             for (k, v) in api_headers() {
                 req = req.header(k, v);
@@ -35,7 +36,7 @@ impl Http {
             let req = self
                 .agent
                 .configure_request(req)
-                .timeout_global(Some(self.api_deadline))
+                .timeout_global(Some(deadline.saturating_duration_since(Instant::now())))
                 .build();
             let resp = self.agent.run(req).map_err(|e| self.classify(&e, url))?;
             self.read_answer(resp, url)

@@ -2,6 +2,8 @@
 //! pre-release fallback for `latest`), the paginated release list, and the
 //! rules a tag must follow to be used in a URL or a directory name.
 
+use std::collections::HashSet;
+
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -183,30 +185,55 @@ fn list_page(http: &Http, url: &str) -> Result<Page> {
 }
 
 /// Every release, newest first, following `Link: rel="next"`, handed to
-/// `each` page by page so that only one page is held at a time.
+/// `each` page by page so that only one page is held at a time. Each release
+/// is handed on once (by id, else by tag: a release published during the
+/// walk shifts the pages), and a list that loops (a page read before, or one
+/// that adds no release) ends there with a note.
 pub fn for_each_release(
     http: &Http,
     repo: &str,
     mut each: impl FnMut(Release) -> Result<()>,
 ) -> Result<()> {
     let mut url = Some(format!("{}?per_page=100", releases_url(http, repo)));
-    // GitHub caps listings at 10 000 entries; a longer chain is a loop.
-    let mut pages = 0;
+    let mut pages: HashSet<String> = HashSet::new();
+    let mut releases: HashSet<String> = HashSet::new();
     while let Some(u) = url {
-        pages += 1;
-        if pages > 100 {
+        // GitHub caps listings at 10 000 entries: 100 pages of 100.
+        if pages.len() >= 100 {
             bail!(
                 "{}: the release list does not end (more than 100 pages)",
                 Shown(&u)
             );
         }
+        if !pages.insert(u.clone()) {
+            list_loops(&u, "links back to a page already read");
+            break;
+        }
         let (page, next) = list_page(http, &u)?;
+        let mut new = 0;
         for (r, _) in page {
-            each(r)?;
+            let key =
+                r.id.map_or_else(|| format!("tag {}", r.tag_name), |id| format!("id {id}"));
+            if releases.insert(key) {
+                new += 1;
+                each(r)?;
+            }
+        }
+        if new == 0 && next.is_some() {
+            list_loops(&u, "holds no release not listed before");
+            break;
         }
         url = next;
     }
     Ok(())
+}
+
+fn list_loops(url: &str, why: &str) {
+    eprintln!(
+        "note: the release list repeats itself ({} {why}); stopped there, each release \
+         listed once",
+        Shown(url)
+    );
 }
 
 /// The `rel="next"` target of a `Link` header.

@@ -19,6 +19,7 @@ use crate::fetch::{self, http::Http, Downloads};
 use crate::unpack::{self, BadContent};
 use crate::util::fs as fsutil;
 use crate::util::io::Chain;
+use crate::util::text::Shown;
 
 /// The image of `plan` unpacked into `dest` (and with `raw`, the raw image
 /// beside it), with the assets `pick` names fetched along (at least the
@@ -59,9 +60,10 @@ pub(super) fn fetch_small(opts: &Opts, plan: &Plan, pick: Pick) -> Result<()> {
 }
 
 /// Downloads and unpacks; when the archive's content turns out bad in parts
-/// the release gives no digest for (upstream's older assets), those parts
-/// are deleted and fetched once more before giving up, so one bad transfer
-/// neither fails the run nor poisons the next.
+/// a fetch can be at fault for (no digest, or a failed one), those parts are
+/// deleted and fetched once more before giving up, so one bad transfer
+/// neither fails the run nor poisons the next. A part that matched its
+/// digest is as published: fetching it again cannot help.
 fn fetch_with_one_retry(
     opts: &Opts,
     plan: &mut Plan,
@@ -72,22 +74,16 @@ fn fetch_with_one_retry(
     let mut tries = 0;
     loop {
         tries += 1;
-        let mut wanted = wanted(plan, opts, !opts.keep_downloads, pick)?;
+        let wanted = wanted(plan, opts, !opts.keep_downloads, pick)?;
         let to_download: u64 = wanted
             .iter()
             .filter(|j| !fsutil::is_regular(&j.dest))
             .map(|j| j.size)
             .sum();
         let http = Http::new(&opts.http(opts.connections));
-        let dl = fetch::start(
-            http,
-            std::mem::take(&mut wanted),
-            opts.connections,
-            "download",
-            opts.progress,
-        )?;
+        let dl = fetch::start(http, wanted, opts.connections, "download", opts.progress)?;
         let started = Instant::now();
-        match fused(plan, &dl, pick, dest, raw, to_download) {
+        let e = match fused(plan, &dl, pick, dest, raw, to_download) {
             Ok(u) => {
                 dl.wait()?;
                 report_unpacked(plan, &u, started);
@@ -100,51 +96,120 @@ fn fetch_with_one_retry(
                 }
                 return Ok(u);
             }
-            Err(e) => {
-                dl.abort("stopped after an error");
-                let _ = dl.wait();
-                let mut bad = culprits(plan, &e);
-                // A digest mismatch already deleted its file.
-                bad.extend(fetch::digest_mismatch(&e));
-                if bad.is_empty() {
-                    return Err(e);
-                }
-                // Readers of a shared cache entry wait while it is mended.
-                plan.store.exclusive(opts.wait)?;
-                for name in &bad {
-                    fetch::forget(&plan.asset_path(name));
-                }
-                if tries >= 2 {
-                    return Err(e.context(format!(
-                        "fetched {} twice and the content was bad both times; the release itself \
-                         is damaged, choose another --version",
-                        bad.join(", ")
-                    )));
-                }
-                eprintln!(
-                    "  {}; {} deleted, fetching again",
-                    crate::util::text::clean(&format!("{e:#}"), 400),
-                    bad.join(", ")
-                );
-            }
+            Err(e) => e,
+        };
+        // The content is judged only once the part it was read from has
+        // had its digest checked.
+        let settled = if e.is::<BadContent>() || e.is::<unpack::Unsupported>() {
+            settle(plan, &dl, pick)
+        } else {
+            Settled::Unknown
+        };
+        dl.abort("stopped after an error");
+        let _ = dl.wait();
+        let as_published = matches!(settled, Settled::AsPublished);
+        // A part that failed its digest is the cause; what it decoded into is not.
+        let e = match settled {
+            Settled::Mismatch(m) => m,
+            _ => e,
+        };
+        let mut bad = culprits(plan, &e);
+        // A digest mismatch already deleted its file.
+        bad.extend(fetch::digest_mismatch(&e));
+        if bad.is_empty() {
+            return Err(if as_published { published(e) } else { e });
         }
+        // Readers of a shared cache entry wait while it is mended.
+        plan.store.exclusive(opts.wait)?;
+        for name in &bad {
+            fetch::forget(&plan.asset_path(name));
+        }
+        if tries >= 2 {
+            return Err(e.context(format!(
+                "fetched {} twice and the content was bad both times; the release itself \
+                 is damaged, choose another --version",
+                bad.join(", ")
+            )));
+        }
+        eprintln!(
+            "  {}; {} deleted, fetching again",
+            crate::util::text::clean(&format!("{e:#}"), 400),
+            bad.join(", ")
+        );
     }
 }
 
+/// What checking the digests of the parts a content error was read from found.
+enum Settled {
+    /// Every part read has a digest, and each matched: the content is as published.
+    AsPublished,
+    /// A part failed its digest (its file is deleted): this error says so.
+    Mismatch(anyhow::Error),
+    /// A part read has no digest, or could not be finished.
+    Unknown,
+}
+
+/// After a content error: the parts are read in order and each is checked
+/// and renamed as its last byte is read, so only the first disk part not yet
+/// under its final name can have been read unchecked. Its download is
+/// finished and its digest checked, so that no part is blamed (or kept)
+/// on a guess.
+fn settle(plan: &Plan, dl: &Downloads, pick: Pick) -> Settled {
+    for (i, a) in plan.sel.disk.iter().enumerate() {
+        if !has_digest(a) {
+            return Settled::Unknown;
+        }
+        if fsutil::is_regular(&plan.asset_path(&a.name)) {
+            continue;
+        }
+        eprintln!(
+            "  {}: finishing its download to check its digest",
+            Shown(&a.name)
+        );
+        let mut r = dl.reader(pick.small() + i);
+        return match io::copy(&mut r, &mut io::sink()) {
+            Ok(_) => Settled::AsPublished,
+            Err(e) => {
+                let e = anyhow::Error::new(e);
+                match fetch::digest_mismatch(&e) {
+                    Some(_) => Settled::Mismatch(e),
+                    None => Settled::Unknown,
+                }
+            }
+        };
+    }
+    Settled::AsPublished
+}
+
+/// A content error in parts that all matched their digests: the release
+/// holds it as published. A bad archive is said as it is; a corrupt one
+/// without the advice to fetch again.
+fn published(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<BadContent>() {
+        Some(bad) => anyhow!(
+            "{}; every part it was read from matched the release's sha256 digest, so the \
+             release itself is damaged and fetching it again will not help: choose another \
+             --version",
+            bad.fault()
+        ),
+        None => e,
+    }
+}
+
+fn has_digest(a: &crate::github::release::Asset) -> bool {
+    a.sha256().ok().flatten().is_some()
+}
+
 /// The assets to throw away after a content failure: the part holding the
-/// fault and those after it, among the ones that could hold it. A part
-/// whose digest was checked cannot (it got its final name only then); a part
-/// without a digest, or one still partial, can. The fault may show some way
-/// after the bytes that hold it, so the parts up to 64 MiB before count too,
-/// and a fault seen only at the end (a CRC) puts every such part in doubt.
+/// fault and those after it, among the ones a fetch can be at fault for,
+/// those without a digest (a part with one was checked by [`settle`], and
+/// one that failed it is named by its own error). The fault may show some
+/// way after the bytes that hold it, so the parts up to 192 MiB before count
+/// too, and a fault seen only at the end (a CRC) puts every such part in
+/// doubt. An archive that decodes into what this tool does not read
+/// ([`unpack::Unsupported`]) is no transfer's fault.
 fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
-    let suspect = |a: &crate::github::release::Asset| {
-        let has_digest = fetch::parse_digest(a.digest.as_deref(), &a.name)
-            .ok()
-            .flatten()
-            .is_some();
-        !(has_digest && fsutil::is_regular(&plan.asset_path(&a.name)))
-    };
+    let suspect = |a: &crate::github::release::Asset| !has_digest(a);
     if e.is::<BadSums>() {
         return suspect(&plan.sel.sums)
             .then(|| plan.sel.sums.name.clone())

@@ -53,8 +53,9 @@ impl Plan {
 }
 
 /// Makes the output directory and the working directory root (a link at
-/// `.downloads` is junk and is replaced), and takes the lock: another run
-/// on the same output directory is waited for (`--no-wait`: an error).
+/// `.downloads` is junk and is replaced, a file of the user's there is
+/// refused), and takes the lock: another run on the same output directory
+/// is waited for (`--no-wait`: an error).
 pub(super) fn open_work(opts: &Opts) -> Result<Lock> {
     fs::create_dir_all(&opts.output)
         .with_context(|| format!("cannot create {}", opts.output.display()))?;
@@ -109,23 +110,14 @@ fn plan_from(opts: &Opts, release: Release, json: String, cache: Option<Cache>) 
 pub(super) fn plan_offline(opts: &Opts) -> Result<Plan> {
     let root = layout::downloads_root(&opts.output);
     let tag = if opts.version == "latest" {
-        fsutil::read_small(&root.join(LAST_TAG), 256)
-            .map(|s| s.trim().to_string())
-            .map_err(|_| {
-                anyhow!(
-                    "nothing downloaded in {} yet; run `cargo xtask resources download` first",
-                    root.display()
-                )
-            })?
+        last_tag(&root)?
     } else {
         opts.version.clone()
     };
     check_tag(&tag).with_context(|| format!("{} is damaged", root.join(LAST_TAG).display()))?;
     let work = opts.work_dir(&tag);
     // A link planted at the working directory is junk, never followed.
-    if fs::symlink_metadata(&work).is_ok_and(|m| !m.file_type().is_dir()) {
-        let _ = fs::remove_file(&work);
-    }
+    fsutil::own_dir(&work)?;
     let path = work.join(RELEASE_JSON);
     let json = fsutil::read_small(&path, MAX_JSON).map_err(|_| {
         anyhow!(
@@ -136,6 +128,26 @@ pub(super) fn plan_offline(opts: &Opts) -> Result<Plan> {
     let release: Release = serde_json::from_str(&json)
         .with_context(|| format!("{} is damaged; run the download again", path.display()))?;
     plan_from(opts, release, json, store::open_cache(opts)?)
+}
+
+/// The tag the last `download` recorded in `root`. A link there is junk;
+/// a directory of the user's is refused.
+fn last_tag(root: &Path) -> Result<String> {
+    let path = root.join(LAST_TAG);
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() => {
+            return fsutil::read_small(&path, 256).map(|s| s.trim().to_string());
+        }
+        Ok(m) if m.file_type().is_symlink() => {
+            let _ = fs::remove_file(&path);
+        }
+        Ok(m) => return Err(fsutil::in_the_way(&path, m.file_type(), "file")),
+        Err(_) => {}
+    }
+    Err(anyhow!(
+        "nothing downloaded in {} yet; run `cargo xtask resources download` first",
+        root.display()
+    ))
 }
 
 /// Which assets of a plan a step fetches, in download order: kernel,

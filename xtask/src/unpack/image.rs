@@ -11,7 +11,7 @@ use super::compression::what_it_is;
 use super::sums::base_name;
 use super::tar::{checksum_ok, Entries, MemberKind};
 use super::write::{copy_hashed, preallocate, Budget};
-use super::{local, Ctx, Request, REDO};
+use super::{local, unsupported, Ctx, Request, REDO};
 use crate::qcow2::convert::ConvertStats;
 use crate::qcow2::stream::StreamConvert;
 use crate::util::fmt::human_bytes;
@@ -119,14 +119,14 @@ fn from_tar(
         let wanted = is_qcow2_name(&e.name);
         if wanted && e.kind == MemberKind::Regular && !unsafe_path(&e.name) {
             if let Some(prev) = &found {
-                bail!(
+                return Err(unsupported(format!(
                     "{} holds more than one qcow2 image ({} and {}); cannot tell which \
-                     to use (members: {}); {REDO}, or pick another --version",
+                     to use (members: {}); pick another --version",
                     ctx.content(),
                     clean(&prev.member, 200),
                     clean(&e.name, 200),
                     list_members(&members, member_count)
-                );
+                )));
             }
             let size = e.size;
             space_check(size).map_err(local)?;
@@ -207,24 +207,27 @@ fn from_tar(
             }
         }
     }
+    // Members that are all there, well-formed, and not an image we take:
+    // the archive as made, not a transfer's fault.
     match found {
         Some(w) => Ok(w),
-        None if !refused.is_empty() => bail!(
+        None if !refused.is_empty() => Err(unsupported(format!(
             "{} holds no usable qcow2 image: refused {} (links, devices and paths outside \
-             the archive are never extracted); members: {}; {REDO}, or pick another --version",
+             the archive are never extracted); members: {}; pick another --version",
             ctx.content(),
             refused.join(", "),
             list_members(&members, member_count)
-        ),
+        ))),
+        // Zeros alone may be a hole where a transfer wrote nothing.
         None if member_count == 0 => bail!(
             "{} is an empty tar archive, not a disk image; {REDO}",
             ctx.content()
         ),
-        None => bail!(
-            "{} holds no .qcow2 file (members: {}); {REDO}, or pick another --version",
+        None => Err(unsupported(format!(
+            "{} holds no .qcow2 file (members: {}); pick another --version",
             ctx.content(),
             list_members(&members, member_count)
-        ),
+        ))),
     }
 }
 

@@ -44,12 +44,42 @@ pub struct BadContent {
     pub msg: String,
 }
 
+impl BadContent {
+    /// The fault without the advice to fetch again (the clause before it
+    /// too: "the download is corrupt"), for when the bytes are known to be
+    /// as published.
+    pub fn fault(&self) -> &str {
+        let m = &self.msg;
+        m.rfind(REDO)
+            .and_then(|i| m[..i].rfind("; "))
+            .map_or(m, |j| &m[..j])
+    }
+}
+
 impl std::fmt::Display for BadContent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.msg)
     }
 }
 impl std::error::Error for BadContent {}
+
+/// The archive decodes, but holds what this tool does not read: another
+/// compression format, two images or none, a member larger than any file
+/// can be. That is the archive as it was made, so fetching it again cannot
+/// change it (unless a part fails its digest, which is checked apart).
+#[derive(Debug)]
+pub struct Unsupported(pub String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Unsupported {}
+
+fn unsupported(msg: String) -> anyhow::Error {
+    anyhow::Error::new(Unsupported(msg))
+}
 
 /// The image is as published (its sha256 matches) but cannot be converted
 /// (an encrypted image, a backing file, broken tables): fetching it again
@@ -170,7 +200,9 @@ pub fn unpack(
     };
     let r = unpack_inner(&mut tracked, req, space_check);
     r.map_err(|e| {
-        if e.is::<Local>() || e.is::<BadContent>() || e.is::<BadImage>() || state.failed.get() {
+        let classified =
+            e.is::<Local>() || e.is::<BadContent>() || e.is::<BadImage>() || e.is::<Unsupported>();
+        if classified || state.failed.get() {
             e
         } else {
             // A fault seen once the input has ended (a gzip CRC, the last
@@ -205,11 +237,11 @@ fn unpack_inner(
     let out = {
         let head = Cursor::new(&magic[..n]).chain(&mut *tracked);
         let Some(dec) = kind.decoder(head) else {
-            bail!(
+            return Err(unsupported(format!(
                 "{source} is {}-compressed, which this tool does not read; \
                  pick a release with a .gz, .xz or .zst image",
                 kind.name()
-            )
+            )));
         };
         let mut dec = dec.map_err(|e| ctx.read_error(e))?;
         let out = image::extract(&mut *dec, &ctx, req, space_check)?;

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 
 use anyhow::{bail, Result};
 
-use super::{Ctx, REDO};
+use super::{unsupported, Ctx, REDO};
 use crate::util::io::{read_full, skip};
 
 /// Caps on tar extension headers held in memory.
@@ -151,10 +151,10 @@ impl<'a, 'c> Entries<'a, 'c> {
                 (false, Some(s)) => s,
                 _ => header_size()?,
             };
-            let padded = size.checked_add(511).map(|s| s & !511).ok_or_else(|| {
-                self.ctx
-                    .corrupt_tar(format_args!("member size {size} overflows"))
-            })?;
+            let padded = size
+                .checked_add(511)
+                .map(|s| s & !511)
+                .ok_or_else(|| self.oversize(header_pos, &size.to_string()))?;
 
             if etype.is_gnu_longname() || etype.is_pax_local_extensions() {
                 let data =
@@ -172,17 +172,7 @@ impl<'a, 'c> Entries<'a, 'c> {
                     })? {
                         match key {
                             b"path" => pax_path = Some(value.to_vec()),
-                            b"size" => {
-                                let s = std::str::from_utf8(value)
-                                    .ok()
-                                    .and_then(|v| v.parse::<u64>().ok())
-                                    .ok_or_else(|| {
-                                        self.ctx.corrupt_tar(format_args!(
-                                            "bad PAX size at byte {header_pos}"
-                                        ))
-                                    })?;
-                                pax_size = Some(s);
-                            }
+                            b"size" => pax_size = Some(self.pax_size(value, header_pos)?),
                             _ => {}
                         }
                     }
@@ -213,6 +203,30 @@ impl<'a, 'c> Entries<'a, 'c> {
     /// tolerated, as a missing end-of-archive marker is.
     pub fn data(&mut self) -> EntryData<'_, 'a, 'c> {
         EntryData { entries: self }
+    }
+
+    /// A PAX `size` record's value: decimal digits that fit 64 bits.
+    fn pax_size(&self, value: &[u8], at: u64) -> Result<u64> {
+        let digits = !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+        if !digits {
+            return Err(self
+                .ctx
+                .corrupt_tar(format_args!("bad PAX size at byte {at}")));
+        }
+        let text = String::from_utf8_lossy(value);
+        text.parse::<u64>()
+            .map_err(|_| self.oversize(at, &crate::util::text::clean(&text, 40)))
+    }
+
+    /// A well-formed record giving a size no file can have (twenty digits
+    /// and more): the archive was made so, no transfer garbles one into it.
+    fn oversize(&self, at: u64, size: &str) -> anyhow::Error {
+        unsupported(format!(
+            "{}: the tar header at byte {at} gives a member size of {size} bytes (in its PAX \
+             header or its own), more than any file can hold; the archive cannot be unpacked \
+             as published, pick another --version",
+            self.ctx.source
+        ))
     }
 
     /// Reads an extension header's data (a long name, PAX records), within

@@ -190,15 +190,10 @@ fn read_capped(f: File, path: &Path, max: u64) -> Result<String> {
 }
 
 /// Makes the directory `dir` that the tool owns (inside the output
-/// directory): a link or file at its name is junk and is removed, so the
-/// tool never writes through a planted link. Its parent must exist.
+/// directory); see [`own_dir`]. Its parent must exist.
 pub fn ensure_own_dir(dir: &Path) -> Result<()> {
-    match fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_dir() => return Ok(()),
-        Ok(_) => fs::remove_file(dir)
-            .with_context(|| format!("cannot remove {} (not a directory)", dir.display()))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
+    if own_dir(dir)? {
+        return Ok(());
     }
     match fs::create_dir(dir) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
@@ -206,6 +201,44 @@ pub fn ensure_own_dir(dir: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether the directory `dir` that the tool owns is there. A link at its
+/// name is junk and is removed (never followed); anything else that is not
+/// a directory is the user's, and is refused by name, untouched.
+pub fn own_dir(dir: &Path) -> Result<bool> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(true),
+        Ok(m) if m.file_type().is_symlink() => {
+            fs::remove_file(dir)
+                .with_context(|| format!("cannot remove the link {}", dir.display()))?;
+            Ok(false)
+        }
+        Ok(m) => Err(in_the_way(dir, m.file_type(), "directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
+    }
+}
+
+/// The refusal for something the tool did not make at a name where it
+/// keeps or writes a `wanted` ("directory", "file").
+pub fn in_the_way(path: &Path, found: fs::FileType, wanted: &str) -> anyhow::Error {
+    let found = if found.is_dir() {
+        "a directory"
+    } else if found.is_file() {
+        "a file"
+    } else if found.is_fifo() {
+        "a FIFO"
+    } else if found.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    };
+    anyhow::anyhow!(
+        "{} is {found} where this tool keeps a {wanted}; it is not the tool's, so it is \
+         left as it is: move it away, then run again",
+        path.display()
+    )
 }
 
 /// The hidden temporary name used while `path` is being written:
@@ -227,8 +260,13 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Creates (truncating) the temporary file for `dest`.
+    /// Creates (truncating) the temporary file for `dest`. A directory at
+    /// `dest` is refused before any work (a link there is replaced by the
+    /// rename itself, never followed).
     pub fn create(dest: &Path) -> Result<TempFile> {
+        if let Some(m) = fs::symlink_metadata(dest).ok().filter(|m| m.is_dir()) {
+            return Err(in_the_way(dest, m.file_type(), "file"));
+        }
         let tmp = partial_path(dest);
         if let Some(dir) = dest.parent() {
             fs::create_dir_all(dir)

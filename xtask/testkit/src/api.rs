@@ -268,10 +268,13 @@ pub(crate) fn list_releases(shared: &Shared, req: &Request, catalog: &Catalog) -
         .max(1);
     let total = catalog.releases.len();
     let last = total.div_ceil(per_page).max(1);
+    let looping = shared.list_loop();
+    // A looping list serves the first page whatever page is asked for.
+    let shown = if looping.is_some() { 1 } else { page };
     let items: Vec<&str> = catalog
         .releases
         .iter()
-        .skip((page - 1).saturating_mul(per_page))
+        .skip((shown - 1).saturating_mul(per_page))
         .take(per_page)
         .map(|r| r.json.as_str())
         .collect();
@@ -283,6 +286,14 @@ pub(crate) fn list_releases(shared: &Shared, req: &Request, catalog: &Catalog) -
             shared.api_url, shared.owner, shared.repo
         )
     };
+    if let Some(fresh) = looping {
+        let next = if fresh {
+            url(page + 1)
+        } else {
+            format!("<{}{}>", shared.api_url, req.target)
+        };
+        return reply.header("Link", format!("{next}; rel=\"next\""));
+    }
     // Same relation order as GitHub: prev, next, last, first.
     let mut links = Vec::new();
     if page > 1 {

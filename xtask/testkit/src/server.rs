@@ -270,6 +270,11 @@ pub(crate) fn handle_conn(shared: &Shared, mut stream: TcpStream, host: Host) {
         h => h,
     };
     let result = match host {
+        Host::Api if shared.api_silent() && req.path.starts_with("/repos/") => {
+            shared.record(host, &req, 0);
+            crate::store::hold(shared, &mut stream);
+            Err(std::io::ErrorKind::TimedOut.into())
+        }
         Host::Api => {
             let body = match req.method.as_str() {
                 "POST" | "PATCH" => read_body(&mut stream, &req, 1 << 20).unwrap_or_default(),

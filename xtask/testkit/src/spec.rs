@@ -121,6 +121,15 @@ pub enum Fault {
     ApiRetryAfter { secs: u64, times: usize },
     /// API answers dribble out one byte every `interval_ms`.
     ApiTrickle { interval_ms: u64 },
+    /// Every API request is read and never answered: the socket stays open
+    /// and silent (until the client leaves, ~120 s pass, or the server stops).
+    /// Such requests are logged with status 0.
+    ApiSilent,
+    /// The release list's pagination loops: every page serves the first
+    /// page's releases, and its `rel="next"` is the URL just asked for
+    /// (`fresh_urls: false`) or the next page number, a URL never asked for
+    /// before (`fresh_urls: true`, so only the content repeats).
+    ListLoop { fresh_urls: bool },
     /// The first `times` uploads read `after_bytes` of the body, leave an
     /// empty asset in state `starter` (as GitHub does), and close the socket.
     UploadCut { after_bytes: u64, times: usize },

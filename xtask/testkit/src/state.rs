@@ -38,6 +38,21 @@ impl Shared {
         })
     }
 
+    /// Whether the API is switched to never answer.
+    pub(crate) fn api_silent(&self) -> bool {
+        lock(&self.faults)
+            .iter()
+            .any(|s| s.fault == Fault::ApiSilent)
+    }
+
+    /// The `ListLoop` fault, if one is on: whether its links are fresh URLs.
+    pub(crate) fn list_loop(&self) -> Option<bool> {
+        lock(&self.faults).iter().find_map(|s| match s.fault {
+            Fault::ListLoop { fresh_urls } => Some(fresh_urls),
+            _ => None,
+        })
+    }
+
     /// Changes the catalog (uploads, new releases, deletions).
     pub(crate) fn edit_catalog<T>(&self, f: impl FnOnce(&mut Catalog) -> T) -> T {
         let mut guard = lock(&self.catalog);
