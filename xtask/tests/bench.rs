@@ -45,6 +45,9 @@ fn bench_tiny_prints_table_and_writes_json() {
         "limit: qemu-img convert -O raw",
         "ours: re-run",
         "limit: our gzip decoder alone",
+        "== download cache and adoption",
+        "2nd output dir, from the cache",
+        "adopt an artifacts.py directory",
         "== pack",
         "ours: resources pack",
         "decode the pack archive, one thread",
@@ -57,8 +60,22 @@ fn bench_tiny_prints_table_and_writes_json() {
     let doc: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(doc["size"], "tiny");
     let rounds = doc["rounds"].as_array().expect("rounds");
-    assert_eq!(rounds.len(), 3);
-    let pack = rounds[2]["rows"].as_array().expect("pack rows");
+    assert_eq!(rounds.len(), 4);
+    let cache = rounds[1]["rows"].as_array().expect("cache rows");
+    for key in ["cache_fill", "cache_second", "adopt", "adopt_force"] {
+        let row = cache.iter().find(|r| r["key"] == key).expect(key);
+        assert!(row["median_s"].as_f64().is_some_and(|t| t > 0.0), "{key}");
+    }
+    // From the cache, and adopting, no disk part is served.
+    for key in ["cache_second", "adopt"] {
+        let row = cache.iter().find(|r| r["key"] == key).expect(key);
+        let note = row["note"].as_str().unwrap_or_default().to_string();
+        assert!(
+            note.starts_with("0 asset bytes") || key == "adopt",
+            "{key}: {note}"
+        );
+    }
+    let pack = rounds[3]["rows"].as_array().expect("pack rows");
     for key in ["pack_ours", "decode_pack_par", "decode_pack_serial"] {
         let row = pack.iter().find(|r| r["key"] == key).expect(key);
         assert!(row["median_s"].as_f64().is_some_and(|t| t > 0.0), "{key}");

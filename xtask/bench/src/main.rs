@@ -10,6 +10,7 @@
 //! child, `report` prints and saves the results, `steps` and `variants` are
 //! the timed steps.
 
+mod cache;
 mod image;
 mod measure;
 mod report;
@@ -255,6 +256,28 @@ fn run(args: Args) -> Result<()> {
     }
     drop(mounts);
 
+    let mut cached = cache::round(p.reps);
+    let xfs = variants::LoopMount::make(&runs, "xfs", mount_bytes * 2);
+    for i in 0..p.reps {
+        eprintln!("bench: cache and adoption run {}/{}", i + 1, p.reps);
+        cache::rep(
+            &ctx,
+            &server,
+            &mut cached,
+            &runs.join(format!("cache-{i}")),
+            false,
+        )?;
+        if let Ok(m) = &xfs {
+            cache::rep(&ctx, &server, &mut cached, &m.dir, true)?;
+        }
+    }
+    if let Err(e) = &xfs {
+        for key in ["cache_fill_xfs", "cache_second_xfs"] {
+            cached.note(key, &format!("skipped: {e:#}"));
+        }
+    }
+    drop(xfs);
+
     server.add_fault(Fault::RateCap {
         bytes_per_sec: CAP_BYTES_PER_SEC,
     });
@@ -291,6 +314,7 @@ fn run(args: Args) -> Result<()> {
     let plain_derived = rows::derived(&plain);
     let capped_derived = rows::derived(&capped);
     let pack_derived = Vec::new();
+    let cached_derived = Vec::new();
     notes.push(format!(
         "image: {} virtual, {} guest data ({} system files from /usr/lib, /usr/share, rest random), \
          qcow2 {}, archive {} in {} parts of {}",
@@ -312,6 +336,7 @@ fn run(args: Args) -> Result<()> {
         println!("note: {n}");
     }
     print!("{}", report::render(&plain, &bytes, &plain_derived));
+    print!("{}", report::render(&cached, &bytes, &cached_derived));
     print!("{}", report::render(&capped, &bytes, &capped_derived));
     print!("{}", report::render(&pack, &bytes, &pack_derived));
     println!(
@@ -336,6 +361,7 @@ fn run(args: Args) -> Result<()> {
         "notes": notes,
         "rounds": [
             report::round_json(&plain, &bytes, &plain_derived),
+            report::round_json(&cached, &bytes, &cached_derived),
             report::round_json(&capped, &bytes, &capped_derived),
             report::round_json(&pack, &bytes, &pack_derived),
         ],

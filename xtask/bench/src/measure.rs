@@ -56,8 +56,16 @@ pub struct Sample {
 /// Runs `cmd` to completion with stdin closed and stdout+stderr appended to
 /// `log`; fails naming `what` and the log when it exits non-zero.
 pub fn run(what: &str, cmd: &mut Command, log: &Path) -> Result<Sample> {
+    // What the caller set (a download cache, say) stays; the rest goes.
+    let set: Vec<std::ffi::OsString> = cmd
+        .get_envs()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k.to_os_string())
+        .collect();
     for k in testkit::SCRUB_ENV {
-        cmd.env_remove(k);
+        if !set.iter().any(|s| s == k) {
+            cmd.env_remove(k);
+        }
     }
     // Plain progress lines rather than bars in the logs.
     cmd.env("CI", "1");

@@ -147,6 +147,8 @@ pub fn one(
     let sources = sources(plan, name);
     let path = opts.output.join(name);
     Ok(match state {
+        // --force: everything is fetched and checked again.
+        _ if opts.force => Verdict::Make,
         State::Missing => Verdict::Make,
         State::Changed(why) => Verdict::Users(why.clone()),
         s if recorded_intact(s) && same => match recorded {
@@ -259,6 +261,7 @@ fn raw_verdict(
     let path = out.join(RAW);
     let recorded = m.and_then(|m| m.entry(RAW));
     Ok(match state {
+        _ if opts.force && !opts.no_raw => Verdict::Make,
         State::Missing if opts.no_raw => Verdict::Leave,
         State::Missing => Verdict::Make,
         State::Changed(_) | State::Foreign(_) if opts.no_raw => Verdict::Leave,
