@@ -29,15 +29,18 @@ pub(super) struct SerialMember {
     pub(super) start: u64,
     pub(super) phase: Phase,
     pub(super) crc: Crc,
+    /// Output bytes not to hand on: a worker handed them on already.
+    pub(super) skip: u64,
 }
 
 impl SerialMember {
-    pub(super) fn new(index: u64, start: u64) -> Self {
+    pub(super) fn new(index: u64, start: u64, skip: u64) -> Self {
         SerialMember {
             index,
             start,
             phase: Phase::Header,
             crc: Crc::new(),
+            skip,
         }
     }
 
@@ -78,9 +81,10 @@ impl SerialMember {
                 let (in0, out0) = (d.total_in(), d.total_out());
                 let r = d.decompress(data, buf, FlushDecompress::None);
                 let used = (d.total_in() - in0) as usize;
-                let made = (d.total_out() - out0) as usize;
+                let inflated = (d.total_out() - out0) as usize;
                 input.consume(used);
-                self.crc.update(&buf[..made]);
+                self.crc.update(&buf[..inflated]);
+                let made = self.skip_handed(buf, inflated);
                 match r {
                     Ok(Status::StreamEnd) => {
                         self.phase = Phase::Trailer;
@@ -92,7 +96,7 @@ impl SerialMember {
                         break;
                     }
                     Ok(_) if made > 0 => return Ok((made, SerialState::More)),
-                    Ok(_) if used > 0 => {}
+                    Ok(_) if used > 0 || inflated > 0 => {}
                     Ok(_) => {
                         return Err(corrupt(format!(
                             "{} is corrupt: the deflate data stalls at byte {}",
@@ -111,7 +115,24 @@ impl SerialMember {
             }
         }
         self.read_trailer(input)?;
+        if self.skip > 0 {
+            return Err(io::Error::other(format!(
+                "{}: internal error: it decodes to less than was already handed on",
+                self.name()
+            )));
+        }
         Ok((0, SerialState::MemberDone))
+    }
+
+    /// Drops from `buf[..made]` the bytes still to skip; returns what is left
+    /// (moved to the front).
+    fn skip_handed(&mut self, buf: &mut [u8], made: usize) -> usize {
+        let k = self.skip.min(made as u64) as usize;
+        if k > 0 {
+            buf.copy_within(k..made, 0);
+            self.skip -= k as u64;
+        }
+        made - k
     }
 
     pub(super) fn read_header<R: Read>(&mut self, input: &mut Input<R>) -> io::Result<()> {
