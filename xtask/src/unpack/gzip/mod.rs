@@ -18,7 +18,9 @@
 //! compressed bytes of the jobs (`RAW_BUDGET`, or one member of at most
 //! [`MAX_PARALLEL_MEMBER`]); their output buffers of a [`PIECE`] each (one
 //! a job, two for a member in pieces: `OUT_BUFFERS` in all); the one being
-//! handed out; and `SPARE` buffers of each kind kept for reuse.
+//! handed out; and `SPARE` buffers of each kind kept for reuse. After a
+//! fallback (below) the jobs' input is re-read from the push-back, so for a
+//! moment up to twice `RAW_BUDGET` may be held.
 //!
 //! Headers lie, so a claim is only a hint: any member a worker cannot
 //! decode cleanly — a size that is too big, too small, past the end,
@@ -63,9 +65,9 @@ const BATCH: usize = 1 << 20;
 const RAW_BUDGET: u64 = 64 << 20;
 /// Output buffers held by jobs in flight, all together.
 const OUT_BUFFERS: u64 = 8;
-/// Spare buffers of each kind kept for reuse; input buffers only up to
-/// this size.
+/// Spare buffers of each kind kept for reuse …
 const SPARE: usize = 2;
+/// … input buffers only up to this size.
 const SPARE_RAW_MAX: usize = 2 * BATCH;
 /// Input buffer size; headers up to `MAX_PEEK` are looked at in place.
 pub(super) const BUF: usize = 256 << 10;
