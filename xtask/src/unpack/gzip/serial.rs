@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 
-use flate2::{Crc, Decompress, FlushDecompress, Status};
+use flate2::{Crc, Decompress, DecompressError, FlushDecompress, Status};
 
 use super::input::Input;
 use super::member::{HeaderError, HeaderParser, TRAILER_LEN};
@@ -29,8 +29,10 @@ pub(super) struct SerialMember {
     pub(super) start: u64,
     pub(super) phase: Phase,
     pub(super) crc: Crc,
-    /// Output bytes not to hand on: a worker handed them on already.
+    /// Output bytes not to hand on: a worker handed them on already. They
+    /// are inflated into `aside` (allocated only then).
     pub(super) skip: u64,
+    pub(super) aside: Vec<u8>,
 }
 
 impl SerialMember {
@@ -41,6 +43,7 @@ impl SerialMember {
             phase: Phase::Header,
             crc: Crc::new(),
             skip,
+            aside: Vec::new(),
         }
     }
 
@@ -78,13 +81,8 @@ impl SerialMember {
                         self.name()
                     )));
                 }
-                let (in0, out0) = (d.total_in(), d.total_out());
-                let r = d.decompress(data, buf, FlushDecompress::None);
-                let used = (d.total_in() - in0) as usize;
-                let inflated = (d.total_out() - out0) as usize;
+                let (r, used, inflated, made) = self.inflate_step(d, data, buf);
                 input.consume(used);
-                self.crc.update(&buf[..inflated]);
-                let made = self.skip_handed(buf, inflated);
                 match r {
                     Ok(Status::StreamEnd) => {
                         self.phase = Phase::Trailer;
@@ -124,15 +122,35 @@ impl SerialMember {
         Ok((0, SerialState::MemberDone))
     }
 
-    /// Drops from `buf[..made]` the bytes still to skip; returns what is left
-    /// (moved to the front).
-    fn skip_handed(&mut self, buf: &mut [u8], made: usize) -> usize {
-        let k = self.skip.min(made as u64) as usize;
-        if k > 0 {
-            buf.copy_within(k..made, 0);
-            self.skip -= k as u64;
+    /// One inflate call from `data` into `buf`, or aside while bytes a
+    /// worker handed on already are skipped: the result, the input bytes
+    /// used, the bytes inflated and how many of them are in `buf`.
+    fn inflate_step(
+        &mut self,
+        d: &mut Decompress,
+        data: &[u8],
+        buf: &mut [u8],
+    ) -> (Result<Status, DecompressError>, usize, usize, usize) {
+        let (in0, out0) = (d.total_in(), d.total_out());
+        let skipping = self.skip > 0;
+        let mut aside = std::mem::take(&mut self.aside);
+        let dst = if skipping {
+            aside.resize(64 << 10, 0);
+            let n = self.skip.min(aside.len() as u64) as usize;
+            &mut aside[..n]
+        } else {
+            buf
+        };
+        let r = d.decompress(data, dst, FlushDecompress::None);
+        let used = (d.total_in() - in0) as usize;
+        let inflated = (d.total_out() - out0) as usize;
+        self.crc.update(&dst[..inflated]);
+        self.aside = aside;
+        if skipping {
+            self.skip -= inflated as u64;
+            return (r, used, inflated, 0);
         }
-        made - k
+        (r, used, inflated, inflated)
     }
 
     pub(super) fn read_header<R: Read>(&mut self, input: &mut Input<R>) -> io::Result<()> {
