@@ -174,6 +174,9 @@ impl<'a, R: ReadAt> Extents<'a, R> {
             bail!("{}: the L2 entry for guest offset {guest:#x} points at an unaligned cluster ({host:#x}); the file is damaged", img.name);
         }
         if !hdr.extended_l2 {
+            if entry & L2_ZERO != 0 && hdr.version < 3 {
+                bail!("{}: the L2 entry for guest offset {guest:#x} has the zero flag, which a version 2 image cannot have (QEMU refuses it too: \"Zero cluster entry found in pre-v3 image\"); the file is damaged", img.name);
+            }
             if entry & L2_ZERO != 0 || host == 0 {
                 return Ok(());
             }

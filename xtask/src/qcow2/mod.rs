@@ -95,6 +95,14 @@ pub(crate) fn subcluster_runs(
     })
 }
 
+/// The guest size of an image whose header states `header_size`: QEMU
+/// counts whole 512-byte sectors (`total_sectors = size / 512`), so the
+/// bytes of a last partial sector are never read, and `qemu-img convert`
+/// writes a raw image of this length.
+fn guest_size(header_size: u64) -> u64 {
+    header_size & !511
+}
+
 /// Random access to the image bytes: a `File`, or a byte slice for fuzzing.
 pub trait ReadAt {
     fn size(&self) -> io::Result<u64>;
@@ -147,6 +155,7 @@ pub enum ClusterCompression {
 pub struct Header {
     pub version: u32,
     pub cluster_bits: u32,
+    /// The guest size: the header's size rounded down to 512, as QEMU reads it.
     pub virtual_size: u64,
     pub l1_size: u32,
     pub l1_table_offset: u64,
@@ -286,10 +295,11 @@ impl<R: ReadAt> Image<R> {
             bail!("{name}: extended L2 entries with {cluster_size}-byte clusters are invalid (need 16 KiB or more); the header is damaged");
         }
 
+        let header_size = be64(&h, 24);
         let hdr = Header {
             version,
             cluster_bits,
-            virtual_size: be64(&h, 24),
+            virtual_size: guest_size(header_size),
             l1_size: be32(&h, 36),
             l1_table_offset: be64(&h, 40),
             incompatible,
@@ -297,19 +307,18 @@ impl<R: ReadAt> Image<R> {
             compression,
             extended_l2,
         };
-        let l1_needed = hdr.virtual_size.div_ceil(hdr.l1_span());
+        // The table must cover the size the header states, as QEMU checks.
+        let l1_needed = header_size.div_ceil(hdr.l1_span());
         if l1_needed * 8 > MAX_L1_BYTES || u64::from(hdr.l1_size) * 8 > MAX_L1_BYTES {
             bail!(
-                "{name}: the L1 table is too large (virtual size {} bytes, l1_size {}); the header is damaged",
-                hdr.virtual_size,
+                "{name}: the L1 table is too large (virtual size {header_size} bytes, l1_size {}); the header is damaged",
                 hdr.l1_size
             );
         }
         if u64::from(hdr.l1_size) < l1_needed {
             bail!(
-                "{name}: the L1 table ({} entries) is too small for the virtual size {} bytes; the header is damaged",
-                hdr.l1_size,
-                hdr.virtual_size
+                "{name}: the L1 table ({} entries) is too small for the virtual size {header_size} bytes; the header is damaged",
+                hdr.l1_size
             );
         }
         if l1_needed > 0
@@ -329,11 +338,14 @@ impl<R: ReadAt> Image<R> {
             src,
             name: name.to_string(),
             file_len,
+            // Only the entries that map guest bytes are walked.
+            l1_needed: hdr.virtual_size.div_ceil(hdr.l1_span()),
             hdr,
-            l1_needed,
         })
     }
 
+    /// The guest size (the header's size rounded down to 512, as QEMU reads
+    /// it): the raw image's length.
     pub fn virtual_size(&self) -> u64 {
         self.hdr.virtual_size
     }

@@ -333,6 +333,9 @@ impl Run {
                     return false;
                 }
                 if !hdr.extended_l2 {
+                    if entry & L2_ZERO != 0 && hdr.version < 3 {
+                        return false;
+                    }
                     if entry & L2_ZERO != 0 || host == 0 {
                         continue;
                     }

@@ -1,8 +1,8 @@
 //! Gzip on every core: [`ParallelGzDecoder`] (members that carry their
 //! sizes are inflated on worker threads, everything else serially, as
 //! flate2's `MultiGzDecoder` does). The parts: `member` (the format),
-//! `input` (push-back and look-ahead), `pool` (the workers), `serial` (the
-//! reference decoder).
+//! `input` (push-back and look-ahead), `scan` (members into jobs), `pool`
+//! (the workers), `serial` (the reference decoder).
 //!
 //! How the gzip decoder works. The calling thread *scans*: it looks at the
 //! next member's header without consuming it; if the header claims a size
@@ -10,8 +10,17 @@
 //! the caps and budgets, it reads the whole member and hands it (batched
 //! with its neighbours when members are small) to a worker, which inflates
 //! it into a buffer of exactly ISIZE bytes and checks that the deflate data
-//! ends exactly where the claim says, the CRC32 and the length. Results are
-//! returned in stream order.
+//! ends exactly where the claim says, the CRC32 and the length. A member
+//! whose ISIZE is over a [`PIECE`] is a job of its own, inflated in pieces
+//! that are handed on as they fill. Results are returned in stream order.
+//!
+//! Memory is bounded by what is in flight, whatever the headers say: the
+//! compressed bytes of the jobs (`RAW_BUDGET`, or one member of at most
+//! [`MAX_PARALLEL_MEMBER`]); their output buffers of a [`PIECE`] each (one
+//! a job, two for a member in pieces: `OUT_BUFFERS` in all); the one being
+//! handed out; and `SPARE` buffers of each kind kept for reuse. After a
+//! fallback (below) the jobs' input is re-read from the push-back, so for a
+//! moment up to twice `RAW_BUDGET` may be held.
 //!
 //! Headers lie, so a claim is only a hint: any member a worker cannot
 //! decode cleanly — a size that is too big, too small, past the end,
@@ -21,8 +30,10 @@
 //! rejects what flate2's `MultiGzDecoder` does, gives the same bytes, and
 //! produces every error message, with the byte offset. So a wrong claim
 //! costs time, never correctness, and a claim never drives an allocation
-//! above [`MAX_PARALLEL_MEMBER`] / [`MAX_PARALLEL_OUTPUT`]: bigger members
-//! are streamed serially.
+//! above [`MAX_PARALLEL_MEMBER`] (members with more compressed bytes are
+//! streamed serially) or a [`PIECE`] of output. When a member in pieces
+//! fails after some were handed on, the serial decoder skips that many
+//! bytes of it: they are the same bytes, as inflating is deterministic.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -34,30 +45,32 @@ use flate2::Decompress;
 mod input;
 pub mod member;
 mod pool;
+mod scan;
 mod serial;
 
 use input::{Input, Segment};
-use member::{Header, HeaderParser, TRAILER_LEN};
-use pool::{Job, Pool, Span, Work};
+use member::TRAILER_LEN;
+use pool::{Job, Pieces, Pool, Work};
+use scan::{Members, Scan};
 use serial::{SerialMember, SerialState};
 
 /// Members claiming more compressed bytes than this are streamed serially.
 pub const MAX_PARALLEL_MEMBER: u64 = 64 << 20;
-/// Members whose trailer claims more output than this are streamed
-/// serially.
-pub const MAX_PARALLEL_OUTPUT: u64 = 256 << 20;
+/// The output one buffer holds: a job's, or one piece of a member whose
+/// ISIZE is larger (such a member is inflated and handed on in pieces).
+pub const PIECE: usize = 2 << 20;
 /// Small members (BGZF's are ≤ 64 KiB) are batched into jobs of up to this
-/// many compressed bytes, so scheduling costs little next to inflating …
+/// many compressed bytes, so scheduling costs little next to inflating, and
+/// up to a `PIECE` of output.
 const BATCH: usize = 1 << 20;
-/// … and up to this much output, so very compressible members (zeros) do
-/// not make a job hold a lot of output.
-const BATCH_OUT: u64 = 4 << 20;
 /// Compressed bytes held by jobs in flight, all together.
-const RAW_BUDGET: u64 = 128 << 20;
-/// Output bytes reserved by jobs in flight, all together.
-const OUT_BUDGET: u64 = 256 << 20;
-/// Spare buffers of each kind kept for reuse.
+const RAW_BUDGET: u64 = 64 << 20;
+/// Output buffers held by jobs in flight, all together.
+const OUT_BUFFERS: u64 = 8;
+/// Spare buffers of each kind kept for reuse …
 const SPARE: usize = 2;
+/// … input buffers only up to this size.
+const SPARE_RAW_MAX: usize = 2 * BATCH;
 /// Input buffer size; headers up to `MAX_PEEK` are looked at in place.
 pub(super) const BUF: usize = 256 << 10;
 pub(super) const MAX_PEEK: usize = 128 << 10;
@@ -90,7 +103,7 @@ pub struct ParallelGzDecoder<R: Read> {
     no_pool: bool,
     units: VecDeque<Unit>,
     raw_in_flight: u64,
-    out_in_flight: u64,
+    bufs_in_flight: u64,
     /// Output being handed out: `out[out_pos..out_len]`.
     out: Vec<u8>,
     out_pos: usize,
@@ -101,8 +114,10 @@ pub struct ParallelGzDecoder<R: Read> {
     spare_raw: Vec<Vec<u8>>,
     /// Number (0-based) of the next member the scanner looks at.
     next_member: u64,
-    /// The next member must be decoded serially (a worker failed on it).
+    /// The next member must be decoded serially (a worker failed on it),
+    /// its first `skip` output bytes not handed on again.
     force_serial: bool,
+    skip: u64,
     inflate: Decompress,
     failed: Option<(io::ErrorKind, String)>,
     done: bool,
@@ -133,7 +148,7 @@ impl<R: Read> ParallelGzDecoder<R> {
             no_pool: threads == 0,
             units: VecDeque::new(),
             raw_in_flight: 0,
-            out_in_flight: 0,
+            bufs_in_flight: 0,
             out: Vec::new(),
             out_pos: 0,
             out_len: 0,
@@ -141,6 +156,7 @@ impl<R: Read> ParallelGzDecoder<R> {
             spare_raw: Vec::new(),
             next_member: 0,
             force_serial: false,
+            skip: 0,
             inflate: Decompress::new(false),
             failed: None,
             done: false,
@@ -186,60 +202,83 @@ impl<R: Read> ParallelGzDecoder<R> {
                         return Ok(n);
                     }
                 }
-                Some(Unit::Job(_)) => {
-                    if let Some(Unit::Job(job)) = self.units.pop_front() {
-                        self.finish_job(job)?;
-                    }
-                }
+                Some(Unit::Job(_)) => self.next_output()?,
             }
         }
     }
 
-    /// Takes the head job's result: its output becomes the current output;
-    /// if a member failed, the stream is rewound to it for serial decoding.
-    fn finish_job(&mut self, job: Job) -> io::Result<()> {
-        let res = job.reply.recv();
-        self.raw_in_flight -= job.raw.len() as u64;
-        self.out_in_flight -= job.out_need;
-        let res =
-            res.map_err(|_| io::Error::other("a gzip decoding thread stopped unexpectedly"))?;
-        let old = std::mem::replace(&mut self.out, res.out);
-        if old.capacity() > 0 && self.spare.len() < SPARE {
-            self.spare.push(old);
+    /// Takes the head job's next result: its output becomes the current
+    /// output; once the job is done, if a member failed, the stream is
+    /// rewound to it for serial decoding.
+    fn next_output(&mut self) -> io::Result<()> {
+        let old = std::mem::take(&mut self.out);
+        let Some(Unit::Job(job)) = self.units.front_mut() else {
+            return Ok(());
+        };
+        // After a job's first piece the drained buffer is one of its own:
+        // it goes back to the worker, which fills the next piece in it.
+        match &job.recycle {
+            Some(tx) if job.taken > 0 => drop(tx.send(old)),
+            _ => give_back(&mut self.spare, old),
         }
+        let res = job
+            .reply
+            .recv()
+            .map_err(|_| io::Error::other("a gzip decoding thread stopped unexpectedly"))?;
+        job.taken += 1;
+        job.handed += res.len as u64;
+        self.out = res.out;
         self.out_pos = 0;
         self.out_len = res.len;
+        if res.more {
+            return Ok(());
+        }
+        let Some(Unit::Job(job)) = self.units.pop_front() else {
+            return Ok(());
+        };
+        self.raw_in_flight -= job.raw.len() as u64;
+        self.bufs_in_flight -= job.bufs;
         self.stats.parallel_members += res.ok_members as u64;
-        if let Some(i) = res.failed_at {
-            self.stats.fallbacks += 1;
-            let mut segs = vec![Segment {
-                start: job.members[i].start,
-                end: job.raw.len(),
-                data: job.raw,
-            }];
-            // Everything scanned after the failed member goes back too.
-            while let Some(unit) = self.units.pop_front() {
-                if let Unit::Job(later) = unit {
-                    later.cancel.store(true, Ordering::Relaxed);
-                    self.raw_in_flight -= later.raw.len() as u64;
-                    self.out_in_flight -= later.out_need;
-                    segs.push(Segment {
-                        start: 0,
-                        end: later.raw.len(),
-                        data: later.raw,
-                    });
+        match res.failed_at {
+            Some(i) => self.fall_back(job, i),
+            None => {
+                // The worker has dropped its handle before replying.
+                if let Ok(raw) = Arc::try_unwrap(job.raw) {
+                    if self.spare_raw.len() < SPARE && raw.capacity() <= SPARE_RAW_MAX {
+                        self.spare_raw.push(raw);
+                    }
                 }
-            }
-            self.input.push_front(segs);
-            self.next_member = job.first_member + i as u64;
-            self.force_serial = true;
-        } else if self.spare_raw.len() < SPARE {
-            // The worker has dropped its handle before replying.
-            if let Ok(raw) = Arc::try_unwrap(job.raw) {
-                self.spare_raw.push(raw);
             }
         }
         Ok(())
+    }
+
+    /// Puts member `i` of `job`, and everything scanned after it, back in
+    /// front of the input for the serial decoder.
+    fn fall_back(&mut self, job: Job, i: usize) {
+        self.stats.fallbacks += 1;
+        // What a job in pieces handed on is the start of its one member.
+        self.skip = if job.recycle.is_some() { job.handed } else { 0 };
+        let mut segs = vec![Segment {
+            start: job.members[i].start,
+            end: job.raw.len(),
+            data: job.raw,
+        }];
+        while let Some(unit) = self.units.pop_front() {
+            if let Unit::Job(later) = unit {
+                later.cancel.store(true, Ordering::Relaxed);
+                self.raw_in_flight -= later.raw.len() as u64;
+                self.bufs_in_flight -= later.bufs;
+                segs.push(Segment {
+                    start: 0,
+                    end: later.raw.len(),
+                    data: later.raw,
+                });
+            }
+        }
+        self.input.push_front(segs);
+        self.next_member = job.first_member + i as u64;
+        self.force_serial = true;
     }
 
     /// Scans ahead and submits jobs while limits allow; always leaves at
@@ -285,140 +324,12 @@ impl<R: Read> ParallelGzDecoder<R> {
     fn push_serial(&mut self) {
         let index = self.next_member;
         self.next_member += 1;
-        self.units
-            .push_back(Unit::Serial(SerialMember::new(index, self.input.offset)));
-    }
-
-    /// Reads the next members into a job, or says why not. `busy`: jobs are
-    /// in flight, so budgets apply (a lone job may exceed them).
-    fn scan_job(&mut self, busy: bool) -> Scan {
-        let mut raw = self.spare_raw.pop().unwrap_or_default();
-        raw.clear();
-        let mut spans: Vec<Span> = Vec::new();
-        let mut out_need = 0u64;
-        let first = self.next_member;
-        loop {
-            let budgeted = busy || !spans.is_empty();
-            match self.next_span(&mut raw, budgeted, out_need, !spans.is_empty()) {
-                Next::Span(span) => {
-                    out_need += span.isize as u64 + 1;
-                    spans.push(span);
-                    if raw.len() >= BATCH {
-                        break;
-                    }
-                }
-                Next::NotParallel if spans.is_empty() => return Scan::Serial,
-                Next::OverBudget if spans.is_empty() => return Scan::Later,
-                Next::NotParallel | Next::OverBudget => break,
-            }
-        }
-        self.next_member = first + spans.len() as u64;
-        Scan::Job {
-            raw: Arc::new(raw),
-            members: Members {
-                first,
-                spans,
-                out_need,
-            },
-        }
-    }
-
-    /// Reads the next member into `raw` if its header claims a size within
-    /// the caps and the budgets (when `budgeted`) and, when `batching` onto
-    /// earlier members, the job's output limit; consumes nothing otherwise.
-    fn next_span(
-        &mut self,
-        raw: &mut Vec<u8>,
-        budgeted: bool,
-        out_need: u64,
-        batching: bool,
-    ) -> Next {
-        let Some(h) = self.peek_header() else {
-            return Next::NotParallel;
-        };
-        let totals = h
-            .claim
-            .map(|c| c.totals(h.len as usize))
-            .unwrap_or_default();
-        let Some(&total) = totals.first() else {
-            return Next::NotParallel;
-        };
-        if total > MAX_PARALLEL_MEMBER {
-            return Next::NotParallel;
-        }
-        if budgeted && self.raw_in_flight + raw.len() as u64 + total > RAW_BUDGET {
-            return Next::OverBudget;
-        }
-        let start = raw.len();
-        if raw.capacity() < start + total as usize {
-            raw.reserve_exact(BATCH.max(start + total as usize) - start);
-        }
-        if self.input.read_into(raw, total as usize) < total as usize {
-            // It claims more than is there: the serial decoder will tell.
-            self.unread_tail(raw, start);
-            return Next::NotParallel;
-        }
-        let mut end = start + total as usize;
-        if !self.input.at_boundary() {
-            // Python's mgzip stores the deflate data's size, not the total.
-            if let Some(&alt) = totals.get(1).filter(|&&t| t <= MAX_PARALLEL_MEMBER) {
-                let more = (alt - total) as usize;
-                if self.input.read_into(raw, more) == more && self.input.at_boundary() {
-                    end = start + alt as usize;
-                } else {
-                    self.unread_tail(raw, end);
-                }
-            }
-        }
-        let isize = u32::from_le_bytes([raw[end - 4], raw[end - 3], raw[end - 2], raw[end - 1]]);
-        if isize as u64 > MAX_PARALLEL_OUTPUT {
-            self.unread_tail(raw, start);
-            return Next::NotParallel;
-        }
-        let over_batch = batching && out_need + isize as u64 + 1 > BATCH_OUT;
-        if over_batch || (budgeted && self.out_in_flight + out_need + isize as u64 + 1 > OUT_BUDGET)
-        {
-            self.unread_tail(raw, start);
-            return Next::OverBudget;
-        }
-        Next::Span(Span {
-            start,
-            header: h.len as usize,
-            end,
-            isize,
-        })
-    }
-
-    /// Gives back `raw[from..]` to the input.
-    fn unread_tail(&mut self, raw: &mut Vec<u8>, from: usize) {
-        let tail = raw.split_off(from);
-        if !tail.is_empty() {
-            let end = tail.len();
-            self.input.push_front(vec![Segment {
-                data: Arc::new(tail),
-                start: 0,
-                end,
-            }]);
-        }
-    }
-
-    /// The next member's header, parsed in place (not consumed); `None` at
-    /// the end, on garbage, or for headers longer than `MAX_PEEK`.
-    fn peek_header(&mut self) -> Option<Header> {
-        let mut want = 64;
-        loop {
-            let data = self.input.peek(want);
-            if data.is_empty() {
-                return None;
-            }
-            match HeaderParser::new().feed(data) {
-                Ok((_, Some(h))) => return Some(h),
-                Ok((_, None)) if data.len() == want && want < MAX_PEEK => {
-                    want = (want * 16).min(MAX_PEEK);
-                }
-                _ => return None,
-            }
-        }
+        let skip = std::mem::take(&mut self.skip);
+        self.units.push_back(Unit::Serial(SerialMember::new(
+            index,
+            self.input.offset,
+            skip,
+        )));
     }
 
     /// Hands a job to the workers (started on first use). Gives the bytes
@@ -430,34 +341,57 @@ impl<R: Read> ParallelGzDecoder<R> {
                 Err(_) => return Err(raw),
             }
         }
-        let Some(pool) = &self.pool else {
-            return Err(raw);
-        };
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
         let cancel = Arc::new(AtomicBool::new(false));
         let spans = Arc::new(members.spans);
+        let (recycle, pieces) = if members.pieces {
+            let (tx, rx) = mpsc::channel();
+            let second = self.out_buf();
+            (
+                Some(tx),
+                Some(Pieces {
+                    second,
+                    recycle: rx,
+                }),
+            )
+        } else {
+            (None, None)
+        };
+        let bufs = 1 + u64::from(pieces.is_some());
         let work = Work {
             raw: raw.clone(),
             spans: spans.clone(),
-            out: self.spare.pop().unwrap_or_default(),
+            out: self.out_buf(),
+            pieces,
             cancel: cancel.clone(),
             reply: reply_tx,
         };
-        if pool.send(work).is_err() {
+        if self.pool.as_ref().is_none_or(|p| p.send(work).is_err()) {
             self.pool = None;
             return Err(raw);
         }
         self.raw_in_flight += raw.len() as u64;
-        self.out_in_flight += members.out_need;
+        self.bufs_in_flight += bufs;
         self.units.push_back(Unit::Job(Job {
             raw,
             members: spans,
             first_member: members.first,
-            out_need: members.out_need,
+            bufs,
+            recycle,
+            taken: 0,
+            handed: 0,
             cancel,
             reply: reply_rx,
         }));
         Ok(())
+    }
+
+    /// An output buffer for a job: a spare, or a new one. Allocated here,
+    /// not on the workers, so all live in this thread's allocator arena.
+    fn out_buf(&mut self) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(PIECE + 1))
     }
 
     /// Stops the workers and drops queued work.
@@ -497,27 +431,9 @@ impl<R: Read> Drop for ParallelGzDecoder<R> {
     }
 }
 
-enum Next {
-    Span(Span),
-    /// Not for a worker: no usable claim, too big, or the end.
-    NotParallel,
-    /// Would exceed a budget: wait until jobs in flight are done.
-    OverBudget,
-}
-
-enum Scan {
-    Job {
-        raw: Arc<Vec<u8>>,
-        members: Members,
-    },
-    /// The next member is for the serial decoder.
-    Serial,
-    /// Over budget: wait until jobs in flight are done.
-    Later,
-}
-
-struct Members {
-    first: u64,
-    spans: Vec<Span>,
-    out_need: u64,
+/// Keeps `buf` for reuse if it is a whole output buffer and few are kept.
+fn give_back(spare: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if buf.capacity() > PIECE && spare.len() < SPARE {
+        spare.push(buf);
+    }
 }

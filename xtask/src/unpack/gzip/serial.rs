@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 
-use flate2::{Crc, Decompress, FlushDecompress, Status};
+use flate2::{Crc, Decompress, DecompressError, FlushDecompress, Status};
 
 use super::input::Input;
 use super::member::{HeaderError, HeaderParser, TRAILER_LEN};
@@ -29,15 +29,21 @@ pub(super) struct SerialMember {
     pub(super) start: u64,
     pub(super) phase: Phase,
     pub(super) crc: Crc,
+    /// Output bytes not to hand on: a worker handed them on already. They
+    /// are inflated into `aside` (allocated only then).
+    pub(super) skip: u64,
+    pub(super) aside: Vec<u8>,
 }
 
 impl SerialMember {
-    pub(super) fn new(index: u64, start: u64) -> Self {
+    pub(super) fn new(index: u64, start: u64, skip: u64) -> Self {
         SerialMember {
             index,
             start,
             phase: Phase::Header,
             crc: Crc::new(),
+            skip,
+            aside: Vec::new(),
         }
     }
 
@@ -75,12 +81,8 @@ impl SerialMember {
                         self.name()
                     )));
                 }
-                let (in0, out0) = (d.total_in(), d.total_out());
-                let r = d.decompress(data, buf, FlushDecompress::None);
-                let used = (d.total_in() - in0) as usize;
-                let made = (d.total_out() - out0) as usize;
+                let (r, used, inflated, made) = self.inflate_step(d, data, buf);
                 input.consume(used);
-                self.crc.update(&buf[..made]);
                 match r {
                     Ok(Status::StreamEnd) => {
                         self.phase = Phase::Trailer;
@@ -92,7 +94,7 @@ impl SerialMember {
                         break;
                     }
                     Ok(_) if made > 0 => return Ok((made, SerialState::More)),
-                    Ok(_) if used > 0 => {}
+                    Ok(_) if used > 0 || inflated > 0 => {}
                     Ok(_) => {
                         return Err(corrupt(format!(
                             "{} is corrupt: the deflate data stalls at byte {}",
@@ -111,7 +113,44 @@ impl SerialMember {
             }
         }
         self.read_trailer(input)?;
+        if self.skip > 0 {
+            return Err(io::Error::other(format!(
+                "{}: internal error: it decodes to less than was already handed on",
+                self.name()
+            )));
+        }
         Ok((0, SerialState::MemberDone))
+    }
+
+    /// One inflate call from `data` into `buf`, or aside while bytes a
+    /// worker handed on already are skipped: the result, the input bytes
+    /// used, the bytes inflated and how many of them are in `buf`.
+    fn inflate_step(
+        &mut self,
+        d: &mut Decompress,
+        data: &[u8],
+        buf: &mut [u8],
+    ) -> (Result<Status, DecompressError>, usize, usize, usize) {
+        let (in0, out0) = (d.total_in(), d.total_out());
+        let skipping = self.skip > 0;
+        let mut aside = std::mem::take(&mut self.aside);
+        let dst = if skipping {
+            aside.resize(64 << 10, 0);
+            let n = self.skip.min(aside.len() as u64) as usize;
+            &mut aside[..n]
+        } else {
+            buf
+        };
+        let r = d.decompress(data, dst, FlushDecompress::None);
+        let used = (d.total_in() - in0) as usize;
+        let inflated = (d.total_out() - out0) as usize;
+        self.crc.update(&dst[..inflated]);
+        self.aside = aside;
+        if skipping {
+            self.skip -= inflated as u64;
+            return (r, used, inflated, 0);
+        }
+        (r, used, inflated, inflated)
     }
 
     pub(super) fn read_header<R: Read>(&mut self, input: &mut Input<R>) -> io::Result<()> {
