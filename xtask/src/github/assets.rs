@@ -346,7 +346,12 @@ pub fn select_disk_and_sums(
     arch: Arch,
     fix: &str,
 ) -> Result<(Disk, Asset)> {
-    select_set(release, &disk_base(os, arch), &format!(" for {os}/{arch}"), fix)
+    select_set(
+        release,
+        &disk_base(os, arch),
+        &format!(" for {os}/{arch}"),
+        fix,
+    )
 }
 
 /// [`select_disk_and_sums`] for the set of any `base` (`BASE.tar.gz.aa`…

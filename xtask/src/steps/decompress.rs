@@ -16,11 +16,11 @@ use super::adopt::{self, Verdict};
 use super::guard::{
     self, entry, guard_names, load_manifest, other_set, refuse_pending, same_set_manifest,
 };
+use super::pack::is_archive_name;
 use super::plan::{
     disk_readers, disk_sources, expected_sha, open_work, plan_offline, report_unpacked,
     sha_from_sums, unpack_disk, wanted, Pick, Plan,
 };
-use super::pack::is_archive_name;
 use super::Opts;
 use crate::fetch::{self, http::Http};
 use crate::github::assets;
@@ -185,10 +185,14 @@ fn find_from(opts: &Opts, from: &Path) -> Result<LocalSet> {
     let files = dir_files(from)?;
     let mut base = assets::disk_base(opts.os, opts.arch);
     let mut what = format!(" for {}/{}", opts.os, opts.arch);
+    let mut advice = "; give the directory `pack` wrote (or pass --os-version/--arch)";
     if !files.iter().any(|a| a.name.starts_with(&base)) {
         let others = unrenamed_bases(&files);
         match others.as_slice() {
-            [one] => (base, what) = (one.clone(), String::new()),
+            [one] => {
+                (base, what) = (one.clone(), String::new());
+                advice = "";
+            }
             [] => {}
             many => bail!(
                 "--from: {} holds no set for {}/{} but {} others ({}); name one by its \
@@ -202,9 +206,8 @@ fn find_from(opts: &Opts, from: &Path) -> Result<LocalSet> {
             ),
         }
     }
-    let found = set_in(from, &files, &base, &what, fix).map_err(|e| {
-        anyhow!("--from: {e:#}; give the directory `pack` wrote (or pass --os-version/--arch)")
-    })?;
+    let found =
+        set_in(from, &files, &base, &what, fix).map_err(|e| anyhow!("--from: {e:#}{advice}"))?;
     Ok((from.to_path_buf(), found.0, found.1))
 }
 
@@ -229,11 +232,24 @@ fn at_prefix(prefix: &Path, fix: &str) -> Result<LocalSet> {
         );
     }
     let files = dir_files(&dir)?;
-    if !files.iter().any(|a| a.name.starts_with(&format!("{base}."))) {
+    if !files
+        .iter()
+        .any(|a| a.name.starts_with(&format!("{base}.")))
+    {
+        // A part or the sums given for the prefix: say which prefix it has.
+        let own = assets::disk_base_of(base);
+        let hint = if base.starts_with(&format!("{own}.")) {
+            format!(
+                "; this is a file of the set {}: give that",
+                dir.join(&own).display()
+            )
+        } else {
+            format!("; expected {form}")
+        };
         bail!(
             "--from {shown}: {} holds no {base}.* file: looked for the parts {base}.tar.gz.aa, \
              .ab, … (or .tar.xz.*, .tar.zst.*, or one {base}.tar.gz, .tar.xz, .tar.zst) and \
-             {base}.sums; expected {form}",
+             {base}.sums{hint}",
             dir.display()
         );
     }

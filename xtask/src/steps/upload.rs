@@ -16,9 +16,9 @@ use super::decompress::local_set_of;
 use super::pack::{is_archive_name, MAX_PART};
 use super::Opts;
 use crate::fetch::http::{backoff, Http};
+use crate::github::assets::check_name;
 use crate::github::assets::{disk_base, sums_name, Arch, Os};
 use crate::github::release::{Asset, Release};
-use crate::github::assets::check_name;
 use crate::github::upload::{
     create_release, delete_asset, find_release, release_by_id, upload_asset, Sent, UploadUrl,
 };
@@ -456,7 +456,11 @@ fn member_on_disk(local: &Local, member: &str) -> Result<(PathBuf, String, Strin
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = local.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let file_name = local
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
     match file_name.strip_suffix(member).filter(|b| !b.is_empty()) {
         Some(file_base) => Ok((dir, file_base.to_string(), file_name.to_string())),
         None => bail!(
