@@ -430,9 +430,9 @@ After every run the default policy (3 releases, 20 GiB) is applied."
 Uploads FILES as assets of the release tagged --version in --repo, or of the release
 whose API id is --release-id (else $RELEASE_ID, as upstream's artifacts.sh; with
 --version too, the id's release must carry that tag). With --as NAME, the one FILE
-is uploaded as NAME (gh's FILE#LABEL sets a label, not a name: `#` is not used). An asset
-already there with the same size and digest is skipped, so re-running a cut upload
-completes it; a same-named asset with other content is an error unless --clobber.
+is uploaded as NAME (gh's FILE#LABEL sets a label, not a name: `#` is not used).
+An asset already there with the same size and digest is skipped, so re-running a cut
+upload completes it; a same-named asset with other content is an error unless --clobber.
 Without a release for the tag, --create makes one (a published pre-release; with
 --draft, a draft). The token comes from GH_TOKEN, else GITHUB_TOKEN, and needs
 `contents: write` on the repository."
