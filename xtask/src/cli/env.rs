@@ -1,6 +1,7 @@
 //! The environment, read once: defaults for the output directory, the API
-//! and the source, the token, the HTTP timeout, the proxy, and how progress
-//! is shown. A bad value is a usage error that names the variable.
+//! and the source, the token, upload's `RELEASE_ID`, the HTTP timeout, the
+//! proxy, and how progress is shown. A bad value is a usage error that
+//! names the variable.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,6 +49,35 @@ pub fn cache_root() -> Option<PathBuf> {
         return Some(xdg.join("vswarm-u"));
     }
     var("HOME").map(|home| home.join(".cache").join("vswarm-u"))
+}
+
+/// `RELEASE_ID` (upstream's `artifacts.sh` reads it): the release `upload`
+/// writes to; empty counts as unset, anything but a positive number is a
+/// usage error naming the variable.
+pub fn release_id() -> Result<Option<u64>> {
+    let Some(raw) = std::env::var_os("RELEASE_ID") else {
+        return Ok(None);
+    };
+    let s = raw.to_string_lossy();
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    parse_release_id(s).map(Some).ok_or_else(|| {
+        usage(format!(
+            "RELEASE_ID=`{}` is not a release id (the positive number GitHub gives a release); \
+             fix or unset it, or pass --release-id",
+            crate::util::text::clean(s, 40)
+        ))
+    })
+}
+
+/// A release id: decimal digits only, not 0.
+pub(super) fn parse_release_id(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|&n| n > 0)
 }
 
 /// `VSWARM_RESOURCES_SOURCE`, if set and not empty.

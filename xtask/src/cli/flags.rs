@@ -162,8 +162,8 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         long: "--from",
         short: None,
-        value: Some("DIR"),
-        help: "unpack the parts and sums found in DIR (a CI artifact, a copy), with no network",
+        value: Some("DIR|PREFIX"),
+        help: "unpack the parts and sums in DIR, or at PREFIX (DIR/disk-image.qcow2), no network",
         steps: &["decompress"],
     },
     Flag {
@@ -200,6 +200,20 @@ pub const FLAGS: &[Flag] = &[
         value: Some("FILE"),
         help: "also ship FILE as test-client-<arch> (an ELF of --arch)",
         steps: &["pack"],
+    },
+    Flag {
+        long: "--release-id",
+        short: None,
+        value: Some("ID"),
+        help: "the release by its numeric API id instead of --version (default: $RELEASE_ID)",
+        steps: &["upload"],
+    },
+    Flag {
+        long: "--as",
+        short: None,
+        value: Some("NAME"),
+        help: "upload the one FILE under the asset name NAME",
+        steps: &["upload"],
     },
     Flag {
         long: "--create",
@@ -277,6 +291,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("HTTPS_PROXY, NO_PROXY", "proxy settings"),
     ("VSWARM_RESOURCES_SOURCE", "default --source"),
     (
+        "RELEASE_ID",
+        "upload: the release's id, as upstream's artifacts.sh reads it (--release-id wins)",
+    ),
+    (
         "VSWARM_CACHE_DIR",
         "the download cache (default: $XDG_CACHE_HOME/vswarm-u, else ~/.cache/vswarm-u)",
     ),
@@ -352,7 +370,11 @@ Unpacks the downloaded disk image (merged archive, or the parts read in order) i
 `.sums`. Run `download` first.
 With --from DIR, unpacks the parts and sums already in DIR instead (what `pack` wrote,
 a CI artifact, another machine's copy): no network, no release needed. Parts are
-found by their names (disk-image-<os>-<arch>.qcow2.tar.<gz|xz|zst>[.aa, .ab, ...])."
+found by their names (disk-image-<os>-<arch>.qcow2.tar.<gz|xz|zst>[.aa, .ab, ...]),
+else DIR's one set of other names (a CI artifact's disk-image.qcow2.tar.gz.aa, ...).
+With --from PREFIX, as `artifacts.sh decompress-split PREFIX` takes it, unpacks
+PREFIX.tar.gz.aa, .ab, ... (or .tar.xz.*, .tar.zst.*, one PREFIX.tar.gz ...) checked
+against PREFIX.sums, whatever the prefix is named (disktmp/disk-image.qcow2)."
         }
         "convert" => {
             "\
@@ -405,9 +427,12 @@ After every run the default policy (3 releases, 20 GiB) is applied."
         }
         "upload" => {
             "\
-Uploads FILES as assets of the release tagged --version (required) in --repo. An asset
-already there with the same size and digest is skipped, so re-running a cut upload
-completes it; a same-named asset with other content is an error unless --clobber.
+Uploads FILES as assets of the release tagged --version in --repo, or of the release
+whose API id is --release-id (else $RELEASE_ID, as upstream's artifacts.sh; with
+--version too, the id's release must carry that tag). With --as NAME, the one FILE
+is uploaded as NAME (gh's FILE#LABEL sets a label, not a name: `#` is not used).
+An asset already there with the same size and digest is skipped, so re-running a cut
+upload completes it; a same-named asset with other content is an error unless --clobber.
 Without a release for the tag, --create makes one (a published pre-release; with
 --draft, a draft). The token comes from GH_TOKEN, else GITHUB_TOKEN, and needs
 `contents: write` on the repository."
@@ -467,7 +492,7 @@ pub fn resources_help(step: Option<&str>) -> String {
             let args = match step {
                 "convert" => " [INPUT [OUTPUT]]",
                 "pack" => " DISK",
-                "upload" => " --version TAG FILES...",
+                "upload" => " (--version TAG | --release-id ID) FILES... [--as NAME]",
                 "cache" => " list|path|prune",
                 _ => "",
             };

@@ -6,6 +6,7 @@
 mod env;
 pub mod flags;
 mod pack;
+mod upload;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -273,32 +274,7 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
         },
         "pack" => Step::Pack(pack::pack_args(&mut p)?),
         "cache" => Step::Cache(cache_cmd(&mut p)?),
-        "upload" => {
-            if version_given.is_none() || version == "latest" {
-                return Err(usage(
-                    "upload needs --version TAG: the tag of the release the files go to",
-                ));
-            }
-            let create = p.switch("--create")?;
-            let draft = p.switch("--draft")?;
-            if draft && !create {
-                return Err(usage("--draft only applies with --create"));
-            }
-            let clobber = p.switch("--clobber")?;
-            let mut files = Vec::new();
-            while let Some(f) = free_path(p.args, "upload")? {
-                files.push(f);
-            }
-            if files.is_empty() {
-                return Err(usage("upload needs the FILES to upload"));
-            }
-            Step::Upload(UploadArgs {
-                files,
-                create,
-                draft,
-                clobber,
-            })
-        }
+        "upload" => Step::Upload(upload::upload_args(&mut p, version_given)?),
         _ => unreachable!("checked against STEPS above"),
     };
     leftover(args.finish(), step.as_deref())?;

@@ -346,23 +346,33 @@ pub fn select_disk_and_sums(
     arch: Arch,
     fix: &str,
 ) -> Result<(Disk, Asset)> {
+    select_set(
+        release,
+        &disk_base(os, arch),
+        &format!(" for {os}/{arch}"),
+        fix,
+    )
+}
+
+/// [`select_disk_and_sums`] for the set of any `base` (`BASE.tar.gz.aa`…
+/// and `BASE.sums`: a CI artifact's un-renamed `disk-image.qcow2`); `what`
+/// ends the error that says which of the two is missing.
+pub fn select_set(release: &Release, base: &str, what: &str, fix: &str) -> Result<(Disk, Asset)> {
     for a in &release.assets {
         check_name(&a.name)?;
     }
-    let base = disk_base(os, arch);
-    let sums = usable(release)
-        .find(|a| a.name == sums_name(os, arch))
-        .cloned();
+    let sums_name = format!("{base}.sums");
+    let sums = usable(release).find(|a| a.name == sums_name).cloned();
     let label = format!("{}", Shown(&release.tag_name));
-    match (select_disk(release, &base, &label, fix)?, sums) {
+    match (select_disk(release, base, &label, fix)?, sums) {
         (Some(disk), Some(sums)) => Ok((disk, sums)),
         (disk, _) => bail!(
-            "{} holds no {} for {os}/{arch}",
+            "{} holds no {}{what}",
             Shown(&release.tag_name),
             if disk.is_none() {
                 format!("{base}.tar.gz.aa (or another form of the disk image)")
             } else {
-                sums_name(os, arch)
+                sums_name
             }
         ),
     }

@@ -1,7 +1,7 @@
 //! Writing to a repository's releases: find the release a tag names
-//! (drafts too, which only the list shows), create one, delete an asset,
-//! and upload a file as an asset to the uploads host its `upload_url`
-//! names. What GitHub's refusals mean is said here, per call.
+//! (drafts too, which only the list shows) or an id names, create one,
+//! delete an asset, and upload a file as an asset to the uploads host its
+//! `upload_url` names. What GitHub's refusals mean is said here, per call.
 
 use std::io::Read;
 
@@ -38,6 +38,35 @@ pub fn find_release(http: &Http, repo: &str, tag: &str) -> Result<Option<Release
         Ok(())
     })?;
     Ok(found)
+}
+
+/// The release whose API id is `id`, or None (404). Drafts answer too, to
+/// a token that may push (upstream's workflows name the release so, as
+/// `RELEASE_ID`). An answer for another id is refused.
+pub fn release_by_id(http: &Http, repo: &str, id: u64) -> Result<Option<Release>> {
+    let url = format!("{}/{id}", releases_url(http, repo));
+    let resp = http.api_get(&url)?;
+    if let Some(e) = api::api_refusal(&resp, &url, http) {
+        return Err(e);
+    }
+    if resp.status == 404 {
+        return Ok(None);
+    }
+    refused(&resp, &url, http, repo)?;
+    if resp.status != 200 {
+        return Err(api::unexpected(&resp, &url));
+    }
+    let r: Release = serde_json::from_str(&resp.body)
+        .with_context(|| format!("{} is not a release (unexpected JSON)", Shown(&url)))?;
+    if r.id != Some(id) {
+        bail!(
+            "{} answered with release id {} when asked for {id}; the server is not serving \
+             what was asked, refusing it",
+            Shown(&url),
+            r.id.map_or_else(|| "(none)".to_string(), |i| i.to_string())
+        );
+    }
+    Ok(Some(r))
 }
 
 /// Creates the release `tag` as a pre-release (as upstream's release

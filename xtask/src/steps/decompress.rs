@@ -1,20 +1,22 @@
 //! `cargo xtask resources decompress`: unpacks the downloaded disk image
 //! (the merged archive if `merge` made one, else the parts read in order,
 //! their digests checked) into the working directory, then installs it
-//! unless another set is installed. With `--from DIR`, unpacks parts found
-//! on disk instead, with no release and no network.
+//! unless another set is installed. With `--from DIR|PREFIX`, unpacks parts
+//! found on disk instead (a directory's set, or the set at a prefix as
+//! `artifacts.sh decompress-split` takes it), with no release and no network.
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use super::adopt::{self, Verdict};
 use super::guard::{
     self, entry, guard_names, load_manifest, other_set, refuse_pending, same_set_manifest,
 };
+use super::pack::is_archive_name;
 use super::plan::{
     disk_readers, disk_sources, expected_sha, open_work, plan_offline, report_unpacked,
     sha_from_sums, unpack_disk, wanted, Pick, Plan,
@@ -154,13 +156,15 @@ fn adopt_image(opts: &Opts, plan: &Plan, m: Option<&Manifest>) -> Result<bool> {
     }
 }
 
-/// `decompress --from DIR`: the parts and sums in `dir` (what `pack` wrote,
-/// a CI artifact) unpacked into `<output>/disk-image.qcow2` and checked
-/// against the sums. No release is involved, so an installed set is left
-/// alone unless `--force`, and then only its disk image is replaced.
-pub fn run_from(opts: &Opts, dir: &Path) -> Result<()> {
+/// `decompress --from DIR|PREFIX`: the parts and sums in a directory (what
+/// `pack` wrote, a CI artifact) or at a prefix (`DIR/disk-image.qcow2` for
+/// `DIR/disk-image.qcow2.tar.gz.aa`…, as `artifacts.sh decompress-split`
+/// takes it) unpacked into `<output>/disk-image.qcow2` and checked against
+/// the sums. No release is involved, so an installed set is left alone
+/// unless `--force`, and then only its disk image is replaced.
+pub fn run_from(opts: &Opts, from: &Path) -> Result<()> {
     let existed = crate::install::layout::downloads_root(&opts.output).exists();
-    let r = from_dir(opts, dir);
+    let r = from_set(opts, from);
     if !existed {
         // The working directory served only as the lock.
         let _ = fs::remove_dir(crate::install::layout::downloads_root(&opts.output));
@@ -168,13 +172,121 @@ pub fn run_from(opts: &Opts, dir: &Path) -> Result<()> {
     r
 }
 
-fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
+/// A set found on disk: its directory, its disk archive, its sums.
+type LocalSet = (PathBuf, assets::Disk, Asset);
+
+/// The set `--from` names: a directory's os/arch set (or its one
+/// un-renamed set), else the set at a prefix.
+fn find_from(opts: &Opts, from: &Path) -> Result<LocalSet> {
     let fix = "copy the missing part into that directory";
-    let (disk, sums) = local_set(dir, opts.os, opts.arch, fix).map_err(|e| {
-        anyhow::anyhow!(
-            "--from: {e:#}; give the directory `pack` wrote (or pass --os-version/--arch)"
+    if !fs::metadata(from).is_ok_and(|m| m.is_dir()) {
+        return at_prefix(from, fix);
+    }
+    let files = dir_files(from)?;
+    let mut base = assets::disk_base(opts.os, opts.arch);
+    let mut what = format!(" for {}/{}", opts.os, opts.arch);
+    let mut advice = "; give the directory `pack` wrote (or pass --os-version/--arch)";
+    if !files.iter().any(|a| a.name.starts_with(&base)) {
+        let others = unrenamed_bases(&files);
+        match others.as_slice() {
+            [one] => {
+                (base, what) = (one.clone(), String::new());
+                advice = "";
+            }
+            [] => {}
+            many => bail!(
+                "--from: {} holds no set for {}/{} but {} others ({}); name one by its \
+                 prefix: --from {}",
+                from.display(),
+                opts.os,
+                opts.arch,
+                many.len(),
+                many.join(", "),
+                from.join(&many[0]).display()
+            ),
+        }
+    }
+    let found =
+        set_in(from, &files, &base, &what, fix).map_err(|e| anyhow!("--from: {e:#}{advice}"))?;
+    Ok((from.to_path_buf(), found.0, found.1))
+}
+
+/// The set at `prefix`: `PREFIX.tar.gz.aa`… (or another form) and
+/// `PREFIX.sums` in the prefix's directory, whatever the prefix is named.
+fn at_prefix(prefix: &Path, fix: &str) -> Result<LocalSet> {
+    let shown = prefix.display();
+    let form = "a directory, or the prefix of a set's files (DIR/disk-image.qcow2 for \
+                DIR/disk-image.qcow2.tar.gz.aa, … and DIR/disk-image.qcow2.sums)";
+    let base = prefix.file_name().and_then(|n| n.to_str());
+    let Some(base) = base.filter(|b| assets::check_name(b).is_ok()) else {
+        bail!("--from {shown}: expected {form}");
+    };
+    let dir = match prefix.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        bail!(
+            "--from {shown}: {} is not a directory; expected {form}",
+            dir.display()
+        );
+    }
+    let files = dir_files(&dir)?;
+    if !files
+        .iter()
+        .any(|a| a.name.starts_with(&format!("{base}.")))
+    {
+        // A part or the sums given for the prefix: say which prefix it has.
+        let own = assets::disk_base_of(base);
+        let hint = if base.starts_with(&format!("{own}.")) {
+            format!(
+                "; this is a file of the set {}: give that",
+                dir.join(&own).display()
+            )
+        } else {
+            format!("; expected {form}")
+        };
+        bail!(
+            "--from {shown}: {} holds no {base}.* file: looked for the parts {base}.tar.gz.aa, \
+             .ab, … (or .tar.xz.*, .tar.zst.*, or one {base}.tar.gz, .tar.xz, .tar.zst) and \
+             {base}.sums{hint}",
+            dir.display()
+        );
+    }
+    let (disk, sums) = set_in(&dir, &files, base, "", fix).map_err(|e| {
+        anyhow!(
+            "--from {shown}: {e:#}; a set is the parts and {base}.sums, as `pack` and \
+             `artifacts.sh compress-split` write them"
         )
     })?;
+    Ok((dir, disk, sums))
+}
+
+/// The bases of the sets in a listing whose names carry no os/arch (a CI
+/// artifact's `disk-image.qcow2.sums`, `disk-image.qcow2.tar.gz.aa`…),
+/// sorted.
+fn unrenamed_bases(files: &[Asset]) -> Vec<String> {
+    let named: Vec<String> = assets::Os::ALL
+        .into_iter()
+        .flat_map(|o| assets::Arch::ALL.map(|a| assets::disk_base(o, a)))
+        .collect();
+    let mut bases: Vec<String> = files
+        .iter()
+        .filter_map(|a| {
+            let base = assets::disk_base_of(&a.name);
+            let of_set = a.name.strip_suffix(".sums") == Some(base.as_str())
+                || is_archive_name(&a.name, &base);
+            (of_set && base.ends_with(".qcow2") && !named.contains(&base)).then_some(base)
+        })
+        .collect();
+    bases.sort();
+    bases.dedup();
+    bases
+}
+
+fn from_set(opts: &Opts, from: &Path) -> Result<()> {
+    let (dir, disk, sums) = find_from(opts, from)?;
+    let dir = dir.as_path();
     let (parts, _, archive) = disk;
     let _lock = open_work(opts)?;
     let sums_path = dir.join(&sums.name);
@@ -257,16 +369,41 @@ fn from_dir(opts: &Opts, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The disk parts and sums of the os/arch set in `dir` (what `pack`
-/// wrote there); a part missing from the sequence is an error that says
-/// `fix`, and so is a set without its sums.
-pub(super) fn local_set(
+/// The disk parts and sums of the set `base` in `dir` (what `pack` wrote
+/// there, or a CI artifact's `disk-image.qcow2.*`); a part missing from the
+/// sequence is an error that says `fix`, and so is a set without its sums.
+pub(super) fn local_set_of(dir: &Path, base: &str, fix: &str) -> Result<(assets::Disk, Asset)> {
+    set_in(dir, &dir_files(dir)?, base, "", fix)
+}
+
+/// The set of `base` among `files`, listed from `dir`.
+fn set_in(
     dir: &Path,
-    os: assets::Os,
-    arch: assets::Arch,
+    files: &[Asset],
+    base: &str,
+    what: &str,
     fix: &str,
 ) -> Result<(assets::Disk, Asset)> {
-    let base = assets::disk_base(os, arch);
+    let release = Release {
+        id: None,
+        upload_url: None,
+        tag_name: dir.display().to_string(),
+        name: None,
+        draft: false,
+        prerelease: false,
+        published_at: None,
+        assets: files
+            .iter()
+            .filter(|a| a.name.starts_with(base))
+            .cloned()
+            .collect(),
+    };
+    assets::select_set(&release, base, what, fix)
+}
+
+/// The regular files in `dir` whose names could be assets, as assets.
+/// Other entries (notes, odd names, links to nowhere) are no part of a set.
+fn dir_files(dir: &Path) -> Result<Vec<Asset>> {
     let mut found = Vec::new();
     let listing = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for e in listing {
@@ -274,8 +411,7 @@ pub(super) fn local_set(
         let Ok(name) = e.file_name().into_string() else {
             continue;
         };
-        // Other files (notes, backups, odd names) are no part of the set.
-        if !name.starts_with(&base) || assets::check_name(&name).is_err() {
+        if assets::check_name(&name).is_err() {
             continue;
         }
         let Ok(meta) = fs::metadata(e.path()) else {
@@ -292,15 +428,5 @@ pub(super) fn local_set(
             });
         }
     }
-    let release = Release {
-        id: None,
-        upload_url: None,
-        tag_name: dir.display().to_string(),
-        name: None,
-        draft: false,
-        prerelease: false,
-        published_at: None,
-        assets: found,
-    };
-    assets::select_disk_and_sums(&release, os, arch, fix)
+    Ok(found)
 }

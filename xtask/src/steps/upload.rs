@@ -1,8 +1,10 @@
-//! `cargo xtask resources upload --version TAG FILES…`: files made release
-//! assets through the REST API, as upstream's `upload_assets.py` and
-//! `artifacts.sh upload-files-in-dir` did. Re-running a cut upload
-//! completes it: what is already there with the same content is skipped,
-//! and what a failed upload left behind is removed first.
+//! `cargo xtask resources upload (--version TAG | --release-id ID) FILES…`:
+//! files made release assets through the REST API, as upstream's
+//! `upload_assets.py` and `artifacts.sh upload [FILE NAME]`,
+//! `upload-files-in-dir` did (the release by tag or by id, one file under
+//! another name with `--as`). Re-running a cut upload completes it: what is
+//! already there with the same content is skipped, and what a failed
+//! upload left behind is removed first.
 
 use std::collections::hash_map::{Entry, HashMap};
 use std::fs::File;
@@ -10,14 +12,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::decompress::local_set;
+use super::decompress::local_set_of;
 use super::pack::{is_archive_name, MAX_PART};
 use super::Opts;
 use crate::fetch::http::{backoff, Http};
+use crate::github::assets::check_name;
 use crate::github::assets::{disk_base, sums_name, Arch, Os};
 use crate::github::release::{Asset, Release};
 use crate::github::upload::{
-    create_release, delete_asset, find_release, upload_asset, Sent, UploadUrl,
+    create_release, delete_asset, find_release, release_by_id, upload_asset, Sent, UploadUrl,
 };
 use crate::util::fmt::{hex, human_bytes};
 use crate::util::fs as fsutil;
@@ -29,10 +32,27 @@ use crate::util::text::Shown;
 /// clean up.
 const TRIES: u32 = 3;
 
+/// The release the files go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `--version TAG`.
+    Tag(String),
+    /// `--release-id ID`, or `RELEASE_ID` (`from` says which, for messages);
+    /// `tag`: `--version` as well, which must be that release's tag.
+    Id {
+        id: u64,
+        from: &'static str,
+        tag: Option<String>,
+    },
+}
+
 /// The arguments of `cargo xtask resources upload`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadArgs {
     pub files: Vec<PathBuf>,
+    /// `--as NAME`: the asset name of the one file.
+    pub name: Option<String>,
+    pub target: Target,
     pub create: bool,
     pub draft: bool,
     pub clobber: bool,
@@ -47,7 +67,7 @@ struct Local {
 }
 
 pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
-    let (repo, tag) = (&opts.repo, &opts.version);
+    let repo = &opts.repo;
     if opts.token.is_none() {
         bail!(
             "upload needs a token: set GH_TOKEN (or GITHUB_TOKEN) to one that may write \
@@ -56,7 +76,7 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
     }
     let mut locals = Vec::with_capacity(args.files.len());
     for path in &args.files {
-        let local = local_file(path)?;
+        let local = local_file(path, args.name.as_deref())?;
         if locals.iter().any(|l: &Local| l.name == local.name) {
             bail!(
                 "two FILES are named {}: a release holds one asset of a name",
@@ -68,25 +88,8 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
     check_disk_sets(&locals)?;
 
     let mut http = Http::new(&opts.http(1));
-    let mut release = match find_release(&http, repo, tag)? {
-        Some(r) => r,
-        None if args.create => {
-            let r = create_release(&http, repo, tag, args.draft)?;
-            eprintln!(
-                "created release {tag} in {repo} ({})",
-                if args.draft {
-                    "a draft: publish it on GitHub when it is complete"
-                } else {
-                    "a pre-release"
-                }
-            );
-            r
-        }
-        None => bail!(
-            "{repo} has no release tagged {tag}; pass --create to make one (a pre-release), \
-             or check --version"
-        ),
-    };
+    let mut release = find_target(&http, repo, &args)?;
+    let tag = Shown(&release.tag_name).to_string();
     let upload_url = release
         .upload_url
         .as_deref()
@@ -125,6 +128,59 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
     Ok(())
 }
 
+/// The release `args` names: by tag (created with `--create` if missing),
+/// or by id (whose tag must be `--version`'s if that is given too).
+fn find_target(http: &Http, repo: &str, args: &UploadArgs) -> Result<Release> {
+    let (id, from, tag) = match &args.target {
+        Target::Id { id, from, tag } => (*id, *from, tag),
+        Target::Tag(tag) => {
+            return match find_release(http, repo, tag)? {
+                Some(r) => Ok(r),
+                None if args.create => {
+                    let r = create_release(http, repo, tag, args.draft)?;
+                    eprintln!(
+                        "created release {tag} in {repo} ({})",
+                        if args.draft {
+                            "a draft: publish it on GitHub when it is complete"
+                        } else {
+                            "a pre-release"
+                        }
+                    );
+                    Ok(r)
+                }
+                None => bail!(
+                    "{repo} has no release tagged {tag}; pass --create to make one (a \
+                     pre-release), or check --version"
+                ),
+            };
+        }
+    };
+    let Some(r) = release_by_id(http, repo, id)? else {
+        bail!(
+            "{repo} has no release with id {id} (the API answered 404); check {from}: it must \
+             be the `id` of a release of {repo} (what softprops/action-gh-release outputs as \
+             `id`), and the token must be one that sees the repository"
+        );
+    };
+    if let Some(tag) = tag.as_deref().filter(|t| *t != r.tag_name) {
+        bail!(
+            "{from} {id} is release {} of {repo}, not --version {tag}; give the id and the tag \
+             of one release, or only one of them. Nothing was uploaded",
+            Shown(&r.tag_name)
+        );
+    }
+    Ok(r)
+}
+
+/// The release looked at again (what did a failed try leave?): by id where
+/// the API gave one, else by tag.
+fn look_again(http: &Http, repo: &str, release: &Release) -> Result<Option<Release>> {
+    match release.id {
+        Some(id) => release_by_id(http, repo, id),
+        None => find_release(http, repo, &release.tag_name),
+    }
+}
+
 /// Uploads `local` unless the release holds it already; true if it sent it.
 /// Only `upload_url`, vetted when the run began, is ever sent to.
 fn upload_one(
@@ -141,7 +197,7 @@ fn upload_one(
         if attempt > 1 {
             std::thread::sleep(backoff(attempt - 1));
             // What did the failed try leave? Look again.
-            *release = find_release(http, &opts.repo, &release.tag_name)?.ok_or_else(|| {
+            *release = look_again(http, &opts.repo, release)?.ok_or_else(|| {
                 anyhow!(
                     "release {} disappeared during the upload",
                     Shown(&release.tag_name)
@@ -301,7 +357,7 @@ fn changed_while_sent(
     let kept = match outcome {
         Ok(Sent::Done(asset)) => Ok(Some(asset)),
         // A cut connection or a 5xx: GitHub may hold something under the name.
-        Ok(Sent::Retry(_)) => find_release(http, repo, &release.tag_name)
+        Ok(Sent::Retry(_)) => look_again(http, repo, release)
             .map(|r| r.and_then(|r| r.assets.into_iter().find(|a| a.name == local.name))),
         // Refused: nothing of this send was kept.
         Err(_) => Ok(None),
@@ -359,25 +415,27 @@ fn same_content(there: &Asset, local: &mut Local) -> Result<Result<(), String>> 
 /// A disk-image part or sums file is uploaded only from a whole set: the
 /// sums beside it and the parts `aa`, `ab`, … with no gap, as `pack` leaves
 /// them when it has finished. A `pack` killed while it renames leaves parts
-/// without their sums; `upload DIR/*` must not publish those.
+/// without their sums; `upload DIR/*` must not publish those. The check is
+/// by asset name: a file sent `--as` a set's member must be that same
+/// member (same suffix) of a whole set on disk, whatever that set's prefix
+/// (a CI artifact's `disk-image.qcow2.tar.gz.ab --as
+/// disk-image-focal-amd64.qcow2.tar.gz.ab`).
 fn check_disk_sets(locals: &[Local]) -> Result<()> {
-    // (directory, os, arch) → the part names of its set, each looked at once
-    let mut sets: HashMap<(PathBuf, Os, Arch), Vec<String>> = HashMap::new();
+    // (directory, the set's prefix on disk) → its part names, listed once
+    let mut sets: HashMap<(PathBuf, String), Vec<String>> = HashMap::new();
     for local in locals {
         for (os, arch) in Os::ALL.into_iter().flat_map(|o| Arch::ALL.map(|a| (o, a))) {
+            let base = disk_base(os, arch);
             let is_sums = local.name == sums_name(os, arch);
-            if !is_sums && !is_archive_name(&local.name, &disk_base(os, arch)) {
+            if !is_sums && !is_archive_name(&local.name, &base) {
                 continue;
             }
-            let dir = match local.path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let parts = match sets.entry((dir.clone(), os, arch)) {
+            let (dir, file_base, file_name) = member_on_disk(local, &local.name[base.len()..])?;
+            let parts = match sets.entry((dir.clone(), file_base.clone())) {
                 Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => e.insert(whole_set(&dir, os, arch, &local.path)?),
+                Entry::Vacant(e) => e.insert(whole_set(&dir, &file_base, &local.path)?),
             };
-            if !is_sums && !parts.contains(&local.name) {
+            if !is_sums && !parts.contains(&file_name) {
                 bail!(
                     "{} is not part of the disk-image set in {} ({}…); upload one set at a time, \
                      as `pack` wrote it",
@@ -391,9 +449,33 @@ fn check_disk_sets(locals: &[Local]) -> Result<()> {
     Ok(())
 }
 
-/// The part names of the os/arch set in `dir`, if it is whole; `file` is
+/// The directory, set prefix and file name of the file sent as a set's
+/// `member` (`.sums`, `.tar.gz.ab`): its own name must end with `member`.
+fn member_on_disk(local: &Local, member: &str) -> Result<(PathBuf, String, String)> {
+    let dir = match local.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = local
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    match file_name.strip_suffix(member).filter(|b| !b.is_empty()) {
+        Some(file_base) => Ok((dir, file_base.to_string(), file_name.to_string())),
+        None => bail!(
+            "{}: sent as {}, it must be the {member} file of a whole disk-image set on disk \
+             (PREFIX{member}, beside PREFIX.sums and its other parts), and its name does not end \
+             with {member}; nothing was uploaded",
+            local.path.display(),
+            local.name
+        ),
+    }
+}
+
+/// The part names of the set `base` in `dir`, if it is whole; `file` is
 /// the file given that belongs to it.
-fn whole_set(dir: &Path, os: Os, arch: Arch, file: &Path) -> Result<Vec<String>> {
+fn whole_set(dir: &Path, base: &str, file: &Path) -> Result<Vec<String>> {
     let incomplete = |why: String| {
         anyhow!(
             "{}: the disk-image set beside it is incomplete ({why}); nothing was uploaded: a \
@@ -403,41 +485,67 @@ fn whole_set(dir: &Path, os: Os, arch: Arch, file: &Path) -> Result<Vec<String>>
         )
     };
     // Named first: what a killed `pack` leaves lacks the sums.
-    let sums = sums_name(os, arch);
+    let sums = format!("{base}.sums");
     if !fsutil::is_regular(&dir.join(&sums)) {
         return Err(incomplete(format!("no {sums} beside it")));
     }
-    let ((parts, _, _), _) = local_set(dir, os, arch, "the set is not whole")
+    let ((parts, _, _), _) = local_set_of(dir, base, "the set is not whole")
         .map_err(|e| incomplete(format!("{e:#}")))?;
     Ok(parts.into_iter().map(|p| p.name).collect())
 }
 
-/// A file given on the command line, checked before anything is sent.
-fn local_file(path: &Path) -> Result<Local> {
+/// Why GitHub would not keep `name` as given, or None: it renames names
+/// outside letters, digits and `. _ - +` (and a renamed asset is not found
+/// again on the next run), and this tool's downloader refuses a release
+/// listing a name that could not be a file name.
+pub fn asset_name_fault(name: &str) -> Option<String> {
+    let kept = !name.starts_with('.')
+        && !name.ends_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
+    if !kept {
+        return Some(format!(
+            "GitHub would rename an asset named {}: use letters, digits and . _ - +, not \
+             starting or ending with a dot",
+            Shown(name)
+        ));
+    }
+    check_name(name).err().map(|_| {
+        format!(
+            "an asset named {} (with `..`, or longer than 255 bytes) would make the release \
+             unreadable to downloaders",
+            Shown(name)
+        )
+    })
+}
+
+/// A file given on the command line, checked before anything is sent;
+/// `as_name`: the asset name `--as` gives it (checked when parsed).
+fn local_file(path: &Path, as_name: Option<&str>) -> Result<Local> {
     let f: File =
         fsutil::open_input(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = f
         .metadata()
         .with_context(|| format!("cannot read {}", path.display()))?
         .len();
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| anyhow!("{}: the file name is not UTF-8", path.display()))?
-        .to_string();
-    // GitHub renames other names (spaces, leading dots, other characters), and
-    // a renamed asset is not found again on the next run.
-    let ok = !name.starts_with('.')
-        && !name.ends_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
-    if !ok {
+    let name = match as_name {
+        Some(n) => n.to_string(),
+        None => path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: the file name is not UTF-8; pass --as NAME",
+                    path.display()
+                )
+            })?
+            .to_string(),
+    };
+    if let Some(fault) = asset_name_fault(&name) {
         bail!(
-            "{}: GitHub would rename an asset named {}; rename the file to letters, digits \
-             and . _ - + first",
-            path.display(),
-            Shown(&name)
+            "{}: {fault}; rename the file first, or pass --as NAME",
+            path.display()
         );
     }
     if size == 0 {

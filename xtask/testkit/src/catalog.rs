@@ -92,6 +92,19 @@ impl Catalog {
         json
     }
 
+    /// Publishes the draft `tag`; whether there was one.
+    pub(crate) fn publish(&mut self, tag: &str) -> bool {
+        let urls = self.urls.clone();
+        let Some(r) = self.releases.iter_mut().find(|r| r.tag == tag && r.draft) else {
+            return false;
+        };
+        r.draft = false;
+        if !r.json_fixed {
+            r.json = render(&urls, r);
+        }
+        true
+    }
+
     /// Adds an asset to release `id`; its JSON.
     pub(crate) fn add_asset(
         &mut self,

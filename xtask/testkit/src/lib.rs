@@ -29,13 +29,15 @@ pub use spec::*;
 
 /// Environment that would change what a child run against the loopback
 /// server does: proxies (curl and ureq would send 127.0.0.1 traffic to
-/// them), tokens, defaults for the output, API and source, and the places
-/// the download cache would go (so a child uses no cache, and never the
-/// user's, unless the caller names one with `VSWARM_CACHE_DIR`). Tests and
+/// them), tokens, upload's `RELEASE_ID`, defaults for the output, API and
+/// source, and the places the download cache would go (so a child uses no
+/// cache, and never the user's, unless the caller names one with
+/// `VSWARM_CACHE_DIR`). Tests and
 /// the benchmark remove these from every child they start.
 pub const SCRUB_ENV: &[&str] = &[
     "GITHUB_TOKEN",
     "GH_TOKEN",
+    "RELEASE_ID",
     "RESOURCES",
     "GITHUB_API_URL",
     "HTTPS_PROXY",

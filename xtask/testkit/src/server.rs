@@ -132,6 +132,12 @@ impl Server {
         lock(&self.shared.catalog).by_tag(tag).map(|r| r.draft)
     }
 
+    /// Publishes the draft `tag` (as its owner would on GitHub); whether
+    /// there was one.
+    pub fn publish(&self, tag: &str) -> bool {
+        self.shared.edit_catalog(|c| c.publish(tag))
+    }
+
     /// Whether storage got its own address (127.0.0.2) rather than the fallback.
     pub fn asset_host_is_distinct(&self) -> bool {
         self.asset_addr.ip() != self.api_addr.ip()
