@@ -110,7 +110,9 @@ impl Cache {
         let entries = self.list();
         let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
         let mut removed = Vec::new();
-        for (i, e) in entries.into_iter().enumerate() {
+        // Least recently used first: those beyond `keep`, then any while
+        // the whole is over `max_bytes`.
+        for (i, e) in entries.into_iter().enumerate().rev() {
             if i < keep && total <= max_bytes || except.is_some_and(|x| x == e.dir) {
                 continue;
             }
