@@ -60,10 +60,9 @@ pub(super) fn resolve(opts: &Opts, http: &Http, cache: Option<&Cache>) -> Result
         return source.resolve(http, &opts.repo, &opts.version);
     };
     let site = site(opts);
-    let repo_dir = cache.repo_dir(&site, &opts.repo);
     let (tag, note) = match opts.version.as_str() {
         "latest" if opts.offline => {
-            let tag = cache::newest_tag(&repo_dir).ok_or_else(|| {
+            let tag = cache.newest_tag(&site, &opts.repo).ok_or_else(|| {
                 anyhow!(
                     "--offline: the cache {} holds no release of {}; run once without --offline",
                     cache.root().display(),
