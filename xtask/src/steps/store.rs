@@ -13,9 +13,11 @@ use super::Opts;
 use crate::fetch::http::Http;
 use crate::github::cache::{self, Cache, Entry, KEEP_BYTES, KEEP_ENTRIES};
 use crate::github::release::{parse_release, Resolved};
+use crate::github::source::RELEASE_JSON;
 use crate::util::fmt::human_bytes;
 use crate::util::fs as fsutil;
 use crate::util::lock::{Kind, Lock};
+use crate::util::text::clean;
 
 /// The cache a run may use: None with `--no-cache`, or (with one line
 /// saying why) when it cannot be used; `--offline` then fails instead.
@@ -36,7 +38,7 @@ pub(super) fn open_cache(opts: &Opts) -> Result<Option<Cache>> {
         Err(e) => {
             eprintln!(
                 "note: not using the download cache: {}",
-                crate::util::text::clean(&format!("{e:#}"), 300)
+                clean(&format!("{e:#}"), 300)
             );
             Ok(None)
         }
@@ -78,10 +80,20 @@ pub(super) fn resolve(opts: &Opts, http: &Http, cache: Option<&Cache>) -> Result
     if let Some(tag) = tag.as_ref().filter(|_| !opts.force) {
         let entry = cache.entry(&site, &opts.repo, tag)?;
         if let Some(json) = entry.release_json() {
-            let origin = entry.dir.join("release.json").display().to_string();
-            return parse_release(json, &origin, note, Some(tag));
-        }
-        if opts.offline {
+            let origin = entry.dir.join(RELEASE_JSON).display().to_string();
+            // The cache's own copy is trusted, unless it is no longer a
+            // release of that tag: then it is fetched again.
+            match parse_release(json, &origin, note, Some(tag)) {
+                Ok(r) => return Ok(r),
+                Err(e) if opts.offline => {
+                    return Err(e.context(format!(
+                        "--offline: the cache's copy of release {tag} is damaged; run once \
+                         without --offline to fetch it again"
+                    )))
+                }
+                Err(e) => eprintln!("note: {}; fetching it again", clean(&format!("{e:#}"), 300)),
+            }
+        } else if opts.offline {
             bail!(
                 "--offline: release {tag} of {} is not in the cache {}; run once without --offline",
                 opts.repo,
