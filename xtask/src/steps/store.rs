@@ -12,7 +12,9 @@ use anyhow::{anyhow, bail, Result};
 use super::Opts;
 use crate::fetch::http::Http;
 use crate::github::cache::{self, Cache, Entry, KEEP_BYTES, KEEP_ENTRIES};
-use crate::github::release::{parse_release, Resolved};
+use crate::fetch;
+use crate::github::assets::Selection;
+use crate::github::release::{parse_release, Asset, Resolved};
 use crate::github::source::RELEASE_JSON;
 use crate::util::fmt::human_bytes;
 use crate::util::fs as fsutil;
@@ -104,6 +106,20 @@ pub(super) fn resolve(opts: &Opts, http: &Http, cache: Option<&Cache>) -> Result
     source.resolve(http, &opts.repo, &opts.version)
 }
 
+/// The assets of `sel` not ready in the entry `dir` (see
+/// `fetch::is_fetched`). The kernel, client and sums are small, and hashed
+/// now, so that a damaged one is replaced before any step reads it; the
+/// disk parts are checked as the unpacker reads them, and fetched again.
+fn unready<'a>(dir: &Path, sel: &'a Selection) -> Vec<&'a Asset> {
+    let small = [&sel.kernel.name, &sel.client.name, &sel.sums.name];
+    sel.all()
+        .filter(|a| {
+            let sha = a.sha256().ok().flatten();
+            !fetch::is_fetched(&dir.join(&a.name), a.size, sha, small.contains(&&a.name))
+        })
+        .collect()
+}
+
 /// Where a plan's assets are read from and downloaded to.
 pub struct Store {
     pub dir: PathBuf,
@@ -122,29 +138,31 @@ impl Store {
         }
     }
 
-    /// The cache entry of `tag`, locked: shared when every asset of
-    /// `names` is already there, else exclusive to fill it. When the cache's
-    /// file system lacks room for what is missing, the working directory.
-    /// The release JSON is stored with the entry (the plan is valid).
+    /// The cache entry of `tag`, locked: shared when every asset of `sel`
+    /// is ready there, else exclusive to fill it (a damaged kernel, client
+    /// or sums file is deleted first). When the cache's file system lacks
+    /// room for what is missing, the working directory. The release JSON is
+    /// stored with the entry (the plan is valid).
     pub(super) fn cached(
         opts: &Opts,
         cache: Cache,
         release_json: &str,
         tag: &str,
-        assets: &[(&str, u64)],
+        sel: &Selection,
         work: &Path,
     ) -> Result<Store> {
         let entry = cache.entry(&site(opts), &opts.repo, tag)?;
-        let complete = |dir: &Path| assets.iter().all(|(n, _)| fsutil::is_regular(&dir.join(n)));
         let mut lock = entry.lock(Kind::Shared, opts.wait)?;
-        if !complete(&entry.dir) {
+        if !unready(&entry.dir, sel).is_empty() {
             drop(lock);
             lock = entry.lock(Kind::Exclusive, opts.wait)?;
-            let missing: u64 = assets
-                .iter()
-                .filter(|(n, _)| !fsutil::is_regular(&entry.dir.join(n)))
-                .map(|(_, size)| size)
-                .sum();
+            let unready = unready(&entry.dir, sel);
+            for a in [&sel.kernel, &sel.client, &sel.sums] {
+                if unready.iter().any(|u| u.name == a.name) {
+                    fetch::forget(&entry.dir.join(&a.name));
+                }
+            }
+            let missing: u64 = unready.iter().map(|a| a.size).sum();
             let free = fsutil::available_space(&entry.dir).unwrap_or(0);
             if free < missing && !opts.offline {
                 eprintln!(
@@ -153,12 +171,14 @@ impl Store {
                     human_bytes(missing),
                     human_bytes(free)
                 );
+                lock.remove();
                 return Ok(Store::work(work));
             }
         }
         if entry.release_json().as_deref() != Some(release_json) {
             if let Err(e) = entry.store_release_json(release_json) {
                 eprintln!("note: not using the download cache: {e:#}");
+                lock.remove();
                 return Ok(Store::work(work));
             }
         }
