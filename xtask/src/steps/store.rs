@@ -210,11 +210,16 @@ impl Store {
         Ok(())
     }
 
-    /// After a successful run: the entry was used now, and the cache is
-    /// trimmed to the default policy (never this entry). Problems are notes.
-    pub(super) fn finish(self) {
-        let Store { entry, lock, .. } = self;
-        let Some((cache, entry)) = entry else {
+    /// After a run: the entry was used now, and the cache is trimmed to the
+    /// default policy (never this entry). Problems are notes. Dropping the
+    /// store does the same, so that every step that used the cache keeps it
+    /// bounded.
+    pub(super) fn finish(mut self) {
+        self.wrap_up();
+    }
+
+    fn wrap_up(&mut self) {
+        let Some((cache, entry)) = self.entry.take() else {
             return;
         };
         if let Err(e) = entry.mark_used() {
@@ -223,7 +228,7 @@ impl Store {
                 entry.dir.display()
             );
         }
-        drop(lock);
+        self.lock = None;
         match cache.prune(KEEP_ENTRIES, KEEP_BYTES, Some(&entry.dir)) {
             Ok(removed) => {
                 for e in removed {
@@ -237,5 +242,11 @@ impl Store {
             }
             Err(e) => eprintln!("note: cannot trim the cache: {e:#}"),
         }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.wrap_up();
     }
 }
