@@ -62,6 +62,13 @@ impl Cache {
         })
     }
 
+    /// The cache at `root` as it is, to read (`cache list`).
+    pub fn at(root: &Path) -> Cache {
+        Cache {
+            root: root.to_path_buf(),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
