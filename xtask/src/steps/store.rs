@@ -18,7 +18,7 @@ use crate::github::release::{parse_release, Asset, Resolved};
 use crate::github::source::RELEASE_JSON;
 use crate::util::fmt::human_bytes;
 use crate::util::fs as fsutil;
-use crate::util::lock::{Kind, Lock};
+use crate::util::lock::{Busy, Kind, Lock};
 use crate::util::text::clean;
 
 /// The cache a run may use: None with `--no-cache`, or (with one line
@@ -106,6 +106,24 @@ pub(super) fn resolve(opts: &Opts, http: &Http, cache: Option<&Cache>) -> Result
     source.resolve(http, &opts.repo, &opts.version)
 }
 
+/// The entry locked, or None (said in one line) when the cache cannot hold
+/// it (its file system full, say): the run goes on without the cache.
+/// Another run holding it with `--no-wait`, and anything with `--offline`,
+/// is an error.
+fn lock_or_skip(opts: &Opts, entry: &Entry, kind: Kind) -> Result<Option<Lock>> {
+    match entry.lock(kind, opts.wait) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e) if opts.offline || e.is::<Busy>() => Err(e),
+        Err(e) => {
+            eprintln!(
+                "note: not using the download cache: {}",
+                clean(&format!("{e:#}"), 300)
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// The assets of `sel` not ready in the entry `dir` (see
 /// `fetch::is_fetched`). The kernel, client and sums are small, and hashed
 /// now, so that a damaged one is replaced before any step reads it; the
@@ -152,10 +170,15 @@ impl Store {
         work: &Path,
     ) -> Result<Store> {
         let entry = cache.entry(&site(opts), &opts.repo, tag)?;
-        let mut lock = entry.lock(Kind::Shared, opts.wait)?;
+        let Some(mut lock) = lock_or_skip(opts, &entry, Kind::Shared)? else {
+            return Ok(Store::work(work));
+        };
         if !unready(&entry.dir, sel).is_empty() {
             drop(lock);
-            lock = entry.lock(Kind::Exclusive, opts.wait)?;
+            let Some(l) = lock_or_skip(opts, &entry, Kind::Exclusive)? else {
+                return Ok(Store::work(work));
+            };
+            lock = l;
             let unready = unready(&entry.dir, sel);
             for a in [&sel.kernel, &sel.client, &sel.sums] {
                 if unready.iter().any(|u| u.name == a.name) {
