@@ -185,7 +185,13 @@ impl Entry {
 
     pub fn store_release_json(&self, json: &str) -> Result<()> {
         fsutil::ensure_own_dir(&self.dir)?;
-        fsutil::write_small(&self.dir.join(RELEASE_JSON), json.as_bytes())
+        // Runs reading the entry may store it at once: each writes a
+        // temporary of its own, and the rename is atomic.
+        let mine = self
+            .dir
+            .join(format!(".{RELEASE_JSON}.{}", std::process::id()));
+        fsutil::write_small(&mine, json.as_bytes())?;
+        fsutil::rename_durable(&mine, &self.dir.join(RELEASE_JSON))
     }
 
     pub fn forget_release_json(&self) {
@@ -194,7 +200,11 @@ impl Entry {
 
     /// Records that a run used the entry now.
     pub fn mark_used(&self) -> Result<()> {
-        fsutil::write_small(&self.dir.join(USED), b"")
+        // Touched in place: runs reading the entry may finish at once.
+        let path = self.dir.join(USED);
+        fsutil::open_or_create(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .with_context(|| format!("cannot touch {}", path.display()))
     }
 }
 
