@@ -90,9 +90,7 @@ fn plan_from(opts: &Opts, release: Release, json: String, cache: Option<Cache>) 
     let sel = assets::select(&release, opts.os, opts.arch)?;
     let work = opts.work_dir(&release.tag_name);
     let store = match cache {
-        Some(cache) => {
-            Store::cached(opts, cache, &json, &release.tag_name, &sel, &work)?
-        }
+        Some(cache) => Store::cached(opts, cache, &json, &release.tag_name, &sel, &work)?,
         None => Store::work(&work),
     };
     Ok(Plan {

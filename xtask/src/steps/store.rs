@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 
 use super::Opts;
-use crate::fetch::http::Http;
-use crate::github::cache::{self, Cache, Entry, KEEP_BYTES, KEEP_ENTRIES};
 use crate::fetch;
+use crate::fetch::http::Http;
 use crate::github::assets::Selection;
+use crate::github::cache::{self, Cache, Entry, KEEP_BYTES, KEEP_ENTRIES};
 use crate::github::release::{parse_release, Asset, Resolved};
 use crate::github::source::RELEASE_JSON;
 use crate::util::fmt::human_bytes;

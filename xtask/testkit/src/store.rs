@@ -178,7 +178,14 @@ pub(crate) fn serve_asset(
         let junk = Body::Bytes(Arc::new(super::fixture::pseudo_random(total, 0x6a75_6e6b)));
         send_body(shared, stream, &asset.name, &junk, (start, send), f.rate)?;
     } else {
-        send_body(shared, stream, &asset.name, &asset.body, (start, send), f.rate)?;
+        send_body(
+            shared,
+            stream,
+            &asset.name,
+            &asset.body,
+            (start, send),
+            f.rate,
+        )?;
     }
     stream.flush()?;
     if f.cut.is_some() {
