@@ -229,6 +229,11 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
             "--offline reads only the cache, so it cannot go with --no-cache",
         ));
     }
+    if offline && force {
+        return Err(usage(
+            "--offline installs from the cache, which --force would empty first; drop one of them",
+        ));
+    }
     if offline && source.is_some() {
         return Err(usage(
             "--offline reads only the cache; a --source mirror is read directly without it",

@@ -117,6 +117,25 @@ pub fn seal_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.sha256"))
 }
 
+/// The sha256 a finished download without a release digest was sealed
+/// with, if it has a valid seal.
+fn sealed(dest: &Path) -> Option<[u8; 32]> {
+    let text = fsutil::read_small(&seal_path(dest), 100).ok()?;
+    parse_sha256_hex(text.trim())
+}
+
+/// Whether `dest` holds the finished download of an asset of `size` bytes
+/// that can be checked with no network: a regular file of that size, with
+/// the release's `sha256` or its seal to check it against. With `hash`, its
+/// bytes are hashed now and must match.
+pub fn is_fetched(dest: &Path, size: u64, sha256: Option<[u8; 32]>, hash: bool) -> bool {
+    let fits = std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_file() && m.len() == size);
+    let Some(want) = sha256.or_else(|| sealed(dest)) else {
+        return false;
+    };
+    fits && (!hash || fsutil::sha256_file(dest).is_ok_and(|got| got == want))
+}
+
 /// Deletes a downloaded asset and everything kept about it (its partial
 /// file, segment record and seal), so the next run fetches it anew.
 pub fn forget(dest: &Path) {

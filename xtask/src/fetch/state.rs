@@ -132,13 +132,6 @@ pub(super) fn segs_path(partial: &std::path::Path) -> PathBuf {
     ))
 }
 
-/// The sha256 to check a finished file against when the release gives
-/// none: its seal, if it has a valid one.
-fn sealed(dest: &std::path::Path) -> Option<[u8; 32]> {
-    let text = fsutil::read_small(&super::seal_path(dest), 100).ok()?;
-    crate::util::fmt::parse_sha256_hex(text.trim())
-}
-
 /// Opens or resumes the partial file of one asset.
 pub(super) fn prepare(mut wanted: Wanted) -> Result<AssetState> {
     let partial = fsutil::partial_path(&wanted.dest);
@@ -154,7 +147,7 @@ pub(super) fn prepare(mut wanted: Wanted) -> Result<AssetState> {
     if let Ok(meta) = fs::symlink_metadata(&wanted.dest) {
         // Without a digest, only a sealed file can be checked: others go.
         if wanted.sha256.is_none() {
-            wanted.sha256 = sealed(&wanted.dest);
+            wanted.sha256 = super::sealed(&wanted.dest);
             if wanted.sha256.is_none() {
                 let _ = fs::remove_file(&wanted.dest);
             }

@@ -34,6 +34,8 @@ pub struct Entry {
     pub dir: PathBuf,
     /// `OWNER/NAME TAG (SITE)`, for messages.
     pub label: String,
+    /// The cache's root: the directories below it are the tool's own.
+    root: PathBuf,
 }
 
 /// What `cache list` shows of an entry.
@@ -60,12 +62,19 @@ impl Cache {
         })
     }
 
+    /// The cache at `root` as it is, to read (`cache list`).
+    pub fn at(root: &Path) -> Cache {
+        Cache {
+            root: root.to_path_buf(),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
 
     /// The mirror directory of `repo` as served by `site` (see [`site_of`]).
-    pub fn repo_dir(&self, site: &str, repo: &str) -> PathBuf {
+    fn repo_dir(&self, site: &str, repo: &str) -> PathBuf {
         let mut p = self.root.join(site);
         for part in repo.split('/') {
             p.push(part);
@@ -79,7 +88,15 @@ impl Cache {
         Ok(Entry {
             dir: self.repo_dir(site, repo).join(tag),
             label: format!("{repo} {tag} ({site})"),
+            root: self.root.clone(),
         })
+    }
+
+    /// The newest release of `repo` from `site` in the cache (`latest` with
+    /// `--offline`); none when a link stands on the way.
+    pub fn newest_tag(&self, site: &str, repo: &str) -> Option<String> {
+        let dir = self.repo_dir(site, repo);
+        real_dirs(&self.root, &dir).then(|| newest_tag(&dir))?
     }
 
     /// Every entry, most recently used first. Links are never followed.
@@ -110,7 +127,9 @@ impl Cache {
         let entries = self.list();
         let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
         let mut removed = Vec::new();
-        for (i, e) in entries.into_iter().enumerate() {
+        // Least recently used first: those beyond `keep`, then any while
+        // the whole is over `max_bytes`.
+        for (i, e) in entries.into_iter().enumerate().rev() {
             if i < keep && total <= max_bytes || except.is_some_and(|x| x == e.dir) {
                 continue;
             }
@@ -138,9 +157,12 @@ impl Entry {
     /// Locks the entry (made if missing): `Exclusive` to fill it, `Shared`
     /// to read what is complete.
     pub fn lock(&self, kind: Kind, wait: bool) -> Result<Lock> {
-        if let Some(parent) = self.dir.parent() {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
+        // A link planted on the way down is junk, replaced by a directory.
+        let mut dir = self.root.clone();
+        let rel = self.dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        for part in rel.parent().into_iter().flat_map(Path::components) {
+            dir.push(part);
+            fsutil::ensure_own_dir(&dir)?;
         }
         let what = format!("the cache entry {}", self.label);
         let how = How {
@@ -152,14 +174,24 @@ impl Entry {
         lock::lock(&self.dir, &how)
     }
 
-    /// The release JSON stored with the entry, if any.
+    /// The release JSON stored with the entry, if any (never read through
+    /// a link at the entry or above it).
     pub fn release_json(&self) -> Option<String> {
+        if !real_dirs(&self.root, &self.dir) {
+            return None;
+        }
         fsutil::read_small(&self.dir.join(RELEASE_JSON), MAX_JSON).ok()
     }
 
     pub fn store_release_json(&self, json: &str) -> Result<()> {
         fsutil::ensure_own_dir(&self.dir)?;
-        fsutil::write_small(&self.dir.join(RELEASE_JSON), json.as_bytes())
+        // Runs reading the entry may store it at once: each writes a
+        // temporary of its own, and the rename is atomic.
+        let mine = self
+            .dir
+            .join(format!(".{RELEASE_JSON}.{}", std::process::id()));
+        fsutil::write_small(&mine, json.as_bytes())?;
+        fsutil::rename_durable(&mine, &self.dir.join(RELEASE_JSON))
     }
 
     pub fn forget_release_json(&self) {
@@ -168,7 +200,11 @@ impl Entry {
 
     /// Records that a run used the entry now.
     pub fn mark_used(&self) -> Result<()> {
-        fsutil::write_small(&self.dir.join(USED), b"")
+        // Touched in place: runs reading the entry may finish at once.
+        let path = self.dir.join(USED);
+        fsutil::open_or_create(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .with_context(|| format!("cannot touch {}", path.display()))
     }
 }
 
@@ -198,6 +234,19 @@ pub fn site_of(base_url: &str) -> String {
     }
     let h = crate::util::fmt::hex(&<sha2::Sha256 as sha2::Digest>::digest(base_url.as_bytes()));
     format!("{}-{}", clean.trim_start_matches('.'), &h[..12])
+}
+
+/// Whether `dir` and every directory between `root` and it are directories,
+/// not links.
+fn real_dirs(root: &Path, dir: &Path) -> bool {
+    let Ok(rel) = dir.strip_prefix(root) else {
+        return false;
+    };
+    let mut p = root.to_path_buf();
+    rel.components().all(|c| {
+        p.push(c);
+        fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
+    })
 }
 
 /// Directories directly in `dir`, skipping links and hidden names.
@@ -245,7 +294,7 @@ fn info(root: &Path, dir: &Path) -> EntryInfo {
 
 /// The newest release in a mirror directory (`latest` with `--offline`):
 /// by publication time, then by tag.
-pub fn newest_tag(repo_dir: &Path) -> Option<String> {
+fn newest_tag(repo_dir: &Path) -> Option<String> {
     let mut best: Option<(String, String)> = None;
     for dir in subdirs(repo_dir) {
         let Ok(json) = fsutil::read_small(&dir.join(RELEASE_JSON), MAX_JSON) else {

@@ -32,10 +32,11 @@ pub fn run(opts: &Opts, cmd: &CacheCmd) -> Result<()> {
         );
         return Ok(());
     }
-    let cache = Cache::open(&root)?;
     match cmd {
-        CacheCmd::List => list(&cache),
+        // Listing writes nothing: a read-only cache is listed too.
+        CacheCmd::List => list(&Cache::at(&root)),
         CacheCmd::Prune { keep, max_size } => {
+            let cache = Cache::open(&root)?;
             let keep = keep.unwrap_or(KEEP_ENTRIES);
             let max = max_size.unwrap_or(KEEP_BYTES);
             let removed = cache.prune(keep, max, None)?;

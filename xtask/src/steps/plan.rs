@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use super::store::{self, Store};
 use super::Opts;
@@ -91,10 +91,7 @@ fn plan_from(opts: &Opts, release: Release, json: String, cache: Option<Cache>) 
     let sel = assets::select(&release, opts.os, opts.arch)?;
     let work = opts.work_dir(&release.tag_name);
     let store = match cache {
-        Some(cache) => {
-            let assets: Vec<(&str, u64)> = sel.all().map(|a| (a.name.as_str(), a.size)).collect();
-            Store::cached(opts, cache, &json, &release.tag_name, &assets, &work)?
-        }
+        Some(cache) => Store::cached(opts, cache, &json, &release.tag_name, &sel, &work)?,
         None => Store::work(&work),
     };
     Ok(Plan {
@@ -198,7 +195,7 @@ pub(super) fn wanted(
         .filter(|(p, _)| *p)
         .map(|(_, a)| (a, false));
     let parts = sel.disk.iter().filter(|_| pick.parts).map(|a| (a, true));
-    small
+    let want = small
         .chain(parts)
         .map(|(a, is_part)| {
             Ok(Wanted {
@@ -211,7 +208,24 @@ pub(super) fn wanted(
                 transient: transient_disk && is_part && !plan.store.is_cache(),
             })
         })
-        .collect()
+        .collect::<Result<Vec<Wanted>>>()?;
+    if opts.offline {
+        // No network: everything must be there already.
+        let absent: Vec<&str> = want
+            .iter()
+            .filter(|w| !fetch::is_fetched(&w.dest, w.size, w.sha256, false))
+            .map(|w| w.name.as_str())
+            .collect();
+        if !absent.is_empty() {
+            bail!(
+                "--offline: {} of release {} not in the cache {}; run once without --offline",
+                absent.join(", "),
+                plan.release.tag_name,
+                plan.store.dir.display()
+            );
+        }
+    }
+    Ok(want)
 }
 
 /// Says which assets carry a digest of another algorithm: it is not checked.

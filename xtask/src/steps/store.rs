@@ -10,12 +10,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 
 use super::Opts;
+use crate::fetch;
 use crate::fetch::http::Http;
+use crate::github::assets::Selection;
 use crate::github::cache::{self, Cache, Entry, KEEP_BYTES, KEEP_ENTRIES};
-use crate::github::release::{parse_release, Resolved};
+use crate::github::release::{parse_release, Asset, Resolved};
+use crate::github::source::RELEASE_JSON;
 use crate::util::fmt::human_bytes;
 use crate::util::fs as fsutil;
-use crate::util::lock::{Kind, Lock};
+use crate::util::lock::{Busy, Kind, Lock};
+use crate::util::text::clean;
 
 /// The cache a run may use: None with `--no-cache`, or (with one line
 /// saying why) when it cannot be used; `--offline` then fails instead.
@@ -36,7 +40,7 @@ pub(super) fn open_cache(opts: &Opts) -> Result<Option<Cache>> {
         Err(e) => {
             eprintln!(
                 "note: not using the download cache: {}",
-                crate::util::text::clean(&format!("{e:#}"), 300)
+                clean(&format!("{e:#}"), 300)
             );
             Ok(None)
         }
@@ -60,10 +64,9 @@ pub(super) fn resolve(opts: &Opts, http: &Http, cache: Option<&Cache>) -> Result
         return source.resolve(http, &opts.repo, &opts.version);
     };
     let site = site(opts);
-    let repo_dir = cache.repo_dir(&site, &opts.repo);
     let (tag, note) = match opts.version.as_str() {
         "latest" if opts.offline => {
-            let tag = cache::newest_tag(&repo_dir).ok_or_else(|| {
+            let tag = cache.newest_tag(&site, &opts.repo).ok_or_else(|| {
                 anyhow!(
                     "--offline: the cache {} holds no release of {}; run once without --offline",
                     cache.root().display(),
@@ -79,10 +82,20 @@ pub(super) fn resolve(opts: &Opts, http: &Http, cache: Option<&Cache>) -> Result
     if let Some(tag) = tag.as_ref().filter(|_| !opts.force) {
         let entry = cache.entry(&site, &opts.repo, tag)?;
         if let Some(json) = entry.release_json() {
-            let origin = entry.dir.join("release.json").display().to_string();
-            return parse_release(json, &origin, note, Some(tag));
-        }
-        if opts.offline {
+            let origin = entry.dir.join(RELEASE_JSON).display().to_string();
+            // The cache's own copy is trusted, unless it is no longer a
+            // release of that tag: then it is fetched again.
+            match parse_release(json, &origin, note, Some(tag)) {
+                Ok(r) => return Ok(r),
+                Err(e) if opts.offline => {
+                    return Err(e.context(format!(
+                        "--offline: the cache's copy of release {tag} is damaged; run once \
+                         without --offline to fetch it again"
+                    )))
+                }
+                Err(e) => eprintln!("note: {}; fetching it again", clean(&format!("{e:#}"), 300)),
+            }
+        } else if opts.offline {
             bail!(
                 "--offline: release {tag} of {} is not in the cache {}; run once without --offline",
                 opts.repo,
@@ -91,6 +104,38 @@ pub(super) fn resolve(opts: &Opts, http: &Http, cache: Option<&Cache>) -> Result
         }
     }
     source.resolve(http, &opts.repo, &opts.version)
+}
+
+/// The entry locked, or None (said in one line) when the cache cannot hold
+/// it (its file system full, say): the run goes on without the cache.
+/// Another run holding it with `--no-wait`, and anything with `--offline`,
+/// is an error.
+fn lock_or_skip(opts: &Opts, entry: &Entry, kind: Kind) -> Result<Option<Lock>> {
+    match entry.lock(kind, opts.wait) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e) if opts.offline || e.is::<Busy>() => Err(e),
+        Err(e) => {
+            eprintln!(
+                "note: not using the download cache: {}",
+                clean(&format!("{e:#}"), 300)
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The assets of `sel` not ready in the entry `dir` (see
+/// `fetch::is_fetched`). The kernel, client and sums are small, and hashed
+/// now, so that a damaged one is replaced before any step reads it; the
+/// disk parts are checked as the unpacker reads them, and fetched again.
+fn unready<'a>(dir: &Path, sel: &'a Selection) -> Vec<&'a Asset> {
+    let small = [&sel.kernel.name, &sel.client.name, &sel.sums.name];
+    sel.all()
+        .filter(|a| {
+            let sha = a.sha256().ok().flatten();
+            !fetch::is_fetched(&dir.join(&a.name), a.size, sha, small.contains(&&a.name))
+        })
+        .collect()
 }
 
 /// Where a plan's assets are read from and downloaded to.
@@ -111,29 +156,36 @@ impl Store {
         }
     }
 
-    /// The cache entry of `tag`, locked: shared when every asset of
-    /// `names` is already there, else exclusive to fill it. When the cache's
-    /// file system lacks room for what is missing, the working directory.
-    /// The release JSON is stored with the entry (the plan is valid).
+    /// The cache entry of `tag`, locked: shared when every asset of `sel`
+    /// is ready there, else exclusive to fill it (a damaged kernel, client
+    /// or sums file is deleted first). When the cache's file system lacks
+    /// room for what is missing, the working directory. The release JSON is
+    /// stored with the entry (the plan is valid).
     pub(super) fn cached(
         opts: &Opts,
         cache: Cache,
         release_json: &str,
         tag: &str,
-        assets: &[(&str, u64)],
+        sel: &Selection,
         work: &Path,
     ) -> Result<Store> {
         let entry = cache.entry(&site(opts), &opts.repo, tag)?;
-        let complete = |dir: &Path| assets.iter().all(|(n, _)| fsutil::is_regular(&dir.join(n)));
-        let mut lock = entry.lock(Kind::Shared, opts.wait)?;
-        if !complete(&entry.dir) {
+        let Some(mut lock) = lock_or_skip(opts, &entry, Kind::Shared)? else {
+            return Ok(Store::work(work));
+        };
+        if !unready(&entry.dir, sel).is_empty() {
             drop(lock);
-            lock = entry.lock(Kind::Exclusive, opts.wait)?;
-            let missing: u64 = assets
-                .iter()
-                .filter(|(n, _)| !fsutil::is_regular(&entry.dir.join(n)))
-                .map(|(_, size)| size)
-                .sum();
+            let Some(l) = lock_or_skip(opts, &entry, Kind::Exclusive)? else {
+                return Ok(Store::work(work));
+            };
+            lock = l;
+            let unready = unready(&entry.dir, sel);
+            for a in [&sel.kernel, &sel.client, &sel.sums] {
+                if unready.iter().any(|u| u.name == a.name) {
+                    fetch::forget(&entry.dir.join(&a.name));
+                }
+            }
+            let missing: u64 = unready.iter().map(|a| a.size).sum();
             let free = fsutil::available_space(&entry.dir).unwrap_or(0);
             if free < missing && !opts.offline {
                 eprintln!(
@@ -142,12 +194,14 @@ impl Store {
                     human_bytes(missing),
                     human_bytes(free)
                 );
+                lock.remove();
                 return Ok(Store::work(work));
             }
         }
         if entry.release_json().as_deref() != Some(release_json) {
             if let Err(e) = entry.store_release_json(release_json) {
                 eprintln!("note: not using the download cache: {e:#}");
+                lock.remove();
                 return Ok(Store::work(work));
             }
         }
@@ -179,11 +233,16 @@ impl Store {
         Ok(())
     }
 
-    /// After a successful run: the entry was used now, and the cache is
-    /// trimmed to the default policy (never this entry). Problems are notes.
-    pub(super) fn finish(self) {
-        let Store { entry, lock, .. } = self;
-        let Some((cache, entry)) = entry else {
+    /// After a run: the entry was used now, and the cache is trimmed to the
+    /// default policy (never this entry). Problems are notes. Dropping the
+    /// store does the same, so that every step that used the cache keeps it
+    /// bounded.
+    pub(super) fn finish(mut self) {
+        self.wrap_up();
+    }
+
+    fn wrap_up(&mut self) {
+        let Some((cache, entry)) = self.entry.take() else {
             return;
         };
         if let Err(e) = entry.mark_used() {
@@ -192,7 +251,7 @@ impl Store {
                 entry.dir.display()
             );
         }
-        drop(lock);
+        self.lock = None;
         match cache.prune(KEEP_ENTRIES, KEEP_BYTES, Some(&entry.dir)) {
             Ok(removed) => {
                 for e in removed {
@@ -206,5 +265,11 @@ impl Store {
             }
             Err(e) => eprintln!("note: cannot trim the cache: {e:#}"),
         }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.wrap_up();
     }
 }

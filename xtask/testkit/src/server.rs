@@ -75,6 +75,7 @@ impl Server {
             shutdown: AtomicBool::new(false),
             api_calls: AtomicU64::new(0),
             gate: Default::default(),
+            served: Default::default(),
         });
         let acceptors = vec![
             spawn_acceptor(api, Host::Api, shared.clone()),
@@ -177,6 +178,17 @@ impl Server {
     /// Every request so far, both hosts, in the order their status was decided.
     pub fn requests(&self) -> Vec<Logged> {
         lock(&self.shared.log).clone()
+    }
+
+    /// Body bytes of asset `name` written to clients so far (every request,
+    /// every release, cut transfers counted as far as they went).
+    pub fn served_bytes(&self, name: &str) -> u64 {
+        lock(&self.shared.served).get(name).copied().unwrap_or(0)
+    }
+
+    /// Body bytes of every asset written to clients so far.
+    pub fn served_total(&self) -> u64 {
+        lock(&self.shared.served).values().sum()
     }
 
     pub fn request_count(&self) -> usize {

@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     pub(crate) api_calls: AtomicU64,
     pub(crate) gate: Gate,
+    /// Asset body bytes written to clients, by asset name (all releases).
+    pub(crate) served: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Where `Fault::UploadHold` uploads wait for the test.

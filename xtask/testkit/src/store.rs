@@ -176,9 +176,16 @@ pub(crate) fn serve_asset(
     let send = f.cut.or(f.stall).map_or(len, |n| n.min(len));
     if f.garbage {
         let junk = Body::Bytes(Arc::new(super::fixture::pseudo_random(total, 0x6a75_6e6b)));
-        send_body(shared, stream, &junk, start, send, f.rate)?;
+        send_body(shared, stream, &asset.name, &junk, (start, send), f.rate)?;
     } else {
-        send_body(shared, stream, &asset.body, start, send, f.rate)?;
+        send_body(
+            shared,
+            stream,
+            &asset.name,
+            &asset.body,
+            (start, send),
+            f.rate,
+        )?;
     }
     stream.flush()?;
     if f.cut.is_some() {
@@ -212,13 +219,14 @@ pub(crate) fn hold(shared: &Shared, stream: &mut TcpStream) {
     }
 }
 
-/// Write `count` bytes of `body` from `start`, paced to `rate` bytes/s if set.
+/// Write `count` bytes of `body` from `start`, paced to `rate` bytes/s if
+/// set, counting them as served of asset `name`.
 pub(crate) fn send_body(
     shared: &Shared,
     stream: &mut TcpStream,
+    name: &str,
     body: &Body,
-    start: u64,
-    count: u64,
+    (start, count): (u64, u64),
     rate: Option<u64>,
 ) -> io::Result<()> {
     // Small chunks under a cap keep the pacing smooth.
@@ -251,6 +259,7 @@ pub(crate) fn send_body(
             (Body::File(_), None) => unreachable!(),
         }
         sent += n as u64;
+        *lock(&shared.served).entry(name.to_string()).or_default() += n as u64;
         if let Some(r) = rate {
             let due = Duration::from_secs_f64(sent as f64 / r as f64);
             let elapsed = began.elapsed();

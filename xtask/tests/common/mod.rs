@@ -77,12 +77,55 @@ pub fn xtask(args: &[&str], envs: &[(&str, &str)]) -> Run {
 /// Starts `xtask ARGS` in the background with the environment of [`xtask`]
 /// (its download cache beside the output), output discarded.
 pub fn spawn(args: &[&str]) -> std::process::Child {
+    spawn_with(args, &[])
+}
+
+/// [`spawn`] with `envs` added (e.g. another `VSWARM_CACHE_DIR`).
+pub fn spawn_with(args: &[&str], envs: &[(&str, &str)]) -> std::process::Child {
     use std::process::Stdio;
-    command(args, &[])
+    command(args, envs)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start xtask")
+}
+
+/// [`xtask`], killed (and the test failed) if it takes longer than `limit`:
+/// for runs that could hang (a FIFO read as a file).
+pub fn xtask_within(args: &[&str], envs: &[(&str, &str)], limit: std::time::Duration) -> Run {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command(args, envs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start xtask");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped")));
+    let err = drain(Box::new(child.stderr.take().expect("piped")));
+    let end = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for xtask") {
+            break st;
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("xtask {args:?} did not finish within {limit:?}; killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }
 
 /// Like [`xtask`], but every write past `limit` bytes of a file fails with
