@@ -573,6 +573,34 @@ fn a_cached_asset_with_a_digest_whose_bytes_changed_is_fetched_again() {
 }
 
 #[test]
+fn the_download_step_fetches_again_a_cached_part_whose_bytes_changed() {
+    let tmp = TempDir::new("c-dlflip");
+    let Some(d) = disk(&tmp.path().join("fx"), 6) else {
+        return;
+    };
+    let part = d.assets[1].name.clone();
+    let server = Server::start(REPO, vec![release("v1", &d)]);
+    let api = server.api_url();
+    let cache = tmp.path().join("cache");
+    run(&tmp.path().join("a"), &api, &["--version", "v1"], &cache).ok();
+    let e = entry(&cache, &api, "v1");
+    flip(&e.join(&part));
+    let before = server.request_count();
+    let out = tmp.path().join("b");
+    let args = ["download", "--version", "v1"];
+    let r = run(&out, &api, &args, &cache);
+    r.ok();
+    assert!(r.stderr.contains("fetching it again"), "{}", r.stderr);
+    assert!(asset_gets(&server, before)
+        .iter()
+        .any(|g| g.ends_with(&part)));
+    assert_eq!(
+        fs::read(e.join(&part)).unwrap(),
+        served(&server, "v1", &part)
+    );
+}
+
+#[test]
 fn digest_less_cached_assets_whose_bytes_changed_are_caught_by_their_seal() {
     let tmp = TempDir::new("c-seal");
     let Some(d) = disk(&tmp.path().join("fx"), 6) else {

@@ -239,11 +239,13 @@ impl Downloads {
                 })
                 .collect()
         });
+        // A reader's own error (a digest mismatch, say) says more than the
+        // abort it caused.
         let first_err = results.into_iter().find_map(Result::err);
-        self.wait()?;
+        let waited = self.wait();
         match first_err {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => waited,
         }
     }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::guard::State;
-use super::image::fetch_small;
+use super::image::fetch_assets;
 use super::plan::{expected_sha, source_of, Pick, Plan};
 use super::Opts;
 use crate::install::layout::{CLIENT, KERNEL, NAMES, QCOW2, RAW};
@@ -68,15 +68,15 @@ impl Reference {
 /// Fetches what a comparison needs (the sums; the kernel and client where
 /// the release gives no digest: their bytes are the reference) and reads
 /// the release's sha256 of each file from it.
-pub fn reference(opts: &Opts, plan: &Plan) -> Result<Reference> {
-    let (k, c) = (&plan.sel.kernel, &plan.sel.client);
+pub fn reference(opts: &Opts, plan: &mut Plan) -> Result<Reference> {
     let pick = Pick {
-        kernel: k.sha256()?.is_none(),
-        client: c.sha256()?.is_none(),
+        kernel: plan.sel.kernel.sha256()?.is_none(),
+        client: plan.sel.client.sha256()?.is_none(),
         sums: true,
         parts: false,
     };
-    fetch_small(opts, plan, pick)?;
+    fetch_assets(opts, plan, pick)?;
+    let (k, c) = (&plan.sel.kernel, &plan.sel.client);
     let of = |a: &crate::github::release::Asset| -> Result<[u8; 32]> {
         match a.sha256()? {
             Some(d) => Ok(d),

@@ -6,13 +6,13 @@ use anyhow::Result;
 
 use super::adopt::{self, Verdict};
 use super::guard::{self, entry, load_manifest, other_set, refuse_pending, same_set_manifest};
+use super::image::fetch_assets;
 use super::plan::Plan;
 use super::plan::{
-    note_unchecked_digests, open_work, plan_online, prepare_work, source_of, wanted, warn_support,
-    Pick,
+    note_unchecked_digests, open_work, plan_online, prepare_work, source_of, warn_support, Pick,
 };
 use super::Opts;
-use crate::fetch::{self, http::Http};
+use crate::fetch::http::Http;
 use crate::github::release::Asset;
 use crate::install::layout::{CLIENT, KERNEL};
 use crate::install::swap::{install, Move};
@@ -25,7 +25,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     let _lock = open_work(opts)?;
     let m = load_manifest(opts)?;
     let http = Http::new(&opts.http(opts.connections));
-    let plan = plan_online(opts, &http)?;
+    let mut plan = plan_online(opts, &http)?;
     let other = other_set(opts, &plan, m.as_ref()).is_some();
     let states = guard::inspect_all(&opts.output, m.as_ref(), &[KERNEL, CLIENT]);
     if !other {
@@ -51,14 +51,8 @@ pub fn run(opts: &Opts) -> Result<()> {
         human_bytes(plan.sel.total_size()),
         plan.work.display()
     );
-    let dl = fetch::start(
-        http,
-        wanted(&plan, opts, false, Pick::ALL)?,
-        opts.connections,
-        "download",
-        opts.progress,
-    )?;
-    dl.finish_all()?;
+    drop(http);
+    fetch_assets(opts, &mut plan, Pick::ALL)?;
     if let Some(m) = other_set(opts, &plan, m.as_ref()) {
         println!(
             "Downloaded {tag} into {work}. {} {}/{} stays installed whole in {out}, so the new \

@@ -43,20 +43,37 @@ pub(super) fn make_image(
             parts: false,
             ..pick
         };
-        fetch_small(opts, plan, small)?;
+        fetch_assets(opts, plan, small)?;
         return Ok(u);
     }
     fetch_with_one_retry(opts, plan, pick, dest, raw)
 }
 
 /// Fetches (or re-checks, where they are there) the assets `pick` names.
-pub(super) fn fetch_small(opts: &Opts, plan: &Plan, pick: Pick) -> Result<()> {
+/// An asset that fails its digest (a bad transfer, a cache entry whose bytes
+/// changed) is deleted and fetched once more.
+pub(super) fn fetch_assets(opts: &Opts, plan: &mut Plan, pick: Pick) -> Result<()> {
     if pick.small() == 0 && !pick.parts {
         return Ok(());
     }
-    let want = wanted(plan, opts, false, pick)?;
-    let http = Http::new(&opts.http(opts.connections));
-    fetch::start(http, want, opts.connections, "download", opts.progress)?.finish_all()
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let want = wanted(plan, opts, false, pick)?;
+        let http = Http::new(&opts.http(opts.connections));
+        let r = fetch::start(http, want, opts.connections, "download", opts.progress)?.finish_all();
+        match r {
+            Err(e) if tries == 1 && fetch::digest_mismatch(&e).is_some() => {
+                eprintln!(
+                    "  {}; fetching it again",
+                    crate::util::text::clean(&format!("{e:#}"), 400)
+                );
+                // Readers of a shared cache entry wait while it is mended.
+                plan.store.exclusive(opts.wait)?;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Downloads and unpacks; when the archive's content turns out bad in parts
@@ -228,7 +245,7 @@ fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
         None => 0,
         Some(at) => {
             // A decoder notices a fault up to a member and what the
-            // parallel decoder reads ahead (128 MiB) after the bytes that
+            // parallel decoder reads ahead (64 MiB) after the bytes that
             // hold it.
             let at = at.saturating_sub(192 << 20);
             let mut end = 0u64;

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use super::adopt::{self, Kept, Verdict};
 use super::guard::{self, State};
-use super::image::{fetch_small, make_image};
+use super::image::{fetch_assets, make_image};
 use super::plan::{
     disk_sources, note_unchecked_digests, open_work, plan_online, prepare_work, source_of,
     warn_support, Pick, Plan,
@@ -120,7 +120,7 @@ fn install_plan(
     warn_support(opts);
     note_unchecked_digests(&plan);
     prepare_work(opts, &plan)?;
-    let verdicts = stock(opts, &plan, m.as_ref(), states)?;
+    let verdicts = stock(opts, &mut plan, m.as_ref(), states)?;
     let made = match make(opts, &mut plan, &verdicts) {
         Ok(made) => made,
         Err(e) if fetch::digest_mismatch(&e).is_some() => {
@@ -151,7 +151,7 @@ fn install_plan(
 /// are small) only when the manifest alone cannot tell.
 fn stock(
     opts: &Opts,
-    plan: &Plan,
+    plan: &mut Plan,
     m: Option<&Manifest>,
     states: &[(String, State)],
 ) -> Result<Vec<(&'static str, Verdict)>> {
@@ -160,6 +160,7 @@ fn stock(
     } else {
         Some(adopt::reference(opts, plan)?)
     };
+    let plan = &*plan;
     let mut verdicts = adopt::take_stock(opts, plan, m, states, reference.as_ref())?;
     adopt::refuse_users(opts, &mut verdicts)?;
     for (name, v) in &verdicts {
@@ -229,7 +230,7 @@ fn make(opts: &Opts, plan: &mut Plan, verdicts: &[(&str, Verdict)]) -> Result<Ve
             entry,
         });
     } else {
-        fetch_small(opts, plan, pick)?;
+        fetch_assets(opts, plan, pick)?;
     }
     for (name, asset) in [(KERNEL, &plan.sel.kernel), (CLIENT, &plan.sel.client)] {
         if is_make(name) {
