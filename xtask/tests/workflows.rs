@@ -19,15 +19,9 @@ use testkit::{fake_elf, make_qcow2, ReleaseSpec, Server, TempDir};
 const TOKEN: &str = "ghp_testtoken0123456789";
 const TAG: &str = "v0.4.0";
 
-/// The README's "For maintainers" section.
+/// The maintainers' page, which the README links to.
 fn maintainers_section() -> String {
-    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let start = readme
-        .find("\n## For maintainers\n")
-        .expect("README has a For maintainers section");
-    let rest = &readme[start + 1..];
-    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
-    rest[..end].to_string()
+    fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/maintainers.md")).unwrap()
 }
 
 /// Replaces every `${{ EXPR }}` in `text` from `vars`, as Actions does
