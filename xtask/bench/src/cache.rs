@@ -134,6 +134,9 @@ fn timed(
     for (k, v) in env {
         c.env(k, v);
     }
+    // The previous row's writes are flushed first, untimed: each row pays
+    // only for its own.
+    let _ = Command::new("sync").status();
     let before = server.requests().len();
     let s = measure::run(&format!("`xtask resources` ({key})"), &mut c, &log)
         .with_context(|| format!("the {key} row"))?;

@@ -118,6 +118,20 @@ pub const FLAGS: &[Flag] = &[
         steps: ALL,
     },
     Flag {
+        long: "--json",
+        short: None,
+        value: None,
+        help: "print one JSON document on stdout at the end (schema 1); messages stay on stderr",
+        steps: ALL,
+    },
+    Flag {
+        long: "--quiet",
+        short: Some("-q"),
+        value: None,
+        help: "only errors on stderr; nothing on stdout but --json's document",
+        steps: ALL,
+    },
+    Flag {
         long: "--keep",
         short: None,
         value: Some("N"),

@@ -216,6 +216,8 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
     let keep_downloads = p.switch("--keep-downloads")?;
     let force = p.switch("--force")?;
     let wait = !p.switch("--no-wait")?;
+    let json = p.switch("--json")?;
+    let quiet = p.switch("--quiet")?;
     let takes = |long: &str| {
         flag(long)
             .steps
@@ -307,6 +309,8 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
         offline,
         no_raw,
         wait,
+        json,
+        quiet,
         token: env::token()?,
         proxy: ureq::Proxy::try_from_env(),
         http_timeout: env::http_timeout()?,
@@ -427,8 +431,14 @@ impl Parsed<'_> {
 
     fn switch(&mut self, long: &str) -> Result<bool> {
         let f = flag(long);
-        let on = self.args.contains(f.long);
-        if on && self.args.contains(f.long) {
+        let keys = || -> pico_args::Keys {
+            match f.short {
+                Some(s) => [s, f.long].into(),
+                None => f.long.into(),
+            }
+        };
+        let on = self.args.contains(keys());
+        if on && self.args.contains(keys()) {
             return Err(usage(format!("{long} is given twice")));
         }
         Ok(on)

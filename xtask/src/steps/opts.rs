@@ -43,6 +43,10 @@ pub struct Opts {
     pub no_raw: bool,
     /// Wait while another run holds a lock (`--no-wait`: fail at once).
     pub wait: bool,
+    /// `--json`: one JSON document on stdout at the end, nothing else there.
+    pub json: bool,
+    /// `--quiet`: only errors on stderr.
+    pub quiet: bool,
     /// `GH_TOKEN`, else `GITHUB_TOKEN`.
     pub token: Option<Token>,
     /// From `HTTPS_PROXY` and friends, with `NO_PROXY`.
@@ -71,6 +75,8 @@ impl Opts {
             offline: false,
             no_raw: false,
             wait: true,
+            json: false,
+            quiet: false,
             token: None,
             proxy: None,
             http_timeout: std::time::Duration::from_secs(30),
