@@ -14,6 +14,10 @@
 //!
 //! `main.rs` only dispatches; tests and fuzz targets call the same functions.
 
+// First: its macros (`out!`, `say!`, `note!`, `warning!`) serve every layer.
+#[macro_use]
+pub mod util;
+
 pub mod cli;
 pub mod fetch;
 pub mod github;
@@ -22,4 +26,3 @@ pub mod pack;
 pub mod qcow2;
 pub mod steps;
 pub mod unpack;
-pub mod util;

@@ -1,33 +1,62 @@
-//! `cargo xtask`: parses the command line and dispatches to the steps.
-//! Usage errors exit with 2, failures of a step with 1.
+//! `cargo xtask`: parses the command line and dispatches to the steps; then
+//! the exit code says the class of a failure (`cli::exit`), and with
+//! `--json` one document goes to stdout.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use xtask::cli::{self, Step, Task, Usage};
+use xtask::cli::{self, exit, Step, Task};
 use xtask::steps;
+use xtask::util::say;
 use xtask::util::text::clean_message;
 
 fn main() -> ExitCode {
-    let args = std::env::args_os().skip(1).collect();
-    match cli::parse(args).and_then(run) {
-        Ok(()) => ExitCode::SUCCESS,
+    let started = Instant::now();
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // Known before parsing, so that a usage error still gets its document.
+    let json = args.iter().any(|a| a == "--json");
+    let (step, result) = match cli::parse(args) {
+        Ok(task) => {
+            let step = task_name(&task);
+            if let Task::Resources(opts, _) = &task {
+                say::set(opts.quiet, opts.json);
+            }
+            (step, run(task))
+        }
+        Err(e) => ("resources".to_string(), Err(e)),
+    };
+    let code = match &result {
+        Ok(()) => 0,
         Err(err) => {
             // Messages may quote a server: no raw control characters, no token.
-            if let Some(Usage(msg)) = err.downcast_ref::<Usage>() {
-                eprintln!("error: {}", clean_message(msg));
+            let msg = clean_message(&format!("{err:#}"));
+            eprintln!("error: {msg}");
+            let class = exit::class(err);
+            if class == exit::Class::Usage {
                 eprintln!("Run `cargo xtask resources --help` for usage.");
-                return ExitCode::from(2);
             }
-            eprintln!("error: {}", clean_message(&format!("{err:#}")));
-            ExitCode::from(1)
+            class.code()
         }
+    };
+    if json {
+        say::write_stdout(&format!("{}\n", exit::document(&step, &result, started)));
+    }
+    ExitCode::from(code)
+}
+
+fn task_name(task: &Task) -> String {
+    match task {
+        Task::Help(_) => "help".into(),
+        Task::Bench(_) => "bench".into(),
+        Task::Resources(_, step) => step.name().into(),
     }
 }
 
 fn run(task: Task) -> anyhow::Result<()> {
     match task {
         Task::Help(text) => {
-            print!("{text}");
+            say::write_stdout(&text);
             Ok(())
         }
         Task::Bench(args) => steps::bench::run(&args),

@@ -96,7 +96,8 @@ fn fails_plainly_fetching_each_part_once(archive: &[u8], sha: &str, says: &[&str
     let server = Server::start(REPO, vec![spec.clone()]);
     let out = TempDir::new("r3-once");
     let run = resources(None, out.path(), &server.api_url(), &[], &[]);
-    assert_eq!(run.code, 1, "{}", run.all());
+    // An archive the tool refuses is an integrity failure (exit code 4).
+    assert_eq!(run.code, 4, "{}", run.all());
     for s in says {
         assert!(run.stderr.contains(s), "missing {s:?}: {}", run.stderr);
     }
@@ -343,7 +344,8 @@ fn one_api_call_against_a_silent_server_ends_within_five_times_the_timeout() {
             &[("VSWARM_HTTP_TIMEOUT", "0.5")],
         );
         let took = t.elapsed();
-        assert_eq!(run.code, 1, "{step}: {}", run.all());
+        // The API failed: exit code 3.
+        assert_eq!(run.code, 3, "{step}: {}", run.all());
         assert!(run.stderr.contains("timed out"), "{step}: {}", run.stderr);
         // The bound the README states (5 × 0.5 s), plus a margin for
         // starting the process.

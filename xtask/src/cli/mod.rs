@@ -4,6 +4,7 @@
 //! [`Usage`] (exit code 2).
 
 mod env;
+pub mod exit;
 pub mod flags;
 mod pack;
 mod upload;
@@ -65,6 +66,26 @@ pub enum Step {
     Pack(PackArgs),
     Upload(UploadArgs),
     Cache(CacheCmd),
+}
+
+impl Step {
+    /// The step's name, as the command line gives it (`resources` for the
+    /// full run).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Run => "resources",
+            Step::Download => "download",
+            Step::Merge => "merge",
+            Step::Decompress(_) => "decompress",
+            Step::Convert(_) => "convert",
+            Step::Verify(_) => "verify",
+            Step::List => "list",
+            Step::Mirror { .. } => "mirror",
+            Step::Pack(_) => "pack",
+            Step::Upload(_) => "upload",
+            Step::Cache(_) => "cache",
+        }
+    }
 }
 
 /// Parses the whole command line (without the program name).
@@ -314,7 +335,11 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
         token: env::token()?,
         proxy: ureq::Proxy::try_from_env(),
         http_timeout: env::http_timeout()?,
-        progress: env::progress_style(),
+        progress: if quiet {
+            crate::util::progress::Style::PLAIN
+        } else {
+            env::progress_style()
+        },
     };
     Ok(Task::Resources(Box::new(opts), typed))
 }

@@ -226,6 +226,7 @@ impl Http {
             .limit(API_BODY_LIMIT)
             .read_to_string()
             .map_err(|e| self.classify(&e, url))?;
+        super::count_received(body.len() as u64);
         Ok(ApiResponse {
             status,
             headers,
@@ -267,12 +268,14 @@ impl Http {
                     self.pause(backoff(tries), deadline, &m)?
                 }
                 Failure::Transient(m) => {
-                    return Err(anyhow!("{m} (gave up after {API_TRIES} tries)"))
+                    return Err(super::network(format!(
+                        "{m} (gave up after {API_TRIES} tries)"
+                    )))
                 }
                 Failure::Fatal(m) if Instant::now() >= deadline => {
-                    return Err(anyhow!("{m}; {}", self.bound()))
+                    return Err(super::network(format!("{m}; {}", self.bound())))
                 }
-                Failure::Fatal(m) => return Err(anyhow!("{m}")),
+                Failure::Fatal(m) => return Err(super::network(m)),
             }
         }
     }
@@ -281,9 +284,9 @@ impl Http {
     /// would pass the call's deadline: then the call fails.
     fn pause(&self, wait: Duration, deadline: Instant, why: &str) -> Result<()> {
         if Instant::now() + wait >= deadline {
-            return Err(anyhow!("{why}; {}", self.bound()));
+            return Err(super::network(format!("{why}; {}", self.bound())));
         }
-        eprintln!("  {why}; retrying in {:.1} s", wait.as_secs_f64());
+        say!("  {why}; retrying in {:.1} s", wait.as_secs_f64());
         std::thread::sleep(wait);
         Ok(())
     }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 
 use crate::util::fmt::parse_sha256_hex;
 use crate::util::fs as fsutil;
@@ -78,6 +78,75 @@ impl std::fmt::Display for DigestMismatch {
     }
 }
 impl std::error::Error for DigestMismatch {}
+
+/// Why a download failed, for the exit code: the network or the server
+/// (after the retries), or something on this side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    Network,
+    Local,
+}
+
+/// A download that failed: what to say, and why.
+#[derive(Clone, Debug)]
+pub struct Failed {
+    pub cause: Cause,
+    pub msg: String,
+}
+
+impl Failed {
+    pub(crate) fn new(cause: Cause, msg: impl Into<String>) -> Failed {
+        Failed {
+            cause,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+impl std::error::Error for Failed {}
+
+/// Bytes received from the network by this process (asset bodies and API
+/// answers), for `--json`.
+static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Assets of which this process received bytes.
+static FETCHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+pub(crate) fn count_received(n: u64) {
+    RECEIVED.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn count_asset(name: &str, n: u64) {
+    count_received(n);
+    let mut f = FETCHED.lock().unwrap_or_else(|e| e.into_inner());
+    if !f.iter().any(|x| x == name) {
+        f.push(name.to_string());
+    }
+}
+
+/// Bytes this process received from the network.
+pub fn received() -> u64 {
+    RECEIVED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether this process fetched bytes of asset `name` (else it came whole
+/// from the cache or the working directory).
+pub fn fetched(name: &str) -> bool {
+    FETCHED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|x| x == name)
+}
+
+/// A failure of the network or of a server's answer (exit code 3).
+pub fn network(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Failed::new(Cause::Network, msg))
+}
 
 /// The asset of a [`DigestMismatch`] anywhere in `e`'s chain.
 pub fn digest_mismatch(e: &anyhow::Error) -> Option<String> {
@@ -202,7 +271,10 @@ pub fn start(
                     let run = std::panic::AssertUnwindSafe(|| worker::worker(&s));
                     if std::panic::catch_unwind(run).is_err() {
                         // A reader must not wait forever on a worker that died.
-                        s.abort_all("internal error: a download worker stopped; run again");
+                        s.abort_all(Failed::new(
+                            Cause::Local,
+                            "internal error: a download worker stopped; run again",
+                        ));
                     }
                 })
                 .expect("spawn download worker")
@@ -256,17 +328,17 @@ impl Downloads {
         }
         self.shared.progress.finish();
         let g = self.shared.lock();
-        if let Some(e) = &g.abort {
-            bail!("{e}");
+        match &g.abort {
+            Some(e) => Err(anyhow::Error::new(e.clone())),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Stops the workers (used when a consumer failed).
     pub fn abort(&self, why: &str) {
         let mut g = self.shared.lock();
         if g.abort.is_none() {
-            g.abort = Some(why.to_string());
+            g.abort = Some(Failed::new(Cause::Local, why));
         }
         drop(g);
         self.shared.changed.notify_all();

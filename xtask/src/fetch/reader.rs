@@ -15,7 +15,7 @@ use crate::util::fs as fsutil;
 use crate::util::text::Shown;
 
 use super::state::{Mode, Shared};
-use super::DigestMismatch;
+use super::{Cause, DigestMismatch, Failed};
 
 /// SHA-256 on a thread of its own, fed copies of what a reader hands out:
 /// hashing the parts would otherwise take a sixth of the decompressing
@@ -108,8 +108,9 @@ impl AssetReader {
     }
 
     fn fail(&self, msg: String) -> io::Error {
-        self.shared.fail(self.index, msg.clone());
-        io::Error::other(msg)
+        let why = Failed::new(Cause::Local, msg);
+        self.shared.fail(self.index, why.clone());
+        io::Error::other(why)
     }
 
     /// Waits until bytes past `pos` exist; how many.
@@ -195,7 +196,8 @@ impl AssetReader {
                     hex(&want),
                     hex(&digest)
                 );
-                self.shared.fail(self.index, msg.clone());
+                self.shared
+                    .fail(self.index, Failed::new(Cause::Local, msg.clone()));
                 return Err(io::Error::other(DigestMismatch {
                     asset: wanted.name.clone(),
                     msg,

@@ -13,7 +13,7 @@ use crate::util::progress::Progress;
 
 use super::http::Http;
 use super::segments::{read_segs, segment_size};
-use super::Wanted;
+use super::{Failed, Wanted};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum SegState {
@@ -48,7 +48,7 @@ pub(super) struct AssetState {
     pub(super) file: Option<Arc<File>>,
     pub(super) mode: Mode,
     pub(super) segs: Vec<Seg>,
-    pub(super) error: Option<String>,
+    pub(super) error: Option<Failed>,
 }
 
 impl AssetState {
@@ -83,7 +83,7 @@ impl AssetState {
 
 pub(super) struct Inner {
     pub(super) assets: Vec<AssetState>,
-    pub(super) abort: Option<String>,
+    pub(super) abort: Option<Failed>,
 }
 
 pub(super) struct Shared {
@@ -98,10 +98,10 @@ pub(super) struct Shared {
 impl Shared {
     /// Stops every worker and wakes every reader, with `msg` unless a
     /// failure came first.
-    pub(super) fn abort_all(&self, msg: &str) {
+    pub(super) fn abort_all(&self, why: Failed) {
         let mut g = self.lock();
         if g.abort.is_none() {
-            g.abort = Some(msg.to_string());
+            g.abort = Some(why);
         }
         drop(g);
         self.changed.notify_all();
@@ -111,13 +111,13 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn fail(&self, asset: usize, msg: String) {
+    pub(super) fn fail(&self, asset: usize, why: Failed) {
         let mut g = self.lock();
         if g.assets[asset].error.is_none() {
-            g.assets[asset].error = Some(msg.clone());
+            g.assets[asset].error = Some(why.clone());
         }
         if g.abort.is_none() {
-            g.abort = Some(msg);
+            g.abort = Some(why);
         }
         drop(g);
         self.changed.notify_all();

@@ -47,7 +47,7 @@ pub(super) fn worker(shared: &Shared) {
             // Another asset failed first; its message is the one to report.
             Err(Stop::Aborted) => return,
             Err(Stop::Failed(msg)) => {
-                shared.fail(task.asset, msg);
+                shared.fail(task.asset, super::Failed::new(super::Cause::Network, msg));
                 return;
             }
         }
@@ -250,6 +250,9 @@ pub(super) fn stream(
             ))
         })?;
         *pos += n as u64;
+        if matches!(wanted.from, super::Origin::Url(_)) {
+            super::count_asset(&wanted.name, n as u64);
+        }
         {
             let mut g = shared.lock();
             let s = &mut g.assets[task.asset].segs[task.seg];

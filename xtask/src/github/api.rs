@@ -2,9 +2,8 @@
 //! time it resets), a refused token, or anything else unexpected, each as a
 //! message that says what to do.
 
-use anyhow::anyhow;
-
 use crate::fetch::http::{header, quota_spent, ApiResponse, Http};
+use crate::fetch::network;
 use crate::util::text::Shown;
 
 /// The error for a rate-limited or unauthorised API answer, if it is one.
@@ -20,27 +19,27 @@ pub fn api_refusal(resp: &ApiResponse, url: &str, http: &Http) -> Option<anyhow:
         } else {
             "set GH_TOKEN (or GITHUB_TOKEN) to a GitHub token to lift the limit to 5000 an hour, or wait"
         };
-        return Some(anyhow!(
+        return Some(network(format!(
             "the GitHub API rate limit is exhausted ({} answered {}); {reset}; {hint}",
             Shown(url),
             resp.status
-        ));
+        )));
     }
     if resp.status == 401 {
         let var = http.token_var();
-        return Some(anyhow!(
+        return Some(network(format!(
             "{} answered 401: the token in {var} was refused (invalid or expired); fix it or unset it",
             Shown(url)
-        ));
+        )));
     }
     None
 }
 
 pub fn unexpected(resp: &ApiResponse, url: &str) -> anyhow::Error {
-    anyhow!(
+    network(format!(
         "{} answered HTTP {}: {}",
         Shown(url),
         resp.status,
         Shown(&resp.body)
-    )
+    ))
 }

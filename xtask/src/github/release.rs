@@ -229,8 +229,8 @@ pub fn for_each_release(
 }
 
 fn list_loops(url: &str, why: &str) {
-    eprintln!(
-        "note: the release list repeats itself ({} {why}); stopped there, each release \
+    note!(
+        "the release list repeats itself ({} {why}); stopped there, each release \
          listed once",
         Shown(url)
     );

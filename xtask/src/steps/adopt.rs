@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::guard::State;
 use super::image::fetch_assets;
@@ -193,7 +193,7 @@ pub fn refuse_users(opts: &Opts, verdicts: &mut [(&'static str, Verdict)]) -> Re
     if lines.is_empty() {
         return Ok(());
     }
-    bail!(
+    Err(fsutil::users_files(format!(
         "{} in {} {} not the release's, and nothing was changed:\n{}\nTo keep {}, move {} out \
          of {} first; to replace {} with the release's, run again with --force",
         names.join(", "),
@@ -204,7 +204,7 @@ pub fn refuse_users(opts: &Opts, verdicts: &mut [(&'static str, Verdict)]) -> Re
         names.join(", "),
         opts.output.display(),
         if names.len() == 1 { "it" } else { "them" },
-    )
+    )))
 }
 
 /// Hashes the file at `path` in this run; adopted when it is `want`.

@@ -21,12 +21,13 @@ pub fn run(opts: &Opts, cmd: &CacheCmd) -> Result<()> {
     let root = opts.cache.clone().ok_or_else(|| {
         anyhow!("no cache location: set VSWARM_CACHE_DIR, XDG_CACHE_HOME or HOME")
     })?;
+    crate::util::say::report("cache", serde_json::json!(root));
     if *cmd == CacheCmd::Path {
-        println!("{}", root.display());
+        out!("{}", root.display());
         return Ok(());
     }
     if !root.is_dir() {
-        println!(
+        out!(
             "The cache {} is empty (nothing downloaded yet)",
             root.display()
         );
@@ -40,8 +41,10 @@ pub fn run(opts: &Opts, cmd: &CacheCmd) -> Result<()> {
             let keep = keep.unwrap_or(KEEP_ENTRIES);
             let max = max_size.unwrap_or(KEEP_BYTES);
             let removed = cache.prune(keep, max, None)?;
+            let gone: Vec<_> = removed.iter().map(entry_json).collect();
+            crate::util::say::report("removed", serde_json::json!(gone));
             for e in &removed {
-                println!(
+                out!(
                     "removed  {} {} ({}), {}",
                     e.repo,
                     e.tag,
@@ -50,7 +53,7 @@ pub fn run(opts: &Opts, cmd: &CacheCmd) -> Result<()> {
                 );
             }
             let left: u64 = cache.list().iter().map(|e| e.bytes).sum();
-            println!(
+            out!(
                 "Removed {} release(s); the cache holds {} in {}",
                 removed.len(),
                 human_bytes(left),
@@ -64,16 +67,21 @@ pub fn run(opts: &Opts, cmd: &CacheCmd) -> Result<()> {
 
 fn list(cache: &Cache) {
     let entries = cache.list();
+    let listed: Vec<_> = entries.iter().map(entry_json).collect();
+    crate::util::say::report("entries", serde_json::json!(listed));
     if entries.is_empty() {
-        println!("The cache {} is empty", cache.root().display());
+        out!("The cache {} is empty", cache.root().display());
         return;
     }
-    println!(
+    out!(
         "{:<32} {:<14} {:>10}  {:<14} source",
-        "repository", "tag", "size", "last used"
+        "repository",
+        "tag",
+        "size",
+        "last used"
     );
     for e in &entries {
-        println!(
+        out!(
             "{:<32} {:<14} {:>10}  {:<14} {}",
             e.repo,
             e.tag,
@@ -83,7 +91,7 @@ fn list(cache: &Cache) {
         );
     }
     let total: u64 = entries.iter().map(|e| e.bytes).sum();
-    println!(
+    out!(
         "{} release(s), {} in {}",
         entries.len(),
         human_bytes(total),
@@ -99,4 +107,16 @@ fn ago(d: std::time::Duration) -> String {
         3600..=86399 => format!("{} h ago", s / 3600),
         _ => format!("{} days ago", s / 86400),
     }
+}
+
+/// An entry for `--json`.
+fn entry_json(e: &cache::EntryInfo) -> serde_json::Value {
+    let used = e
+        .last_used
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    serde_json::json!({
+        "repo": e.repo, "tag": e.tag, "site": e.site, "bytes": e.bytes,
+        "last_used_unix": used, "path": e.dir,
+    })
 }

@@ -99,7 +99,14 @@ pub fn run(opts: &Opts, args: ConvertArgs) -> Result<()> {
         })
     };
     match converted {
-        Ok(line) => eprintln!("{line}"),
+        Ok(line) => {
+            say!("{line}");
+            let size = std::fs::metadata(&output).map(|m| m.len()).ok();
+            crate::util::say::report(
+                "files",
+                serde_json::json!([{ "name": RAW, "path": output, "size": size, "source": "converted" }]),
+            );
+        }
         Err(e) => {
             // Nothing was replaced: the manifest goes back to what it said.
             if let (Some(orig), Some(_)) = (&before, &qcow2_entry) {

@@ -102,14 +102,14 @@ pub fn run(opts: &Opts) -> Result<()> {
     };
     report_unpacked(&plan, &out, started);
     if let Some(o) = other {
-        eprintln!(
-            "note: {} {}/{} stays installed whole in {}; the image stays in the working directory",
+        note!(
+            "{} {}/{} stays installed whole in {}; the image stays in the working directory",
             Shown(&o.tag),
             Shown(&o.os),
             Shown(&o.arch),
             opts.output.display()
         );
-        println!("{} is ready", staged.display());
+        out!("{} is ready", staged.display());
         return Ok(());
     }
     let mut new = same_set_manifest(opts, &plan, m.as_ref());
@@ -125,7 +125,8 @@ pub fn run(opts: &Opts) -> Result<()> {
         new,
         vec![(QCOW2, Move::Rename(staged))],
     )?;
-    println!("{} is ready", opts.output.join(QCOW2).display());
+    out!("{} is ready", opts.output.join(QCOW2).display());
+    report_image(&opts.output.join(QCOW2), &out.sha256);
     Ok(())
 }
 
@@ -145,7 +146,7 @@ fn adopt_image(opts: &Opts, plan: &Plan, m: Option<&Manifest>) -> Result<bool> {
             let mut new = same_set_manifest(opts, plan, m);
             new.set_entry(e);
             install(&opts.output, m, new, Vec::new())?;
-            println!(
+            out!(
                 "{} already is release {}'s image (adopted)",
                 opts.output.join(QCOW2).display(),
                 plan.release.tag_name
@@ -302,7 +303,7 @@ fn from_set(opts: &Opts, from: &Path) -> Result<()> {
     let expected = sha_from_sums(&text, &sums_shown, &archive, &advice)?;
     let dest = opts.output.join(QCOW2);
     if fsutil::is_regular(&dest) && fsutil::sha256_file(&dest)? == expected {
-        println!(
+        out!(
             "{} already holds this image (its sha256 matches {})",
             dest.display(),
             sums.name
@@ -359,13 +360,14 @@ fn from_set(opts: &Opts, from: &Path) -> Result<()> {
             dir.display()
         )
     })?;
-    eprintln!(
+    say!(
         "  {QCOW2}: {} unpacked and checked against {} in {:.1} s",
         human_bytes(out.size),
         sums.name,
         started.elapsed().as_secs_f64()
     );
-    println!("{} is ready", dest.display());
+    out!("{} is ready", dest.display());
+    report_image(&dest, &out.sha256);
     Ok(())
 }
 
@@ -429,4 +431,13 @@ fn dir_files(dir: &Path) -> Result<Vec<Asset>> {
         }
     }
     Ok(found)
+}
+
+/// The unpacked image for `--json`.
+fn report_image(path: &Path, sha256: &[u8; 32]) {
+    let size = fs::metadata(path).map(|m| m.len()).ok();
+    crate::util::say::report(
+        "files",
+        serde_json::json!([{ "name": QCOW2, "path": path, "size": size, "sha256": hex(sha256) }]),
+    );
 }

@@ -43,7 +43,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     warn_support(opts);
     note_unchecked_digests(&plan);
     prepare_work(opts, &plan)?;
-    eprintln!(
+    say!(
         "Downloading {} {}/{} ({}) into {}",
         plan.release.tag_name,
         opts.os,
@@ -54,7 +54,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     drop(http);
     fetch_assets(opts, &mut plan, Pick::ALL)?;
     if let Some(m) = other_set(opts, &plan, m.as_ref()) {
-        println!(
+        out!(
             "Downloaded {tag} into {work}. {} {}/{} stays installed whole in {out}, so the new \
              kernel and client stay in {work}; `cargo xtask resources --version {tag}` switches \
              the whole set.",
@@ -90,8 +90,9 @@ pub fn run(opts: &Opts) -> Result<()> {
         new.set_entry(entry(name, &path, Some(hex(&sha)), vec![source_of(asset)])?);
         moves.push((name, Move::Copy(path)));
     }
-    install(&opts.output, m.as_ref(), new, moves)?;
-    println!(
+    let installed = install(&opts.output, m.as_ref(), new, moves)?;
+    report_files(opts, &plan, &installed);
+    out!(
         "Downloaded {}: {} and {} installed in {}; disk image parts and sums in {}",
         plan.release.tag_name,
         KERNEL,
@@ -105,4 +106,24 @@ pub fn run(opts: &Opts) -> Result<()> {
 /// The kernel and client, with their installed names.
 fn small(plan: &Plan) -> [(&'static str, &Asset); 2] {
     [(KERNEL, &plan.sel.kernel), (CLIENT, &plan.sel.client)]
+}
+
+/// Kernel and client for `--json`, with where each came from.
+fn report_files(opts: &Opts, plan: &Plan, m: &crate::install::manifest::Manifest) {
+    let files: Vec<_> = small(plan)
+        .iter()
+        .filter_map(|(name, asset)| {
+            let e = m.entry(name)?;
+            let source = if crate::fetch::fetched(&asset.name) {
+                "downloaded"
+            } else {
+                "cached"
+            };
+            Some(serde_json::json!({
+                "name": name, "size": e.size, "sha256": e.sha256,
+                "path": opts.output.join(name), "source": source,
+            }))
+        })
+        .collect();
+    crate::util::say::report("files", serde_json::json!(files));
 }

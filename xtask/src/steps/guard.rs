@@ -16,7 +16,7 @@ use crate::install::layout::{QCOW2, RAW};
 use crate::install::manifest::{self, FileEntry, Manifest, SourceAsset};
 use crate::qcow2;
 use crate::util::fmt::hex;
-use crate::util::fs as fsutil;
+use crate::util::fs::{self as fsutil, users_files};
 
 /// What stands at one installed name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,7 +159,7 @@ pub fn refuse_users(out: &Path, states: &[(String, State)]) -> Result<()> {
         .filter(|(_, s)| s.is_users())
         .map(|(n, _)| n.as_str())
         .collect();
-    bail!(
+    Err(users_files(format!(
         "{}; nothing was changed. To keep {}, move {} out of {} first; to replace {} \
          with the release's, run again with --force",
         users.join("; "),
@@ -167,7 +167,7 @@ pub fn refuse_users(out: &Path, states: &[(String, State)]) -> Result<()> {
         names.join(", "),
         out.display(),
         if names.len() == 1 { "it" } else { "them" },
-    )
+    )))
 }
 
 /// Brings the manifest's recorded times up to date for files that were only
@@ -240,8 +240,8 @@ pub(super) fn load_manifest_or_compare(opts: &Opts) -> Option<Manifest> {
     match manifest::load(&opts.output) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!(
-                "note: {}; the installed files are compared with the release instead",
+            note!(
+                "{}; the installed files are compared with the release instead",
                 crate::util::text::clean(&format!("{e:#}"), 300)
             );
             None

@@ -34,7 +34,7 @@ pub(super) fn make_image(
     if let Some(u) = staged_image(plan, dest) {
         // An interrupted run already unpacked and checked the image (and
         // may have deleted the parts): only the small assets are needed.
-        eprintln!(
+        say!(
             "  {}: already unpacked and checked by an interrupted run",
             crate::install::layout::QCOW2
         );
@@ -64,7 +64,7 @@ pub(super) fn fetch_assets(opts: &Opts, plan: &mut Plan, pick: Pick) -> Result<(
         let r = fetch::start(http, want, opts.connections, "download", opts.progress)?.finish_all();
         match r {
             Err(e) if tries == 1 && fetch::digest_mismatch(&e).is_some() => {
-                eprintln!(
+                say!(
                     "  {}; fetching it again",
                     crate::util::text::clean(&format!("{e:#}"), 400)
                 );
@@ -148,7 +148,7 @@ fn fetch_with_one_retry(
                 bad.join(", ")
             )));
         }
-        eprintln!(
+        say!(
             "  {}; {} deleted, fetching again",
             crate::util::text::clean(&format!("{e:#}"), 400),
             bad.join(", ")
@@ -179,7 +179,7 @@ fn settle(plan: &Plan, dl: &Downloads, pick: Pick) -> Settled {
         if fsutil::is_regular(&plan.asset_path(&a.name)) {
             continue;
         }
-        eprintln!(
+        say!(
             "  {}: finishing its download to check its digest",
             Shown(&a.name)
         );
@@ -203,12 +203,16 @@ fn settle(plan: &Plan, dl: &Downloads, pick: Pick) -> Settled {
 /// without the advice to fetch again.
 fn published(e: anyhow::Error) -> anyhow::Error {
     match e.downcast_ref::<BadContent>() {
-        Some(bad) => anyhow!(
-            "{}; every part it was read from matched the release's sha256 digest, so the \
-             release itself is damaged and fetching it again will not help: choose another \
-             --version",
-            bad.fault()
-        ),
+        // Still the archive's fault (exit code 4), now said as it is.
+        Some(bad) => anyhow::Error::new(BadContent {
+            at: bad.at,
+            msg: format!(
+                "{}; every part it was read from matched the release's sha256 digest, so the \
+                 release itself is damaged and fetching it again will not help: choose another \
+                 --version",
+                bad.fault()
+            ),
+        }),
         None => e,
     }
 }

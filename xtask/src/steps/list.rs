@@ -14,32 +14,35 @@ use crate::util::text::clean;
 /// `cargo xtask resources list`
 pub fn run(opts: &Opts) -> Result<()> {
     let http = Http::new(&opts.http(opts.connections));
-    println!("Releases of {} (newest first):", opts.repo);
+    out!("Releases of {} (newest first):", opts.repo);
     let mut none = true;
+    let mut listed = Vec::new();
     for_each_release(&http, &opts.repo, |r| {
         none = false;
         if !r.draft {
             show(&r);
+            listed.push(summary(&r));
         }
         Ok(())
     })?;
+    crate::util::say::report("releases", serde_json::json!(listed));
     if none {
-        println!("  (none)");
+        out!("  (none)");
     }
-    println!();
-    println!("Support (from the documentation):");
+    out!();
+    out!("Support (from the documentation):");
     for os in Os::ALL {
         for arch in Arch::ALL {
-            println!("  {os:<5} {arch:<5}  {}", support(os, arch).summary());
+            out!("  {os:<5} {arch:<5}  {}", support(os, arch).summary());
         }
     }
-    println!("  test client: stable, QEMU + gem5, on both architectures");
+    out!("  test client: stable, QEMU + gem5, on both architectures");
     Ok(())
 }
 
 /// A release and what it holds per os/arch.
 fn show(r: &Release) {
-    println!(
+    out!(
         "{}  {}{}",
         clean(&r.tag_name, 60),
         clean(r.published_at.as_deref().unwrap_or("(unpublished)"), 40),
@@ -54,9 +57,32 @@ fn show(r: &Release) {
                     None => format!("unusable: {}", clean(first_line(&e.to_string()), 160)),
                 },
             };
-            println!("    {os:<5} {arch:<5}  {line}");
+            out!("    {os:<5} {arch:<5}  {line}");
         }
     }
+}
+
+/// A release for `--json`: tag, dates, and per os/arch set complete or not
+/// with its size.
+fn summary(r: &Release) -> serde_json::Value {
+    let mut sets = Vec::new();
+    for os in Os::ALL {
+        for arch in Arch::ALL {
+            let sel = assets::select(r, os, arch).ok();
+            sets.push(serde_json::json!({
+                "os": os.as_str(),
+                "arch": arch.as_str(),
+                "complete": sel.is_some(),
+                "bytes": sel.map(|s| s.total_size()),
+            }));
+        }
+    }
+    serde_json::json!({
+        "tag": clean(&r.tag_name, 100),
+        "published_at": r.published_at.as_deref().map(|p| clean(p, 40)),
+        "prerelease": r.prerelease,
+        "sets": sets,
+    })
 }
 
 fn first_line(s: &str) -> &str {

@@ -16,7 +16,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     let plan = plan_offline(opts)?;
     let dest = plan.work.join(&plan.sel.disk_archive);
     if plan.sel.disk.len() == 1 {
-        println!(
+        out!(
             "{} is a single file; nothing to merge",
             plan.asset_path(&plan.sel.disk[0].name).display()
         );
@@ -51,7 +51,7 @@ pub fn run(opts: &Opts) -> Result<()> {
             .with_context(|| format!("cannot append {} to {}", path.display(), dest.display()))?;
     }
     out.commit()?;
-    println!(
+    out!(
         "{} ({}, {} parts)",
         dest.display(),
         human_bytes(total),

@@ -32,7 +32,7 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
     let source = opts.source();
     let resolved = source.resolve(&http, &opts.repo, &opts.version)?;
     if let Some(note) = &resolved.note {
-        eprintln!("note: {note}");
+        note!("{note}");
     }
     let release = &resolved.release;
     let tag = &release.tag_name;
@@ -54,8 +54,8 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
                     }
                 }
                 Err(e) if single => return Err(e),
-                Err(e) => eprintln!(
-                    "note: skipping {os}/{arch}: {}",
+                Err(e) => note!(
+                    "skipping {os}/{arch}: {}",
                     crate::util::text::clean(e.to_string().lines().next().unwrap_or(""), 200)
                 ),
             }
@@ -78,7 +78,7 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let total: u64 = wanted.iter().map(|j| j.size).sum();
-    eprintln!(
+    say!(
         "Mirroring {tag} ({} assets, {}) from {} into {}",
         wanted.len(),
         human_bytes(total),
@@ -92,7 +92,7 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
         write_small(&latest, format!("{tag}\n").as_bytes())?;
     }
     lock.remove();
-    println!(
+    out!(
         "Mirrored {tag} into {}; use it with `cargo xtask resources --source {}`",
         dir.display(),
         fs::canonicalize(out)

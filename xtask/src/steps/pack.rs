@@ -122,12 +122,12 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
         )
         .collect();
     if !clashes.is_empty() && !opts.force {
-        bail!(
+        return Err(fsutil::users_files(format!(
             "{} already holds {}; pass --force to replace that set (its old parts are removed), \
              or choose another --output",
             dir.display(),
             list(&clashes)
-        );
+        )));
     }
     // What --force will remove must be removable, before anything is written.
     for name in &old {
@@ -206,7 +206,7 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
     commit_set(dir, opts.force, &old, &sums, parts, copies, sums_file)?;
 
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
+    say!(
         "packed {} ({}) into {} in {:.1} s ({}/s, {:.1}% of its size, {} {})",
         args.disk.display(),
         human_bytes(size),
@@ -221,18 +221,21 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
             _ => "xz stream",
         }
     );
-    for (name, size) in &listing {
-        println!("{}\t{size}", dir.join(name).display());
-    }
+    let mut assets: Vec<(String, u64)> = listing.clone();
     for e in [&kernel, &client].into_iter().flatten() {
-        println!("{}\t{}", dir.join(&e.name).display(), e.size);
+        assets.push((e.name.clone(), e.size));
     }
-    println!(
-        "{}\t{}",
-        dir.join(&sums).display(),
-        fs::metadata(dir.join(&sums))?.len()
-    );
-    eprintln!("sha256 {}  {MEMBER}", hex(&packed.sha256));
+    assets.push((sums.clone(), fs::metadata(dir.join(&sums))?.len()));
+    for (name, size) in &assets {
+        out!("{}\t{size}", dir.join(name).display());
+    }
+    let listed: Vec<_> = assets
+        .iter()
+        .map(|(n, size)| serde_json::json!({ "name": n, "size": size, "path": dir.join(n) }))
+        .collect();
+    crate::util::say::report("assets", serde_json::json!(listed));
+    crate::util::say::report("sha256", serde_json::json!(hex(&packed.sha256)));
+    say!("sha256 {}  {MEMBER}", hex(&packed.sha256));
     Ok(())
 }
 

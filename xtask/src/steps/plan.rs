@@ -76,7 +76,7 @@ pub(super) fn plan_online(opts: &Opts, http: &Http) -> Result<Plan> {
     let cache = store::open_cache(opts)?;
     let resolved = store::resolve(opts, http, cache.as_ref())?;
     if let Some(note) = &resolved.note {
-        eprintln!("note: {note}");
+        note!("{note}");
     }
     plan_from(opts, resolved.release, resolved.json, cache)
 }
@@ -233,8 +233,8 @@ pub(super) fn note_unchecked_digests(plan: &Plan) {
     for a in plan.sel.all() {
         if let Some(d) = &a.digest {
             if !d.starts_with("sha256:") {
-                eprintln!(
-                    "note: asset {} has a digest `{}` of an algorithm this tool does not \
+                note!(
+                    "asset {} has a digest `{}` of an algorithm this tool does not \
                      check; its size and the image's sums are still checked",
                     Shown(&a.name),
                     crate::util::text::clean(d, 40)
@@ -247,8 +247,8 @@ pub(super) fn note_unchecked_digests(plan: &Plan) {
 pub(super) fn warn_support(opts: &Opts) {
     let s = support(opts.os, opts.arch);
     if !s.stable || !s.gem5 {
-        eprintln!(
-            "warning: {}/{} is {} in the documentation ({})",
+        warning!(
+            "{}/{} is {} in the documentation ({})",
             opts.os,
             opts.arch,
             if s.gem5 {
@@ -286,7 +286,7 @@ pub(super) fn prepare_work(opts: &Opts, plan: &Plan) -> Result<()> {
 
 /// The release's checksum file could not be read or parsed: it is at fault.
 #[derive(Debug)]
-pub(super) struct BadSums(String);
+pub struct BadSums(String);
 
 impl std::fmt::Display for BadSums {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -371,7 +371,7 @@ pub(super) fn unpack_disk(
 
 /// Said once the progress bars are gone.
 pub(super) fn report_unpacked(plan: &Plan, out: &unpack::Unpacked, started: Instant) {
-    eprintln!(
+    say!(
         "  {}: {} unpacked and checked against {} in {:.1} s",
         QCOW2,
         human_bytes(out.size),

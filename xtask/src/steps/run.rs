@@ -41,13 +41,13 @@ pub fn run(opts: &Opts) -> Result<()> {
     // A whole set that still matches its manifest needs no network for a
     // pinned tag, and one API call (or none, from the cache) for `latest`.
     if let Some(m) = up_to_date(opts, m.as_ref(), &states, None) {
-        println!("{}", up_to_date_line(m, &opts.output, started));
+        say_up_to_date(opts, m, started);
         lock.remove();
         return Ok(());
     }
     let plan = plan_online(opts, &Http::new(&opts.http(opts.connections)))?;
     if let Some(m) = up_to_date(opts, m.as_ref(), &states, Some(&plan)) {
-        println!("{}", up_to_date_line(m, &opts.output, started));
+        say_up_to_date(opts, m, started);
         lock.remove();
         plan.store.finish();
         return Ok(());
@@ -131,7 +131,7 @@ fn install_plan(
         Err(e) => return Err(e),
     };
     let installed = install_set(opts, &plan, m.as_ref(), &verdicts, made)?;
-    println!("Checking the installed set:");
+    out!("Checking the installed set:");
     // Quick: every byte was hashed on the way in; re-reading GiBs proves nothing new.
     verify::check_installed(&opts.output, &installed, verify::Depth::Quick)
         .context("the installed set failed verification")?;
@@ -165,7 +165,7 @@ fn stock(
     adopt::refuse_users(opts, &mut verdicts)?;
     for (name, v) in &verdicts {
         if let Verdict::Keep(Kept::Adopted, _) = v {
-            eprintln!(
+            say!(
                 "  adopted  {name:<18} it already is release {}'s",
                 plan.release.tag_name
             );
@@ -200,7 +200,7 @@ fn make(opts: &Opts, plan: &mut Plan, verdicts: &[(&str, Verdict)]) -> Result<Ve
     };
     let names: Vec<&str> = NAMES.iter().copied().filter(|n| is_make(n)).collect();
     if !names.is_empty() {
-        eprintln!(
+        say!(
             "Getting {} of {} {}/{} into {}",
             names.join(", "),
             plan.release.tag_name,
@@ -218,7 +218,7 @@ fn make(opts: &Opts, plan: &mut Plan, verdicts: &[(&str, Verdict)]) -> Result<Ve
         let u = make_image(opts, plan, pick, &staged_qcow2, raw_in_pass)?;
         in_pass = u.raw.is_some();
         if let Some(stats) = u.raw {
-            eprintln!(
+            say!(
                 "  {RAW}: converted in the same pass ({} data)",
                 human_bytes(stats.data_bytes)
             );
@@ -260,7 +260,7 @@ fn make_raw(opts: &Opts, plan: &Plan, qcow2: &Path, raw: &Path, in_pass: bool) -
     if !in_pass {
         let t = Instant::now();
         convert_file(qcow2, raw, true, opts.progress)?;
-        eprintln!("  {RAW}: converted in {:.1} s", t.elapsed().as_secs_f64());
+        say!("  {RAW}: converted in {:.1} s", t.elapsed().as_secs_f64());
     }
     let entry = guard::entry(RAW, raw, None, disk_sources(plan))?;
     Ok(Made {
@@ -377,6 +377,13 @@ fn recheck(
     guard::refuse_users(out, &now)
 }
 
+/// Says the set is up to date (and reports it, every file kept).
+fn say_up_to_date(opts: &Opts, m: &Manifest, started: Instant) {
+    out!("{}", up_to_date_line(m, &opts.output, started));
+    crate::util::say::report("up_to_date", serde_json::json!(true));
+    report_set(opts, m, |_| "kept");
+}
+
 fn up_to_date_line(m: &Manifest, out: &Path, started: Instant) -> String {
     format!(
         "Up to date: {} {}/{} in {} (checked in {:.2} s; --force downloads again)",
@@ -389,7 +396,7 @@ fn up_to_date_line(m: &Manifest, out: &Path, started: Instant) -> String {
 }
 
 fn print_summary(opts: &Opts, m: &Manifest, verdicts: &[(&str, Verdict)], started: Instant) {
-    println!(
+    out!(
         "Installed {} {}/{} from {} in {:.1} s:",
         Shown(&m.tag),
         Shown(&m.os),
@@ -398,12 +405,8 @@ fn print_summary(opts: &Opts, m: &Manifest, verdicts: &[(&str, Verdict)], starte
         started.elapsed().as_secs_f64()
     );
     for f in &m.files {
-        let how = match verdict(verdicts, &f.name) {
-            Verdict::Keep(Kept::Recorded, _) => "kept",
-            Verdict::Keep(Kept::Adopted, _) => "adopted",
-            _ => "new",
-        };
-        println!(
+        let how = origin(f, verdicts);
+        out!(
             "  {:<18} {:>10}  {:<8} {}",
             f.name,
             human_bytes(f.size),
@@ -412,7 +415,48 @@ fn print_summary(opts: &Opts, m: &Manifest, verdicts: &[(&str, Verdict)], starte
         );
     }
     if m.no_raw {
-        println!("  {RAW:<18} not made (--no-raw; gem5 needs it, QEMU does not)");
+        out!("  {RAW:<18} not made (--no-raw; gem5 needs it, QEMU does not)");
     }
-    println!("Support: {}", support(opts.os, opts.arch).summary());
+    out!("Support: {}", support(opts.os, opts.arch).summary());
+    report_set(opts, m, |f| origin(f, verdicts));
+}
+
+/// Where an installed file came from this run: `kept`, `adopted`, or, for
+/// a file made, `downloaded` (bytes of its assets came over the network)
+/// or `cached` (all of them from the cache); a raw image made from a qcow2
+/// that was kept is `converted`.
+fn origin(f: &FileEntry, verdicts: &[(&str, Verdict)]) -> &'static str {
+    match verdict(verdicts, &f.name) {
+        Verdict::Keep(Kept::Recorded, _) => "kept",
+        Verdict::Keep(Kept::Adopted, _) => "adopted",
+        _ if f.name == RAW && !matches!(verdict(verdicts, QCOW2), Verdict::Make) => "converted",
+        _ if f.sources.iter().any(|s| fetch::fetched(&s.name)) => "downloaded",
+        _ => "cached",
+    }
+}
+
+/// The set for `--json`: the release, and per file its name, size,
+/// sha256, path and origin.
+fn report_set(opts: &Opts, m: &Manifest, origin: impl Fn(&FileEntry) -> &'static str) {
+    use serde_json::json;
+    crate::util::say::report(
+        "release",
+        json!({ "repo": m.repo, "tag": m.tag, "os": m.os, "arch": m.arch }),
+    );
+    crate::util::say::report("output", json!(opts.output));
+    let files: Vec<_> = m
+        .files
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "size": f.size,
+                "sha256": f.sha256,
+                "path": opts.output.join(&f.name),
+                "source": origin(f),
+            })
+        })
+        .collect();
+    crate::util::say::report("files", json!(files));
+    crate::util::say::report("no_raw", json!(m.no_raw));
 }

@@ -38,8 +38,8 @@ pub(super) fn open_cache(opts: &Opts) -> Result<Option<Cache>> {
         Ok(c) => Ok(Some(c)),
         Err(e) if opts.offline => Err(e.context("--offline needs the cache, which cannot be used")),
         Err(e) => {
-            eprintln!(
-                "note: not using the download cache: {}",
+            note!(
+                "not using the download cache: {}",
                 clean(&format!("{e:#}"), 300)
             );
             Ok(None)
@@ -93,7 +93,7 @@ pub(super) fn resolve(opts: &Opts, http: &Http, cache: Option<&Cache>) -> Result
                          without --offline to fetch it again"
                     )))
                 }
-                Err(e) => eprintln!("note: {}; fetching it again", clean(&format!("{e:#}"), 300)),
+                Err(e) => note!("{}; fetching it again", clean(&format!("{e:#}"), 300)),
             }
         } else if opts.offline {
             bail!(
@@ -115,8 +115,8 @@ fn lock_or_skip(opts: &Opts, entry: &Entry, kind: Kind) -> Result<Option<Lock>> 
         Ok(lock) => Ok(Some(lock)),
         Err(e) if opts.offline || e.is::<Busy>() => Err(e),
         Err(e) => {
-            eprintln!(
-                "note: not using the download cache: {}",
+            note!(
+                "not using the download cache: {}",
                 clean(&format!("{e:#}"), 300)
             );
             Ok(None)
@@ -188,8 +188,8 @@ impl Store {
             let missing: u64 = unready.iter().map(|a| a.size).sum();
             let free = fsutil::available_space(&entry.dir).unwrap_or(0);
             if free < missing && !opts.offline {
-                eprintln!(
-                    "note: not using the download cache: {} needs {} but only {} is free there",
+                note!(
+                    "not using the download cache: {} needs {} but only {} is free there",
                     entry.dir.display(),
                     human_bytes(missing),
                     human_bytes(free)
@@ -200,7 +200,7 @@ impl Store {
         }
         if entry.release_json().as_deref() != Some(release_json) {
             if let Err(e) = entry.store_release_json(release_json) {
-                eprintln!("note: not using the download cache: {e:#}");
+                note!("not using the download cache: {e:#}");
                 lock.remove();
                 return Ok(Store::work(work));
             }
@@ -246,24 +246,21 @@ impl Store {
             return;
         };
         if let Err(e) = entry.mark_used() {
-            eprintln!(
-                "note: cannot record the use of {}: {e:#}",
-                entry.dir.display()
-            );
+            note!("cannot record the use of {}: {e:#}", entry.dir.display());
         }
         self.lock = None;
         match cache.prune(KEEP_ENTRIES, KEEP_BYTES, Some(&entry.dir)) {
             Ok(removed) => {
                 for e in removed {
-                    eprintln!(
-                        "note: removed {} {} ({}) from the cache, unused the longest",
+                    note!(
+                        "removed {} {} ({}) from the cache, unused the longest",
                         e.repo,
                         e.tag,
                         human_bytes(e.bytes)
                     );
                 }
             }
-            Err(e) => eprintln!("note: cannot trim the cache: {e:#}"),
+            Err(e) => note!("cannot trim the cache: {e:#}"),
         }
     }
 }

@@ -121,10 +121,16 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
     })();
     progress.finish();
     result?;
-    println!(
+    out!(
         "{repo} {tag}{}: {sent} uploaded, {kept} already there",
         if release.draft { " (draft)" } else { "" }
     );
+    crate::util::say::report(
+        "release",
+        serde_json::json!({ "repo": repo, "tag": tag, "id": release.id, "draft": release.draft }),
+    );
+    crate::util::say::report("uploaded", serde_json::json!(sent));
+    crate::util::say::report("already_there", serde_json::json!(kept));
     Ok(())
 }
 
@@ -138,7 +144,7 @@ fn find_target(http: &Http, repo: &str, args: &UploadArgs) -> Result<Release> {
                 Some(r) => Ok(r),
                 None if args.create => {
                     let r = create_release(http, repo, tag, args.draft)?;
-                    eprintln!(
+                    say!(
                         "created release {tag} in {repo} ({})",
                         if args.draft {
                             "a draft: publish it on GitHub when it is complete"

@@ -16,6 +16,17 @@ use crate::util::fmt::{hex, human_bytes};
 use crate::util::fs as fsutil;
 use crate::util::text::Shown;
 
+/// Files that are not what the manifest (or the release) says (exit code 4).
+#[derive(Debug)]
+pub struct VerifyFailed(pub String);
+
+impl std::fmt::Display for VerifyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for VerifyFailed {}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Depth {
     /// Sizes and modification times against the manifest, file types.
@@ -31,7 +42,7 @@ pub fn run(opts: &Opts, depth: Depth) -> Result<()> {
     let m = manifest::require(&opts.output).map_err(|e| {
         anyhow::anyhow!("{e:#}; run `cargo xtask resources` to install the resources")
     })?;
-    println!(
+    out!(
         "{} {}/{} from {} in {}",
         Shown(&m.tag),
         Shown(&m.os),
@@ -55,40 +66,70 @@ pub fn check_installed(out: &Path, m: &Manifest, depth: Depth) -> Result<()> {
     let files: Vec<(&FileEntry, PathBuf)> =
         m.files.iter().map(|f| (f, out.join(&f.name))).collect();
     let results = check_files(&files, &m.arch, &out.join(QCOW2), depth, true);
+    report(out, m, &results);
     let mut bad = Vec::new();
     for (name, r) in &results {
         match r {
-            Ok(note) => println!("  ok       {name:<18} {note}"),
+            Ok(note) => out!("  ok       {name:<18} {note}"),
             Err(why) => {
-                println!("  FAILED   {name:<18} {why}");
+                out!("  FAILED   {name:<18} {why}");
                 bad.push(name.clone());
             }
         }
     }
     for name in m.unlisted() {
-        println!("  FAILED   {name:<18} not in the manifest (the set is incomplete)");
+        out!("  FAILED   {name:<18} not in the manifest (the set is incomplete)");
         bad.push(name.to_string());
     }
     if m.no_raw && m.entry(RAW).is_none() {
-        println!(
-            "  skipped  {RAW:<18} not made: installed with --no-raw (run without it to make it)"
-        );
+        out!("  skipped  {RAW:<18} not made: installed with --no-raw (run without it to make it)");
     }
     for extra in extra_files(out) {
-        println!(
+        out!(
             "  note     {:<18} is not part of the installed set (not in the manifest)",
             crate::util::text::clean(&extra, 60)
         );
     }
     if !bad.is_empty() {
-        bail!(
+        return Err(anyhow::Error::new(VerifyFailed(format!(
             "{} of {} files failed verification ({}); run `cargo xtask resources --force` to reinstall",
             bad.len(),
             m.names().count(),
             bad.join(", ")
-        );
+        ))));
     }
     Ok(())
+}
+
+/// The checks for `--json`: the set, and per file its name, path, whether
+/// it holds and why not.
+fn report(out: &Path, m: &Manifest, results: &[(String, Result<String, String>)]) {
+    use serde_json::json;
+    let mut files: Vec<_> = results
+        .iter()
+        .map(|(name, r)| {
+            let e = m.entry(name);
+            json!({
+                "name": name,
+                "path": out.join(name),
+                "size": e.map(|e| e.size),
+                "sha256": e.and_then(|e| e.sha256.clone()),
+                "ok": r.is_ok(),
+                "note": match r { Ok(n) | Err(n) => n },
+            })
+        })
+        .collect();
+    for name in m.unlisted() {
+        files.push(json!({ "name": name, "path": out.join(name), "ok": false,
+            "note": "not in the manifest (the set is incomplete)" }));
+    }
+    let say = crate::util::say::report;
+    say(
+        "release",
+        json!({ "repo": m.repo, "tag": m.tag, "os": m.os, "arch": m.arch }),
+    );
+    say("files", json!(files));
+    say("no_raw", json!(m.no_raw));
 }
 
 /// Checks the staged files of a set before they are installed: everything
@@ -108,7 +149,7 @@ pub fn check_staged(m: &Manifest, staged: &[(&str, PathBuf)], qcow2: &Path) -> R
         .filter_map(|(name, r)| r.err().map(|why| format!("{name}: {why}")))
         .collect();
     if !bad.is_empty() {
-        bail!("{}", bad.join("; "));
+        return Err(anyhow::Error::new(VerifyFailed(bad.join("; "))));
     }
     Ok(())
 }

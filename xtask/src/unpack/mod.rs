@@ -106,6 +106,10 @@ impl std::fmt::Display for Local {
 impl std::error::Error for Local {}
 
 fn local(e: anyhow::Error) -> anyhow::Error {
+    // A full disk keeps its type: it decides the exit code.
+    if e.is::<crate::util::fs::NoSpace>() {
+        return e;
+    }
     anyhow::Error::new(Local(format!("{e:#}")))
 }
 

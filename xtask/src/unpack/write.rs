@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use sha2::{Digest, Sha256};
 
 use super::{local, Ctx, REDO};
@@ -38,12 +38,12 @@ pub(super) fn preallocate(file: &File, size: u64, path: &Path) -> Result<()> {
     if rc != 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::ENOSPC) {
-            bail!(
+            return Err(crate::util::fs::no_space(format!(
                 "cannot reserve {} for {}: the disk is full; free some space or choose \
                  another --output",
                 human_bytes(size),
                 path.display()
-            );
+            )));
         }
     }
     Ok(())
@@ -143,12 +143,12 @@ pub(super) fn copy_hashed(
                 ))
             }
             Err(WriteStop::LowSpace(free)) => {
-                return Err(local(anyhow!(
+                return Err(local(crate::util::fs::no_space(format!(
                     "stopped writing {} with only {} left free, to keep the disk from filling; \
                      free some space or choose another --output",
                     out_path.display(),
                     human_bytes(free)
-                )))
+                ))))
             }
             Err(WriteStop::Io(e)) if read_err.is_none() => {
                 return Err(local(anyhow::Error::new(e).context(format!(

@@ -390,10 +390,10 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
         _ => err,
     };
     if err.kind() == io::ErrorKind::AlreadyExists {
-        bail!(
+        return Err(users_files(format!(
             "{} already exists; pass --force to replace it",
             to.display()
-        );
+        )));
     }
     Err(err).with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
 }
@@ -442,17 +442,47 @@ pub fn free_space_of(f: &File) -> io::Result<u64> {
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// The user's files stand where the run would write (exit code 5).
+#[derive(Debug)]
+pub struct UsersFiles(pub String);
+
+impl std::fmt::Display for UsersFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsersFiles {}
+
+pub fn users_files(msg: String) -> anyhow::Error {
+    anyhow::Error::new(UsersFiles(msg))
+}
+
+/// A disk too full for what must be written (exit code 7).
+#[derive(Debug)]
+pub struct NoSpace(pub String);
+
+impl std::fmt::Display for NoSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for NoSpace {}
+
+pub fn no_space(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(NoSpace(msg.into()))
+}
+
 /// Fails before anything big is written when `dir` has less than `needed` bytes free.
 pub fn ensure_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
     let free = available_space(dir)?;
     if free < needed {
-        bail!(
+        return Err(no_space(format!(
             "not enough free space in {}: {what} needs {} but only {} is free; \
              free some space or choose another --output",
             dir.display(),
             super::fmt::human_bytes(needed),
             super::fmt::human_bytes(free)
-        );
+        )));
     }
     Ok(())
 }

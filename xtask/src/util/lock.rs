@@ -91,7 +91,7 @@ pub fn lock(dir: &Path, how: &How) -> Result<Lock> {
                 ))));
             }
             if !said {
-                eprintln!("waiting for another run on {}{holder}", how.what);
+                say!("waiting for another run on {}{holder}", how.what);
                 said = true;
             }
             try_flock(&file, how.kind, true).with_context(|| cannot(dir))?;

@@ -1,7 +1,10 @@
 //! The ground floor: small helpers every layer may use and that use no
 //! other layer: file-system rules (`fs`), numbers and hex for people
-//! (`fmt`), `Read` helpers (`io`), directory locks (`lock`), progress display, text from outside made
+//! (`fmt`), `Read` helpers (`io`), directory locks (`lock`), what is said on stdout and stderr (`say`), progress display, text from outside made
 //! safe to print (`text`), times (`time`), and shared blocks (`reflink`).
+
+#[macro_use]
+pub mod say;
 
 pub mod cores;
 pub mod fmt;

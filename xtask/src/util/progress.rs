@@ -154,7 +154,7 @@ impl Progress {
             } else {
                 String::new()
             };
-            eprintln!(
+            say!(
                 "  {} of {} ({:.0}%), {}/s{checked}",
                 human_bytes(p.done),
                 human_bytes(self.total),
@@ -169,8 +169,8 @@ impl Progress {
     pub fn say(&self, line: &str) {
         let line = crate::util::text::clean_message(line);
         match &self.bars {
-            Some(b) => b.multi.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(b) => b.multi.suspend(|| say!("{line}")),
+            None => say!("{line}"),
         }
     }
 

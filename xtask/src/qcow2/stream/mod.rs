@@ -337,12 +337,12 @@ impl StreamConvert {
         let free = free_space_of(raw)
             .with_context(|| format!("cannot read the free space for {}", self.raw_name))?;
         if free < need {
-            bail!(
+            return Err(crate::util::fs::no_space(format!(
                 "not enough free space for {}: the rest of the image needs {} but only {} is free; free some space or choose another --output",
                 self.raw_name,
                 human_bytes(need),
                 human_bytes(free)
-            );
+            )));
         }
         let written = copy_selected(
             &img,
