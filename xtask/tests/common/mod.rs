@@ -200,7 +200,8 @@ pub fn resources(
     if takes("--output") {
         args.extend(["--output", &out]);
     }
-    if takes("--github-api") {
+    // `decompress --from` reads no release: it refuses where one comes from.
+    if takes("--github-api") && !extra.contains(&"--from") {
         args.extend(["--github-api", api]);
     }
     args.extend_from_slice(extra);
