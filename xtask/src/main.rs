@@ -67,7 +67,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             Step::Decompress(None) => steps::decompress::run(&opts),
             Step::Decompress(Some(dir)) => steps::decompress::run_from(&opts, &dir),
             Step::Convert(args) => steps::convert::run(&opts, args),
-            Step::Verify(depth) => steps::verify::run(&opts, depth),
+            Step::Verify(args) => steps::verify::run(&opts, &args),
             Step::List => steps::list::run(&opts),
             Step::Mirror { arches, oses } => steps::mirror::run(&opts, &arches, &oses),
             Step::Pack(args) => steps::pack::run(&opts, args),

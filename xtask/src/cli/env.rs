@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::usage;
+use super::args::usage;
 use crate::fetch::http::Token;
 use crate::steps::opts::DEFAULT_API;
 use crate::util::progress::Style;

@@ -3,13 +3,14 @@
 
 use anyhow::Result;
 
-use super::{free_path, usage, Parsed};
+use super::flags::{CLIENT, COMPRESSION, KERNEL, LEVEL, PART_SIZE};
+use super::{free_path, usage, Given};
 use crate::steps::pack::{self, PackArgs};
 use crate::unpack::Compression;
 
 /// The flags of `pack` and its DISK.
-pub(super) fn pack_args(p: &mut Parsed) -> Result<PackArgs> {
-    let compression = match p.value("--compression")?.as_deref() {
+pub(super) fn pack_args(g: &mut Given) -> Result<PackArgs> {
+    let compression = match g.text(&COMPRESSION)?.as_deref() {
         None | Some("gz") | Some("gzip") => Compression::Gzip,
         Some("xz") => Compression::Xz,
         Some("zst") | Some("zstd") => Compression::Zstd,
@@ -20,7 +21,7 @@ pub(super) fn pack_args(p: &mut Parsed) -> Result<PackArgs> {
             )))
         }
     };
-    let part_size = match p.value_as_given("--part-size")? {
+    let part_size = match g.text_as_given(&PART_SIZE)? {
         None => pack::DEFAULT_PART,
         Some(s) => match parse_size(&s) {
             Some(n) if (1..=pack::MAX_PART).contains(&n) => n,
@@ -40,7 +41,7 @@ pub(super) fn pack_args(p: &mut Parsed) -> Result<PackArgs> {
         },
     };
     let (lo, hi, _) = pack::levels(compression).expect("pack writes this compression");
-    let level = match p.value("--level")? {
+    let level = match g.text(&LEVEL)? {
         None => None,
         Some(s) => match s.parse::<u32>() {
             Ok(n) if (lo..=hi).contains(&n) => Some(n),
@@ -53,9 +54,9 @@ pub(super) fn pack_args(p: &mut Parsed) -> Result<PackArgs> {
             }
         },
     };
-    let kernel = p.path("--kernel")?;
-    let client = p.path("--client")?;
-    let Some(disk) = free_path(p.args, "pack")? else {
+    let kernel = g.path(&KERNEL);
+    let client = g.path(&CLIENT);
+    let Some(disk) = free_path(g)? else {
         return Err(usage("pack needs DISK, the qcow2 image to pack"));
     };
     Ok(PackArgs {

@@ -1,4 +1,5 @@
 //! The command line's unit tests: parsing, refusals, the help text.
+use super::flags::FLAGS;
 use super::*;
 
 fn parse_words(words: &[&str]) -> Result<Task> {
@@ -47,16 +48,6 @@ fn twice_empty_and_foreign_flags() {
     assert!(err(&["resources", "--source", ""]).contains("--source is empty"));
     assert!(err(&["resources", "download", "--deep"]).contains("flag of `verify`"));
     assert!(err(&["resources", "--jobs", "17"]).contains("invalid --jobs"));
-}
-
-#[test]
-fn help_lists_every_flag() {
-    let h = resources_help(None);
-    for f in FLAGS.iter().filter(|f| f.steps.is_empty()) {
-        assert!(h.contains(f.long), "{}", f.long);
-    }
-    assert!(resources_help(Some("convert")).contains("--with-qemu-img"));
-    assert!(!resources_help(Some("download")).contains("--deep"));
 }
 
 #[test]
@@ -259,7 +250,228 @@ fn pack_and_upload_flags() {
     assert!(err(&["resources", "download", "--part-size", "1M"]).contains("flag of `pack`"));
     assert!(err(&["resources", "upload", "f"]).contains("--version"));
     assert!(err(&["resources", "upload", "--version", "v1"]).contains("FILES"));
-    assert!(resources_help(Some("pack")).contains("--part-size"));
-    assert!(resources_help(Some("upload")).contains("--clobber"));
-    assert!(resources_help(Some("decompress")).contains("--from"));
+    assert!(help::step_help(Cmd::Pack).contains("--part-size"));
+    assert!(help::step_help(Cmd::Upload).contains("--clobber"));
+    assert!(help::step_help(Cmd::Decompress).contains("--from"));
+}
+
+/// A value each flag accepts, for the step that takes it.
+fn sample(f: &Flag) -> Option<&'static str> {
+    f.value?;
+    Some(match f.long {
+        "--version" => "v1",
+        "--arch" => "arm64",
+        "--os-version" => "jammy",
+        "--repo" => "a/b",
+        "--github-api" => "http://127.0.0.1:1",
+        "--jobs" | "--keep" | "--level" => "3",
+        "--max-size" | "--part-size" => "1M",
+        "--compression" => "xz",
+        "--release-id" => "5",
+        "--as" => "name",
+        _ => "/tmp/x",
+    })
+}
+
+/// `resources STEP FLAG [VALUE]` plus what the step needs besides.
+fn words_for(cmd: Cmd, f: &Flag) -> Vec<String> {
+    let mut w = vec!["resources".to_string()];
+    if cmd != Cmd::Run {
+        w.push(cmd.name().into());
+    }
+    w.push(f.long.into());
+    w.extend(sample(f).map(String::from));
+    match cmd {
+        Cmd::Pack => w.push("d.qcow2".into()),
+        Cmd::Cache => w.push("prune".into()),
+        Cmd::Upload => {
+            if f.long != "--version" && f.long != "--release-id" {
+                w.extend(["--version".into(), "v1".into()]);
+            }
+            if f.long == "--draft" {
+                w.push("--create".into());
+            }
+            w.push("file".into());
+        }
+        _ => {}
+    }
+    w
+}
+
+#[test]
+fn every_flag_is_taken_by_exactly_its_steps() {
+    for cmd in Cmd::ALL {
+        for f in FLAGS {
+            let words = words_for(cmd, f);
+            let got = parse(words.iter().map(OsString::from).collect());
+            if f.takes(cmd) {
+                if let Err(e) = got {
+                    panic!("{words:?}: {e}");
+                }
+                continue;
+            }
+            let e = match got {
+                Ok(_) => panic!("{words:?} was accepted"),
+                Err(e) => e,
+            };
+            let msg = e.to_string();
+            assert!(e.downcast_ref::<Usage>().is_some(), "{words:?}: {msg}");
+            assert!(msg.contains(f.long), "{words:?}: {msg}");
+            assert!(
+                msg.contains(&cmd.label())
+                    && (msg.contains("is a flag of") || msg.contains("takes no")),
+                "{words:?}: {msg}"
+            );
+        }
+    }
+}
+
+/// The names of the flags a step's help lists, in its FLAGS section.
+fn listed(help: &str) -> Vec<&str> {
+    let (_, section) = help.split_once("\nFLAGS").expect("a FLAGS section");
+    section
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
+        .collect()
+}
+
+#[test]
+fn each_steps_help_lists_exactly_its_flags_with_its_defaults() {
+    for cmd in Cmd::ALL {
+        let want: Vec<&str> = FLAGS
+            .iter()
+            .filter(|f| f.takes(cmd))
+            .map(|f| f.long)
+            .collect();
+        let help = help::step_help(cmd);
+        assert_eq!(listed(&help), want, "{}", cmd.name());
+    }
+    let line = |cmd, long: &str| {
+        let help = help::step_help(cmd);
+        let (_, flags) = help.split_once("\nFLAGS").unwrap();
+        let l = flags
+            .lines()
+            .find(|l| l.contains(&format!("{long} ")))
+            .unwrap();
+        l.to_string()
+    };
+    assert!(line(Cmd::Pack, "--output").contains("(default: the current directory)"));
+    assert!(!line(Cmd::Pack, "--output").contains("RESOURCES"));
+    assert!(line(Cmd::Run, "--output").contains("$RESOURCES"));
+    let upload = line(Cmd::Upload, "--version");
+    assert!(!upload.contains("default"), "{upload}");
+    assert!(upload.contains("required"), "{upload}");
+    assert!(line(Cmd::Verify, "--arch").contains("not checked"));
+    assert!(line(Cmd::Merge, "--version").contains("the last downloaded"));
+}
+
+#[test]
+fn an_unknown_flag_is_named_with_a_suggestion_before_any_step() {
+    let e = err(&["resources", "--verison", "v0.1.0"]);
+    assert_eq!(e, "unknown flag `--verison` (did you mean `--version`?)");
+    let e = err(&["resources", "download", "--no-cahce"]);
+    assert!(e.contains("did you mean `--no-cache`?"), "{e}");
+    let e = err(&["resources", "--no"]);
+    assert!(
+        e.contains("`--no-cache`, `--no-raw` or `--no-sparse-detect`"),
+        "{e}"
+    );
+    let e = err(&["resources", "verfy"]);
+    assert!(
+        e.starts_with("unknown step `verfy` (did you mean `verify`?)"),
+        "{e}"
+    );
+    let e = err(&["resources", "--force", "v0.1.0"]);
+    assert!(
+        e.contains("unknown step `v0.1.0` (a tag goes after --version)"),
+        "{e}"
+    );
+    assert!(err(&["resources", "-x"]).starts_with("unknown flag `-x`"));
+    assert!(err(&["resources", "cache", "lst"]).contains("did you mean `list`?"));
+    assert!(err(&["resorces"]).contains("did you mean `resources`?"));
+    assert_eq!(args::suggest("--zzzzzz", &["--version"]), None);
+}
+
+#[test]
+fn the_top_level_version_is_the_tools() {
+    for flag in ["--version", "-V"] {
+        let Task::Help(text) = parse_words(&[flag]).unwrap() else {
+            panic!("{flag}: not printed")
+        };
+        assert_eq!(text, format!("xtask {}\n", env!("CARGO_PKG_VERSION")));
+    }
+    assert!(err(&["--version", "v1"]).contains("cargo xtask resources --version TAG"));
+    assert!(err(&["--help-me"]).starts_with("unknown flag"));
+}
+
+#[test]
+fn twice_empty_and_flag_like_values_are_refused() {
+    for words in [
+        &["resources", "-q", "--quiet"][..],
+        &["resources", "--json", "--json"],
+        &["resources", "verify", "-v", "v1", "--version=v2"],
+        &["resources", "upload", "--as", "a", "--as", "b", "f"],
+    ] {
+        assert!(err(words).contains("given twice"), "{words:?}");
+    }
+    assert!(err(&["resources", "--version", " "]).contains("--version is empty"));
+    assert!(err(&["resources", "upload", "--as=", "f"]).contains("--as is empty"));
+    assert!(err(&["resources", "--output", "--force"]).contains("not the flag `--force`"));
+    assert!(err(&["resources", "--arch"]).contains("--arch needs a value: ARCH"));
+    assert!(err(&["resources", "--json=yes"]).contains("--json takes no value"));
+    assert!(err(&["resources", "download", "v1"]).contains("unexpected argument `v1`"));
+}
+
+#[test]
+fn verify_and_list_read_what_they_are_given() {
+    let Task::Resources(_, Step::Verify(v)) = parse_words(&[
+        "resources",
+        "verify",
+        "-v",
+        "v1",
+        "--arch",
+        "arm64",
+        "--repo",
+        "a/b",
+        "--quick",
+    ])
+    .unwrap() else {
+        panic!("not verify")
+    };
+    assert_eq!(v.depth, Depth::Quick);
+    assert_eq!(
+        v.expect,
+        Expect {
+            tag: Some("v1".into()),
+            arch: Some(Arch::Arm64),
+            os: None,
+            repo: Some("a/b".into())
+        }
+    );
+    let Task::Resources(_, Step::Verify(v)) =
+        parse_words(&["resources", "verify", "--version", "latest"]).unwrap()
+    else {
+        panic!("not verify")
+    };
+    assert_eq!(v.expect, Expect::default(), "`latest` checks no tag");
+    let Task::Resources(o, Step::List) =
+        parse_words(&["resources", "list", "--source", "/srv/m"]).unwrap()
+    else {
+        panic!("not list")
+    };
+    assert_eq!(o.source.as_deref(), Some("/srv/m"));
+    let e = err(&["resources", "decompress", "--from", "d", "--version", "v1"]);
+    assert!(e.contains("--version does not apply"), "{e}");
+    let Task::Resources(_, Step::Convert(c)) =
+        parse_words(&["resources", "convert", "--", "-in.qcow2"]).unwrap()
+    else {
+        panic!("not convert")
+    };
+    assert_eq!(
+        c.input,
+        Some(PathBuf::from("-in.qcow2")),
+        "after --, a word is a path"
+    );
 }

@@ -3,19 +3,21 @@
 
 use anyhow::Result;
 
-use super::{env, free_path, usage, Parsed};
+use super::flags::{AS, CLOBBER, CREATE, DRAFT, RELEASE_ID, VERSION};
+use super::{env, free_path, usage, Given};
 use crate::steps::upload::{asset_name_fault, Target, UploadArgs};
 
-/// The flags and FILES of `upload`; `version`: `--version` if given. The
-/// release is named by `--release-id`, else `RELEASE_ID`, else `--version`
-/// (with both an id and a tag, the id's release must carry the tag).
-pub(super) fn upload_args(p: &mut Parsed, version: Option<String>) -> Result<UploadArgs> {
+/// The flags and FILES of `upload`. The release is named by
+/// `--release-id`, else `RELEASE_ID`, else `--version` (with both an id and
+/// a tag, the id's release must carry the tag); there is no default.
+pub(super) fn upload_args(g: &mut Given) -> Result<UploadArgs> {
+    let version = g.text(&VERSION)?;
     if version.as_deref() == Some("latest") {
         return Err(usage(
             "upload needs a tag, not `latest`: --version TAG, or --release-id ID",
         ));
     }
-    let id = match p.value("--release-id")? {
+    let id = match g.text(&RELEASE_ID)? {
         Some(v) => {
             let id = env::parse_release_id(&v).ok_or_else(|| {
                 usage(format!(
@@ -28,8 +30,8 @@ pub(super) fn upload_args(p: &mut Parsed, version: Option<String>) -> Result<Upl
         }
         None => env::release_id()?.map(|id| (id, "RELEASE_ID")),
     };
-    let create = p.switch("--create")?;
-    let draft = p.switch("--draft")?;
+    let create = g.on(&CREATE);
+    let draft = g.on(&DRAFT);
     if draft && !create {
         return Err(usage("--draft only applies with --create"));
     }
@@ -53,13 +55,13 @@ pub(super) fn upload_args(p: &mut Parsed, version: Option<String>) -> Result<Upl
             ))
         }
     };
-    let clobber = p.switch("--clobber")?;
-    let name = p.value("--as")?;
+    let clobber = g.on(&CLOBBER);
+    let name = g.text(&AS)?;
     if let Some(fault) = name.as_deref().and_then(asset_name_fault) {
         return Err(usage(format!("--as: {fault}")));
     }
     let mut files = Vec::new();
-    while let Some(f) = free_path(p.args, "upload")? {
+    while let Some(f) = free_path(g)? {
         files.push(f);
     }
     if files.is_empty() {

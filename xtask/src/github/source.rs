@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::release::{self, check_tag, Asset, Resolved};
+use super::release::{self, check_tag, Asset, Release, Resolved};
 use crate::fetch::http::Http;
 use crate::fetch::url;
 use crate::fetch::Origin;
@@ -143,21 +143,64 @@ impl Source {
             Source::Url(base) => Ok(Origin::Url(format!("{base}/{tag}/{}", asset.name))),
         }
     }
+
+    /// The releases a mirror holds, newest first, each read as
+    /// [`Source::resolve`] reads it (one it cannot read is its error, under
+    /// its tag): every `<tag>/release.json` of a directory; a URL mirror
+    /// has no index, so the release its `latest` names. None for GitHub.
+    pub fn mirrored_releases(&self, http: &Http) -> Result<Vec<(String, Result<Release>)>> {
+        let mut all: Vec<(String, Result<Release>)> = match self {
+            Source::GitHub => Vec::new(),
+            Source::Url(_) => {
+                let r = self.resolve(http, "", "latest")?.release;
+                vec![(r.tag_name.clone(), Ok(r))]
+            }
+            Source::Dir(dir) => {
+                if !dir.is_dir() {
+                    bail!(
+                        "the mirror {} is not a directory; make one with `cargo xtask resources \
+                         mirror --output DIR`",
+                        dir.display()
+                    );
+                }
+                tags_in(dir)
+                    .into_iter()
+                    .map(|t| {
+                        let r = self.resolve(http, "", &t).map(|r| r.release);
+                        (t, r)
+                    })
+                    .collect()
+            }
+        };
+        // Newest first: by publication time, then by tag; unreadable ones last.
+        all.sort_by(|(ta, a), (tb, b)| {
+            let key = |r: &Result<Release>| r.as_ref().ok().map(|r| r.published_at.clone());
+            key(b).cmp(&key(a)).then(tb.cmp(ta))
+        });
+        Ok(all)
+    }
 }
 
-fn mirrored_tags(dir: &Path) -> Vec<String> {
+/// The tags a mirror directory holds: its subdirectories with a
+/// `release.json` whose name is a usable tag (at most 1000), sorted.
+fn tags_in(dir: &Path) -> Vec<String> {
     let mut tags: Vec<String> = fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
-                .filter(|e| e.path().join("release.json").is_file())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|t| check_tag(t).is_ok() && dir.join(t).join(RELEASE_JSON).is_file())
                 .take(1000)
-                .map(|e| crate::util::text::clean(&e.file_name().to_string_lossy(), 60))
                 .collect()
         })
         .unwrap_or_default();
     tags.sort();
+    tags
+}
+
+fn mirrored_tags(dir: &Path) -> Vec<String> {
+    let tags = tags_in(dir);
     if tags.is_empty() {
-        tags.push("no releases".into());
+        return vec!["no releases".into()];
     }
     tags
 }

@@ -1,5 +1,6 @@
-//! `cargo xtask resources list`: the repository's releases, newest first,
-//! what each holds per os/arch, then the documentation's support table.
+//! `cargo xtask resources list`: the repository's releases (or with
+//! `--source`, a mirror's), newest first, what each holds per os/arch, then
+//! the documentation's support table.
 
 use anyhow::Result;
 
@@ -7,6 +8,7 @@ use super::Opts;
 use crate::fetch::http::Http;
 use crate::github::assets::{self, Arch, Os};
 use crate::github::release::{for_each_release, Release};
+use crate::github::source::Source;
 use crate::github::support::support;
 use crate::util::fmt::human_bytes;
 use crate::util::text::clean;
@@ -14,18 +16,11 @@ use crate::util::text::clean;
 /// `cargo xtask resources list`
 pub fn run(opts: &Opts) -> Result<()> {
     let http = Http::new(&opts.http(opts.connections));
-    out!("Releases of {} (newest first):", opts.repo);
-    let mut none = true;
-    let mut listed = Vec::new();
-    for_each_release(&http, &opts.repo, |r| {
-        none = false;
-        if !r.draft {
-            show(&r);
-            listed.push(summary(&r));
-        }
-        Ok(())
-    })?;
-    crate::util::say::report("releases", serde_json::json!(listed));
+    let source = opts.source();
+    let none = match source {
+        Source::GitHub => list_github(opts, &http)?,
+        _ => list_mirror(opts, &source, &http)?,
+    };
     if none {
         out!("  (none)");
     }
@@ -38,6 +33,52 @@ pub fn run(opts: &Opts) -> Result<()> {
     }
     out!("  test client: stable, QEMU + gem5, on both architectures");
     Ok(())
+}
+
+/// The repository's releases from the API; true when there are none.
+fn list_github(opts: &Opts, http: &Http) -> Result<bool> {
+    out!("Releases of {} (newest first):", opts.repo);
+    let mut none = true;
+    let mut listed = Vec::new();
+    for_each_release(http, &opts.repo, |r| {
+        none = false;
+        if !r.draft {
+            show(&r);
+            listed.push(summary(&r));
+        }
+        Ok(())
+    })?;
+    crate::util::say::report("releases", serde_json::json!(listed));
+    Ok(none)
+}
+
+/// The releases a mirror holds (`--source`); true when there are none.
+fn list_mirror(opts: &Opts, source: &Source, http: &Http) -> Result<bool> {
+    out!(
+        "Releases in {} (newest first):",
+        source.name(&opts.repo, &opts.api)
+    );
+    if matches!(source, Source::Url(_)) {
+        out!("  (a mirror on a web server has no index: only the release its `latest` names)");
+    }
+    let releases = source.mirrored_releases(http)?;
+    let mut listed = Vec::new();
+    for (tag, r) in &releases {
+        match r {
+            Ok(r) if r.draft => {}
+            Ok(r) => {
+                show(r);
+                listed.push(summary(r));
+            }
+            Err(e) => out!(
+                "{}  unreadable: {}",
+                clean(tag, 60),
+                clean(first_line(&format!("{e:#}")), 200)
+            ),
+        }
+    }
+    crate::util::say::report("releases", serde_json::json!(listed));
+    Ok(releases.is_empty())
 }
 
 /// A release and what it holds per os/arch.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::Opts;
+use crate::github::assets::{Arch, Os};
 use crate::install::layout::{CLIENT, KERNEL, NAMES, QCOW2, RAW};
 use crate::install::manifest::{self, FileEntry, Manifest};
 use crate::qcow2;
@@ -37,8 +38,25 @@ pub enum Depth {
     Deep,
 }
 
+/// The set `verify` was told to find (None: any), from `--version`
+/// (`latest`: any tag, as verify asks no server), `--arch`, `--os-version`
+/// and `--repo`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expect {
+    pub tag: Option<String>,
+    pub arch: Option<Arch>,
+    pub os: Option<Os>,
+    pub repo: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyArgs {
+    pub depth: Depth,
+    pub expect: Expect,
+}
+
 /// `cargo xtask resources verify`
-pub fn run(opts: &Opts, depth: Depth) -> Result<()> {
+pub fn run(opts: &Opts, args: &VerifyArgs) -> Result<()> {
     let m = manifest::require(&opts.output).map_err(|e| {
         anyhow::anyhow!("{e:#}; run `cargo xtask resources` to install the resources")
     })?;
@@ -50,6 +68,7 @@ pub fn run(opts: &Opts, depth: Depth) -> Result<()> {
         Shown(&m.repo),
         opts.output.display()
     );
+    check_expected(&m, &args.expect, &opts.output)?;
     if m.pending.is_some() {
         bail!(
             "an install into {} was interrupted, so the files are a mix of two sets; run \
@@ -57,7 +76,38 @@ pub fn run(opts: &Opts, depth: Depth) -> Result<()> {
             opts.output.display()
         );
     }
-    check_installed(&opts.output, &m, depth)
+    check_installed(&opts.output, &m, args.depth)
+}
+
+/// The installed set is the one asked for: else each difference is named.
+fn check_expected(m: &Manifest, want: &Expect, out: &Path) -> Result<()> {
+    let mut differs = Vec::new();
+    let mut again = Vec::new();
+    let mut compare = |flag: &str, asked: Option<&str>, installed: &str| {
+        if let Some(asked) = asked.filter(|a| *a != installed) {
+            differs.push(format!(
+                "{flag} {} is installed, not {}",
+                Shown(installed),
+                Shown(asked)
+            ));
+            again.push(format!("{flag} {asked}"));
+        }
+    };
+    compare("--version", want.tag.as_deref(), &m.tag);
+    compare("--arch", want.arch.map(Arch::as_str), &m.arch);
+    compare("--os-version", want.os.map(Os::as_str), &m.os);
+    compare("--repo", want.repo.as_deref(), &m.repo);
+    if differs.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} holds another set than the one asked for: {}; `cargo xtask resources {} --output {}` \
+         installs that one",
+        out.display(),
+        differs.join("; "),
+        again.join(" "),
+        out.display()
+    )
 }
 
 /// Checks every file of the set `m` records in `out`; prints one line

@@ -181,7 +181,8 @@ fn output(mut cmd: Command) -> Run {
     }
 }
 
-/// `resources STEP --output DIR --github-api URL EXTRA…`
+/// `resources STEP --output DIR --github-api URL EXTRA…`, without the
+/// flags STEP does not take.
 pub fn resources(
     step: Option<&str>,
     out: &Path,
@@ -194,7 +195,15 @@ pub fn resources(
         args.push(s);
     }
     let out = out.to_str().unwrap().to_string();
-    args.extend(["--output", &out, "--github-api", api]);
+    // Only what the step takes: a step refuses the flags of others.
+    let takes = |flag| xtask::cli::flags::takes(step, flag);
+    if takes("--output") {
+        args.extend(["--output", &out]);
+    }
+    // `decompress --from` reads no release: it refuses where one comes from.
+    if takes("--github-api") && !extra.contains(&"--from") {
+        args.extend(["--github-api", api]);
+    }
     args.extend_from_slice(extra);
     xtask(&args, envs)
 }
