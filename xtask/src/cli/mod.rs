@@ -185,7 +185,7 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
         Some(p) => p,
         // Assets are not resources: they go where the maintainer is.
         None if step_name == "pack" => PathBuf::from("."),
-        None => env::default_output(),
+        None => env::default_output()?,
     };
     let repo = p
         .value("--repo")?
@@ -193,7 +193,7 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
     check_repo(&repo).map_err(|e| usage(e.to_string()))?;
     let api = match p.value("--github-api")? {
         Some(a) => a,
-        None => env::default_api(),
+        None => env::default_api()?,
     };
     crate::fetch::url::check_url(&api, "--github-api").map_err(usage)?;
     let connections = match p.value("--jobs")? {
@@ -211,7 +211,7 @@ fn resources(rest: Vec<OsString>) -> Result<Task> {
     };
     let source = match p.value("--source")? {
         Some(s) => Some(s),
-        None => env::default_source(),
+        None => env::default_source()?,
     };
     let keep_downloads = p.switch("--keep-downloads")?;
     let force = p.switch("--force")?;
