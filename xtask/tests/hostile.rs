@@ -762,7 +762,7 @@ fn finding_12_unreachable_hosts_proxies_and_tokens_are_named() {
     );
     run.failed();
     assert!(
-        run.stderr.contains("cannot reach nonexistent.invalid")
+        run.stderr.contains("cannot resolve nonexistent.invalid")
             && run.stderr.contains("HTTPS_PROXY"),
         "{}",
         run.stderr

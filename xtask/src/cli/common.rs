@@ -19,7 +19,7 @@ use crate::util::text::clean;
 
 /// The shared options of `g`'s step.
 pub(super) fn opts(g: &Given) -> Result<Opts> {
-    let mut o = Opts::new(output(g));
+    let mut o = Opts::new(output(g)?);
     o.version = g.text(&VERSION)?.unwrap_or_else(|| "latest".into());
     check_tag(&o.version).map_err(|e| usage(e.to_string()))?;
     // `mirror` also takes `all`: its step reads these itself.
@@ -31,7 +31,7 @@ pub(super) fn opts(g: &Given) -> Result<Opts> {
     o.connections = jobs(g)?;
     o.source = match g.text(&SOURCE)? {
         Some(s) => Some(s),
-        None if SOURCE.takes(g.cmd) => env::default_source(),
+        None if SOURCE.takes(g.cmd) => env::default_source()?,
         None => None,
     };
     o.keep_downloads = g.on(&KEEP_DOWNLOADS);
@@ -58,13 +58,13 @@ pub(super) fn opts(g: &Given) -> Result<Opts> {
     Ok(o)
 }
 
-fn output(g: &Given) -> PathBuf {
-    match g.path(&OUTPUT) {
+fn output(g: &Given) -> Result<PathBuf> {
+    Ok(match g.path(&OUTPUT) {
         Some(p) => p,
         // Assets are not resources: they go where the maintainer is.
         None if g.cmd == Cmd::Pack => PathBuf::from("."),
-        None => env::default_output(),
-    }
+        None => env::default_output()?,
+    })
 }
 
 /// The value of `f` parsed by `parse`, unless it is `all` (`mirror`'s).
@@ -81,7 +81,7 @@ pub(super) fn one_of<T>(g: &Given, f: &Flag, parse: fn(&str) -> Result<T>) -> Re
 fn api(g: &Given) -> Result<String> {
     let (api, from) = match g.text(&GITHUB_API)? {
         Some(a) => (a, "--github-api"),
-        None if GITHUB_API.takes(g.cmd) => (env::default_api(), "GITHUB_API_URL"),
+        None if GITHUB_API.takes(g.cmd) => (env::default_api()?, "GITHUB_API_URL"),
         None => (opts::DEFAULT_API.to_string(), "--github-api"),
     };
     crate::fetch::url::check_url(&api, from).map_err(usage)?;

@@ -15,22 +15,42 @@ use crate::util::progress::Style;
 
 /// Where resources go unless `--output` says otherwise: `$RESOURCES`, else the
 /// workspace's `resources/`, found from this crate's location at build time so
-/// that running from another directory never scatters files there.
-pub fn default_output() -> PathBuf {
+/// that running from another directory never scatters files there. A
+/// `RESOURCES` that names a file is an error naming the variable.
+pub fn default_output() -> Result<PathBuf> {
     match std::env::var_os("RESOURCES") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.exists() && !dir.is_dir() {
+                return Err(usage(format!(
+                    "RESOURCES=`{}` is a file, not a directory; fix or unset it, or pass --output DIR",
+                    shown_path(&dir)
+                )));
+            }
+            Ok(dir)
+        }
+        _ => Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("xtask lives inside the workspace")
-            .join("resources"),
+            .join("resources")),
     }
 }
 
-pub fn default_api() -> String {
+/// `$GITHUB_API_URL`, checked here so that a bad value is blamed on the
+/// variable, not on `--github-api`; else github.com's API.
+pub fn default_api() -> Result<String> {
     match std::env::var("GITHUB_API_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => DEFAULT_API.to_string(),
+        Ok(url) if !url.is_empty() => {
+            crate::fetch::url::check_url(&url, "GITHUB_API_URL")
+                .map_err(|e| usage(format!("{e}; fix or unset it, or pass --github-api URL")))?;
+            Ok(url)
+        }
+        _ => Ok(DEFAULT_API.to_string()),
     }
+}
+
+fn shown_path(p: &Path) -> String {
+    crate::util::text::clean(&p.to_string_lossy(), 200)
 }
 
 /// Where the download cache lives: `$VSWARM_CACHE_DIR`, else
@@ -80,11 +100,24 @@ pub(super) fn parse_release_id(s: &str) -> Option<u64> {
     s.parse().ok().filter(|&n| n > 0)
 }
 
-/// `VSWARM_RESOURCES_SOURCE`, if set and not empty.
-pub fn default_source() -> Option<String> {
-    std::env::var("VSWARM_RESOURCES_SOURCE")
-        .ok()
-        .filter(|s| !s.is_empty())
+/// `VSWARM_RESOURCES_SOURCE`, if set and not empty: an http(s) URL or a
+/// directory, else an error naming the variable.
+pub fn default_source() -> Result<Option<String>> {
+    const VAR: &str = "VSWARM_RESOURCES_SOURCE";
+    let Some(s) = std::env::var(VAR).ok().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let fix = "fix or unset it, or pass --source";
+    if s.contains("://") {
+        crate::fetch::url::check_url(&s, VAR).map_err(|e| usage(format!("{e}; {fix}")))?;
+    } else if !Path::new(&s).is_dir() {
+        return Err(usage(format!(
+            "{VAR}=`{}` is not a directory (a mirror made by `cargo xtask resources mirror`) \
+             nor an http(s) URL; {fix}",
+            shown_path(Path::new(&s))
+        )));
+    }
+    Ok(Some(s))
 }
 
 /// Bars when stderr is a terminal and `CI` is unset; colour unless `NO_COLOR`.

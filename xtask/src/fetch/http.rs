@@ -4,8 +4,9 @@
 //! origin; API calls are retried and have an overall deadline; transport
 //! failures become messages that say which host (or proxy) and what to do.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -14,7 +15,7 @@ use ureq::http::{HeaderMap, Response};
 use ureq::{Agent, Body};
 
 use super::url::{authority, check_url, origin, resolve_location};
-use crate::util::text::{clean, Shown};
+use crate::util::text::{clean, clean_message, Shown};
 
 /// API responses are small JSON documents; anything larger is not GitHub.
 const API_BODY_LIMIT: u64 = 32 << 20;
@@ -23,6 +24,10 @@ const MAX_HOPS: usize = 10;
 /// Tries of one API call: transient failures (5xx, a dropped connection,
 /// 429) are retried with backoff, as downloads are.
 const API_TRIES: u32 = 6;
+/// Tries of a host name that does not resolve.
+const RESOLVE_TRIES: u32 = 2;
+/// How the message of a name that did not resolve starts.
+const UNRESOLVED: &str = "cannot resolve ";
 /// The longest `Retry-After` honoured; a longer one fails with the time.
 const MAX_RETRY_AFTER: u64 = 60;
 
@@ -67,6 +72,10 @@ pub struct Http {
     pub(super) api_deadline: Duration,
     /// Origins besides the API's that may have the token (uploads).
     pub(super) trusted: Vec<String>,
+    /// Names that did not resolve, with their failed tries.
+    unresolved: Mutex<HashMap<String, u32>>,
+    /// What to check after the last connection failure, said on giving up.
+    hint: Mutex<Option<String>>,
 }
 
 /// A finished API call whose status the caller interprets.
@@ -109,6 +118,11 @@ impl Http {
             // Per read, not per body: a multi-GiB body takes minutes.
             .timeout_per_read(Some(timeout))
             .max_idle_connections_per_host(cfg.connections + 2)
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(super::trust::trust().roots.clone())
+                    .build(),
+            )
             .user_agent(concat!("vswarm-xtask/", env!("CARGO_PKG_VERSION")))
             .build();
         Http {
@@ -121,6 +135,8 @@ impl Http {
             // bytes or never answers cannot hold a run.
             api_deadline: timeout * 5,
             trusted: Vec::new(),
+            unresolved: Mutex::new(HashMap::new()),
+            hint: Mutex::new(None),
         }
     }
 
@@ -253,8 +269,8 @@ impl Http {
                     None => return Ok(r),
                     Some(Err(e)) => return Err(e),
                     Some(Ok(wait)) if tries < API_TRIES => {
-                        let why = format!("{}: HTTP {}", Shown(url), r.status);
-                        self.pause(wait, deadline, &why)?;
+                        let why = format!("{} answered HTTP {}", authority(url), r.status);
+                        self.pause(wait, deadline, &why, tries + 1)?;
                         continue;
                     }
                     Some(Ok(_)) => {
@@ -265,11 +281,12 @@ impl Http {
             };
             match failure {
                 Failure::Transient(m) if tries < API_TRIES => {
-                    self.pause(backoff(tries), deadline, &m)?
+                    self.pause(backoff(tries), deadline, &m, tries + 1)?
                 }
                 Failure::Transient(m) => {
                     return Err(super::network(format!(
-                        "{m} (gave up after {API_TRIES} tries)"
+                        "{m} (gave up after {API_TRIES} tries){}",
+                        self.hint()
                     )))
                 }
                 Failure::Fatal(m) if Instant::now() >= deadline => {
@@ -280,13 +297,20 @@ impl Http {
         }
     }
 
-    /// Waits `wait` before the next try (said, with `why`), unless that
-    /// would pass the call's deadline: then the call fails.
-    fn pause(&self, wait: Duration, deadline: Instant, why: &str) -> Result<()> {
+    /// Waits `wait` before try `next` (said in one short line, with `why`),
+    /// unless that would pass the call's deadline: then the call fails.
+    fn pause(&self, wait: Duration, deadline: Instant, why: &str, next: u32) -> Result<()> {
         if Instant::now() + wait >= deadline {
-            return Err(super::network(format!("{why}; {}", self.bound())));
+            return Err(super::network(format!(
+                "{why}; {}{}",
+                self.bound(),
+                self.hint()
+            )));
         }
-        say!("  {why}; retrying in {:.1} s", wait.as_secs_f64());
+        say!(
+            "{}",
+            clean_message(&retry_line("", wait, next, API_TRIES, why))
+        );
         std::thread::sleep(wait);
         Ok(())
     }
@@ -360,6 +384,16 @@ impl Http {
     /// Turns a ureq error into a retry decision with a message naming the
     /// host, or the proxy when it is the proxy that cannot be reached.
     pub fn classify(&self, err: &ureq::Error, url: &str) -> Failure {
+        let host = authority(url);
+        if let Some(why) = refused_certificate(err) {
+            return Failure::Fatal(format!(
+                "{host}: the server's certificate is not trusted ({why}); {}",
+                super::trust::advice(&host)
+            ));
+        }
+        if unresolved(err) {
+            return self.unresolved(&host, url);
+        }
         let msg = self.explain(err, url);
         match err {
             // The call's own deadline: trying again would only wait as long.
@@ -367,52 +401,165 @@ impl Http {
             ureq::Error::BadUri(_)
             | ureq::Error::RequireHttpsOnly(_)
             | ureq::Error::Tls(_)
+            | ureq::Error::Rustls(_)
             | ureq::Error::InvalidProxyUrl
             | ureq::Error::BodyExceedsLimit(_)
             | ureq::Error::Http(_) => Failure::Fatal(msg),
+            ureq::Error::Io(io) if tls_error(io).is_some() => Failure::Fatal(msg),
             _ => Failure::Transient(msg),
         }
     }
 
-    /// A message for `err` that names the host, or the proxy.
-    pub fn explain(&self, err: &ureq::Error, url: &str) -> String {
+    /// A name that did not resolve is tried once more (a resolver may
+    /// hiccup), then given up on: more tries only make an offline user wait.
+    fn unresolved(&self, host: &str, url: &str) -> Failure {
+        let (name, via) = match self.proxied(url) {
+            Some(p) => (p.host().to_string(), format!(" (the proxy for {host})")),
+            None => (host.to_string(), String::new()),
+        };
+        let mut seen = self.unresolved.lock().unwrap_or_else(|e| e.into_inner());
+        let n = seen.entry(name.clone()).or_insert(0);
+        *n += 1;
+        if *n < RESOLVE_TRIES {
+            return Failure::Transient(format!("{UNRESOLVED}{name}{via}"));
+        }
+        let hint = if via.is_empty() {
+            "offline, or a proxy needed? (a proxy is read from HTTPS_PROXY/ALL_PROXY)".to_string()
+        } else {
+            format!("check the proxy in HTTPS_PROXY/ALL_PROXY, or exempt {host} with NO_PROXY")
+        };
+        Failure::Fatal(format!("cannot resolve {name}{via}: {hint}"))
+    }
+
+    /// A short message for `err` that names the host, or the proxy; what to
+    /// check is kept for [`Http::hint`], said once when giving up.
+    fn explain(&self, err: &ureq::Error, url: &str) -> String {
         let host = authority(url);
         let unreachable = match err {
-            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
-            ureq::Error::Io(io) => {
-                matches!(
-                    io.kind(),
-                    std::io::ErrorKind::ConnectionRefused
-                        | std::io::ErrorKind::NotFound
-                        | std::io::ErrorKind::AddrNotAvailable
-                        | std::io::ErrorKind::HostUnreachable
-                        | std::io::ErrorKind::NetworkUnreachable
-                ) || io.to_string().contains("lookup")
-            }
+            ureq::Error::ConnectionFailed => true,
+            ureq::Error::Io(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ),
             _ => false,
         };
+        let cause = cause(err);
         if unreachable {
-            if let Some(p) = self.proxied(url) {
-                return format!(
-                    "cannot reach the proxy {}:{} ({err}) on the way to {host}; check the proxy \
-                     in HTTPS_PROXY/ALL_PROXY, or exempt {host} with NO_PROXY",
-                    p.host(),
-                    p.port()
-                );
-            }
-            return format!(
-                "cannot reach {host} ({err}); check the network connection \
-                 (a proxy is read from HTTPS_PROXY/NO_PROXY)"
-            );
+            let (msg, hint) = match self.proxied(url) {
+                Some(p) => (
+                    format!(
+                        "cannot reach the proxy {}:{} on the way to {host}: {cause}",
+                        p.host(),
+                        p.port()
+                    ),
+                    format!(
+                        "check the proxy in HTTPS_PROXY/ALL_PROXY, or exempt {host} with NO_PROXY"
+                    ),
+                ),
+                None => (
+                    format!("cannot reach {host}: {cause}"),
+                    "check the network connection (a proxy is read from HTTPS_PROXY/ALL_PROXY)"
+                        .to_string(),
+                ),
+            };
+            *self.hint.lock().unwrap_or_else(|e| e.into_inner()) = Some(hint);
+            return msg;
         }
         match err {
-            ureq::Error::Timeout(t) => {
-                format!("{host}: timed out ({t}) while fetching {}", Shown(url))
-            }
-            ureq::Error::Io(io) => format!("{host}: {io} while fetching {}", Shown(url)),
-            _ => format!("{host}: {err} while fetching {}", Shown(url)),
+            ureq::Error::Timeout(t) => format!("{host}: timed out ({t})"),
+            _ => format!("{host}: {cause}"),
         }
     }
+
+    /// What to check after the connection failures that made a call give
+    /// up, as `"; …"`, or nothing.
+    pub(super) fn hint(&self) -> String {
+        self.hint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(String::new(), |h| format!("; {h}"))
+    }
+}
+
+/// The rustls error inside an I/O error, if that is what it is.
+fn tls_error(io: &std::io::Error) -> Option<&rustls::Error> {
+    io.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// Why the server's certificate was refused, when that is the failure.
+fn refused_certificate(err: &ureq::Error) -> Option<String> {
+    let tls = match err {
+        ureq::Error::Rustls(e) => e,
+        ureq::Error::Io(io) => tls_error(io)?,
+        _ => return None,
+    };
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = tls else {
+        return None;
+    };
+    Some(match c {
+        C::UnknownIssuer => "signed by an unknown certificate authority".into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => "it is for another name".into(),
+        C::Expired | C::ExpiredContext { .. } => "it has expired; check the clock".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "it is not valid yet; check the clock".into()
+        }
+        _ => clean(&c.to_string(), 160),
+    })
+}
+
+/// Whether `err` is a name that did not resolve.
+fn unresolved(err: &ureq::Error) -> bool {
+    match err {
+        ureq::Error::HostNotFound => true,
+        // std's resolver error: "failed to lookup address information: …".
+        ureq::Error::Io(io) => io.to_string().contains("lookup address"),
+        _ => false,
+    }
+}
+
+/// The cause of a transport error, short: "connection refused".
+fn cause(err: &ureq::Error) -> String {
+    use std::io::ErrorKind as K;
+    let io = match err {
+        ureq::Error::Io(io) => io,
+        ureq::Error::ConnectionFailed => return "connection failed".into(),
+        _ => return clean(&err.to_string(), 160),
+    };
+    match io.kind() {
+        K::ConnectionRefused => "connection refused".into(),
+        K::ConnectionReset => "connection reset".into(),
+        K::ConnectionAborted => "connection aborted".into(),
+        K::HostUnreachable => "host unreachable".into(),
+        K::NetworkUnreachable => "network unreachable".into(),
+        K::AddrNotAvailable => "address not available".into(),
+        K::TimedOut => "timed out".into(),
+        K::UnexpectedEof => "connection closed early".into(),
+        _ => clean(&io.to_string(), 160),
+    }
+}
+
+/// `  retrying[ WHAT] in 0.25 s (try 2 of 6): WHY`: one line per retry; what
+/// to check is said once, when giving up.
+pub(super) fn retry_line(what: &str, wait: Duration, next: u32, tries: u32, why: &str) -> String {
+    // A name that does not resolve gets fewer tries (see `Http::unresolved`).
+    let tries = if why.starts_with(UNRESOLVED) {
+        RESOLVE_TRIES
+    } else {
+        tries
+    };
+    let secs = (wait.as_secs_f64() * 100.0).round() / 100.0;
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!(" {what}")
+    };
+    format!("  retrying{what} in {secs} s (try {next} of {tries}): {why}")
 }
 
 /// 0.25 s, doubling, at most 8 s.

@@ -10,6 +10,7 @@ mod reader;
 mod segments;
 mod send;
 mod state;
+mod trust;
 pub mod url;
 mod worker;
 
@@ -205,6 +206,43 @@ pub fn is_fetched(dest: &Path, size: u64, sha256: Option<[u8; 32]>, hash: bool) 
     fits && (!hash || fsutil::sha256_file(dest).is_ok_and(|got| got == want))
 }
 
+/// Bytes of an asset of `size` already on disk for `dest`, without
+/// touching anything: the finished file, or what its partial file holds (by
+/// its segment record, for a download in segments). What a failed run
+/// leaves, and what a re-run need not fetch again.
+pub fn downloaded(dest: &Path, size: u64) -> u64 {
+    let len = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    };
+    if len(dest) == Some(size) {
+        return size;
+    }
+    let partial = fsutil::partial_path(dest);
+    let Some(have) = len(&partial) else { return 0 };
+    let seg = segments::segment_size(size);
+    if size <= seg {
+        // One stream: the file is the prefix fetched so far.
+        return if have <= size { have } else { 0 };
+    }
+    if have != size {
+        return 0;
+    }
+    let done: std::collections::BTreeSet<usize> =
+        segments::read_segs(&state::segs_path(&partial), size)
+            .into_iter()
+            .collect();
+    done.into_iter()
+        .filter_map(|i| {
+            let start = (i as u64).checked_mul(seg)?;
+            (start < size).then(|| (start + seg).min(size) - start)
+        })
+        .sum::<u64>()
+        .min(size)
+}
+
 /// Deletes a downloaded asset and everything kept about it (its partial
 /// file, segment record and seal), so the next run fetches it anew.
 pub fn forget(dest: &Path) {
@@ -252,6 +290,12 @@ pub fn start(
         let dir = first.partial.parent().unwrap_or(Path::new("."));
         fsutil::ensure_space(dir, total - have.min(total), "the download")?;
     }
+    let progress = Progress::new(what, total, have, style);
+    for a in assets.iter().filter(|a| a.mode != state::Mode::Cached) {
+        if a.written_bytes() > 0 {
+            progress.resume_item(&a.wanted.name, a.wanted.size, a.written_bytes());
+        }
+    }
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
             assets,
@@ -259,7 +303,7 @@ pub fn start(
         }),
         changed: Condvar::new(),
         http,
-        progress: Progress::new(what, total, have, style),
+        progress,
         record: Mutex::new(()),
     });
     let workers = (0..connections.max(1))

@@ -12,7 +12,7 @@ use std::thread;
 use crate::util::fs as fsutil;
 use crate::util::text::Shown;
 
-use super::http::Failure;
+use super::http::{backoff, retry_line, Failure};
 use super::segments::write_record;
 use super::state::{Inner, Mode, Seg, SegState, Shared};
 use super::{Origin, Wanted};
@@ -146,16 +146,16 @@ pub(super) fn fetch(shared: &Shared, task: &mut Task) -> std::result::Result<(),
                 tries += 1;
                 if tries >= TRIES {
                     return Err(Stop::Failed(format!(
-                        "asset {}: giving up after {TRIES} tries: {m}; re-run to resume from what was downloaded",
-                        Shown(&wanted.name)
+                        "asset {}: giving up after {TRIES} tries: {m}{}; re-run to resume from \
+                         what was downloaded",
+                        Shown(&wanted.name),
+                        shared.http.hint()
                     )));
                 }
-                let wait = crate::fetch::http::backoff(tries);
-                shared.progress.say(&format!(
-                    "  {}: {m}; retrying in {:.1} s",
-                    wanted.name,
-                    wait.as_secs_f64()
-                ));
+                let wait = backoff(tries);
+                shared
+                    .progress
+                    .say(&retry_line(&wanted.name, wait, tries + 1, TRIES, &m));
                 thread::sleep(wait);
             }
         }
@@ -225,7 +225,7 @@ pub(super) fn stream(
         let n = match body.read(&mut buf[..want]) {
             Ok(0) => {
                 return Err(Failure::Transient(format!(
-                    "{}: the connection closed after byte {} of {}",
+                    "{}: connection closed at byte {} of {}",
                     wanted.from.place(),
                     *pos,
                     wanted.size

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::adopt::{self, Verdict};
 use super::guard::{self, entry, load_manifest, other_set, refuse_pending, same_set_manifest};
-use super::image::fetch_assets;
+use super::image::{fetch_assets, to_download};
 use super::plan::Plan;
 use super::plan::{
     note_unchecked_digests, open_work, plan_online, prepare_work, source_of, warn_support, Pick,
@@ -44,11 +44,12 @@ pub fn run(opts: &Opts) -> Result<()> {
     note_unchecked_digests(&plan);
     prepare_work(opts, &plan)?;
     say!(
-        "Downloading {} {}/{} ({}) into {}",
+        "Downloading {} {}/{} ({}; {}) into {}",
         plan.release.tag_name,
         opts.os,
         opts.arch,
         human_bytes(plan.sel.total_size()),
+        to_download(&plan, Pick::ALL),
         plan.work.display()
     );
     drop(http);

@@ -17,6 +17,7 @@ use super::plan::{
 use super::Opts;
 use crate::fetch::{self, http::Http, Downloads};
 use crate::unpack::{self, BadContent};
+use crate::util::fmt::human_bytes;
 use crate::util::fs as fsutil;
 use crate::util::io::Chain;
 use crate::util::text::Shown;
@@ -49,6 +50,34 @@ pub(super) fn make_image(
     fetch_with_one_retry(opts, plan, pick, dest, raw)
 }
 
+/// Of the assets `pick` names: (bytes already here, whole or in partial
+/// files; bytes in all), so a header says what is left to download.
+pub(super) fn on_disk(plan: &Plan, pick: Pick) -> (u64, u64) {
+    let sel = &plan.sel;
+    let small = [
+        (pick.kernel, &sel.kernel),
+        (pick.client, &sel.client),
+        (pick.sums, &sel.sums),
+    ];
+    let small = small.into_iter().filter(|(p, _)| *p).map(|(_, a)| a);
+    let parts = sel.disk.iter().filter(|_| pick.parts);
+    small.chain(parts).fold((0, 0), |(have, all), a| {
+        let here = fetch::downloaded(&plan.asset_path(&a.name), a.size);
+        (have + here, all + a.size)
+    })
+}
+
+/// `N to download`, and what is already here when something is.
+pub(super) fn to_download(plan: &Plan, pick: Pick) -> String {
+    let (have, all) = on_disk(plan, pick);
+    let left = human_bytes(all.saturating_sub(have));
+    match have {
+        0 => format!("{left} to download"),
+        _ if have >= all => "nothing to download".into(),
+        _ => format!("{left} to download, {} already here", human_bytes(have)),
+    }
+}
+
 /// Fetches (or re-checks, where they are there) the assets `pick` names.
 /// An asset that fails its digest (a bad transfer, a cache entry whose bytes
 /// changed) is deleted and fetched once more.
@@ -61,7 +90,8 @@ pub(super) fn fetch_assets(opts: &Opts, plan: &mut Plan, pick: Pick) -> Result<(
         tries += 1;
         let want = wanted(plan, opts, false, pick)?;
         let http = Http::new(&opts.http(opts.connections));
-        let r = fetch::start(http, want, opts.connections, "download", opts.progress)?.finish_all();
+        let r =
+            fetch::start(http, want, opts.connections, "downloaded", opts.progress)?.finish_all();
         match r {
             Err(e) if tries == 1 && fetch::digest_mismatch(&e).is_some() => {
                 say!(
@@ -98,7 +128,7 @@ fn fetch_with_one_retry(
             .map(|j| j.size)
             .sum();
         let http = Http::new(&opts.http(opts.connections));
-        let dl = fetch::start(http, wanted, opts.connections, "download", opts.progress)?;
+        let dl = fetch::start(http, wanted, opts.connections, "downloaded", opts.progress)?;
         let started = Instant::now();
         let e = match fused(plan, &dl, pick, dest, raw, to_download) {
             Ok(u) => {

@@ -57,6 +57,12 @@ impl Plan {
 /// refused), and takes the lock: another run on the same output directory
 /// is waited for (`--no-wait`: an error).
 pub(super) fn open_work(opts: &Opts) -> Result<Lock> {
+    if opts.output.exists() && !opts.output.is_dir() {
+        anyhow::bail!(
+            "--output {} is a file, not a directory; name a directory",
+            opts.output.display()
+        );
+    }
     fs::create_dir_all(&opts.output)
         .with_context(|| format!("cannot create {}", opts.output.display()))?;
     let root = layout::downloads_root(&opts.output);

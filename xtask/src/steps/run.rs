@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use super::adopt::{self, Kept, Verdict};
 use super::guard::{self, State};
-use super::image::{fetch_assets, make_image};
+use super::image::{fetch_assets, make_image, on_disk, to_download};
 use super::plan::{
     disk_sources, note_unchecked_digests, open_work, plan_online, prepare_work, source_of,
     warn_support, Pick, Plan,
@@ -128,7 +128,7 @@ fn install_plan(
             plan.store.forget_release();
             return Err(e);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.context(left_what(&plan, m.as_ref()))),
     };
     let installed = install_set(opts, &plan, m.as_ref(), &verdicts, made)?;
     out!("Checking the installed set:");
@@ -201,12 +201,13 @@ fn make(opts: &Opts, plan: &mut Plan, verdicts: &[(&str, Verdict)]) -> Result<Ve
     let names: Vec<&str> = NAMES.iter().copied().filter(|n| is_make(n)).collect();
     if !names.is_empty() {
         say!(
-            "Getting {} of {} {}/{} into {}",
+            "Getting {} of {} {}/{} into {} ({})",
             names.join(", "),
             plan.release.tag_name,
             opts.os,
             opts.arch,
-            opts.output.display()
+            opts.output.display(),
+            to_download(plan, pick)
         );
     }
     let staged_qcow2 = plan.work.join(QCOW2);
@@ -321,7 +322,7 @@ fn install_set(
         return Err(e.context(format!(
             "release {} failed the checks before installing; {}",
             plan.release.tag_name,
-            kept_what(m)
+            left_what(plan, m)
         )));
     }
     recheck(opts, m, &new, verdicts)?;
@@ -335,12 +336,26 @@ fn staged_path(how: &Move) -> PathBuf {
     }
 }
 
-/// What a failed check left as it was, said plainly.
-fn kept_what(m: Option<&Manifest>) -> String {
-    match m.filter(|m| !m.files.is_empty()) {
-        Some(_) => "the installed files were left as they were".into(),
-        None => "nothing was installed".into(),
+/// What a failed run left, said plainly: the installed files as they
+/// were (or nothing installed), and the downloads a re-run resumes from.
+fn left_what(plan: &Plan, m: Option<&Manifest>) -> String {
+    let kept = match m.filter(|m| !m.files.is_empty()) {
+        Some(_) => "the installed files were left as they were",
+        None => "nothing was installed",
+    };
+    let (have, _) = on_disk(plan, Pick::ALL);
+    if have == 0 {
+        return kept.into();
     }
+    let place = if plan.store.is_cache() {
+        format!("the download cache ({})", plan.store.dir.display())
+    } else {
+        plan.store.dir.display().to_string()
+    };
+    format!(
+        "{kept}; the {} downloaded so far stays in {place}, and a re-run resumes from it",
+        human_bytes(have)
+    )
 }
 
 /// Small assets without a digest are fetched again next time rather than

@@ -72,7 +72,8 @@ pub(crate) fn api_reply(shared: &Shared, req: &Request, body: &[u8]) -> Reply {
 
 pub(crate) fn redirect(shared: &Shared, tag: &str, name: &str) -> Reply {
     let location = format!(
-        "http://{}/blob/{}/{}",
+        "{}://{}/blob/{}/{}",
+        shared.scheme,
         shared.asset_host,
         pct_encode(tag),
         pct_encode(name)

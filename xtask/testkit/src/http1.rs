@@ -1,8 +1,8 @@
 //! Minimal HTTP/1.1 plumbing: reading a request head, writing a reply
 //! (whole, or one byte at a time), percent decoding.
 
+use crate::tls::Conn;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::json;
@@ -67,7 +67,7 @@ impl Request {
 }
 
 /// Read the request head (up to the blank line); bodies are ignored.
-pub(crate) fn read_request(stream: &mut TcpStream) -> io::Result<Request> {
+pub(crate) fn read_request(stream: &mut Conn) -> io::Result<Request> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let end = loop {
@@ -117,7 +117,7 @@ pub(crate) fn read_request(stream: &mut TcpStream) -> io::Result<Request> {
 
 /// Reads up to `limit` bytes of the body (Content-Length framed); fewer
 /// when the client stops sending.
-pub(crate) fn read_body(stream: &mut TcpStream, req: &Request, limit: u64) -> io::Result<Vec<u8>> {
+pub(crate) fn read_body(stream: &mut Conn, req: &Request, limit: u64) -> io::Result<Vec<u8>> {
     let len: u64 = req
         .header("content-length")
         .and_then(|v| v.parse().ok())
@@ -161,7 +161,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
 }
 
 pub(crate) fn write_head(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     status: u16,
     headers: &[(String, String)],
 ) -> io::Result<()> {
@@ -215,7 +215,7 @@ impl Reply {
     }
 }
 
-pub(crate) fn send_reply(stream: &mut TcpStream, reply: Reply, head_only: bool) -> io::Result<()> {
+pub(crate) fn send_reply(stream: &mut Conn, reply: Reply, head_only: bool) -> io::Result<()> {
     let mut headers = reply.headers;
     headers.push(("Content-Length".into(), reply.body.len().to_string()));
     write_head(stream, reply.status, &headers)?;
@@ -228,7 +228,7 @@ pub(crate) fn send_reply(stream: &mut TcpStream, reply: Reply, head_only: bool) 
 /// Sends `reply` one body byte at a time, `ms` apart, until done or stopped.
 pub(crate) fn send_trickled(
     stopping: impl Fn() -> bool,
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     reply: Reply,
     ms: u64,
 ) -> io::Result<()> {

@@ -2,7 +2,7 @@
 //! shipping crate: a loopback fake of GitHub's release API and asset
 //! storage (`server`, with `spec` for what it serves and how it misbehaves,
 //! `catalog` for the JSON, `api` and `store` for the two hosts, `http1` for
-//! the plumbing), and builders of release fixtures packed the way upstream
+//! the plumbing, `tls` for its HTTPS mode), and builders of release fixtures packed the way upstream
 //! packs them (`fixture`).
 //!
 //! ```no_run
@@ -21,6 +21,7 @@ pub mod server;
 pub mod spec;
 mod state;
 mod store;
+mod tls;
 mod uploads;
 
 pub use fixture::*;
@@ -30,7 +31,8 @@ pub use spec::*;
 /// Environment that would change what a child run against the loopback
 /// server does: proxies (curl and ureq would send 127.0.0.1 traffic to
 /// them), tokens, upload's `RELEASE_ID`, defaults for the output, API and
-/// source, and the places the download cache would go (so a child uses no
+/// source, the certificate authorities HTTPS trusts (so a test decides),
+/// and the places the download cache would go (so a child uses no
 /// cache, and never the user's, unless the caller names one with
 /// `VSWARM_CACHE_DIR`). Tests and
 /// the benchmark remove these from every child they start.
@@ -51,4 +53,6 @@ pub const SCRUB_ENV: &[&str] = &[
     "VSWARM_CACHE_DIR",
     "XDG_CACHE_HOME",
     "HOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
 ];

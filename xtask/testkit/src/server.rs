@@ -2,6 +2,9 @@
 //! with switchable faults (rate limits, 5xx, cut or stalled bodies, ignored
 //! ranges, truncated content, bandwidth caps) and a log of every request.
 //!
+//! [`Server::start_https`] serves both over TLS with a certificate signed by
+//! a CA made for the server, which a client must be told to trust.
+//!
 //! Two listeners, like the real thing: the API on `127.0.0.1:P1` (which also
 //! answers `browser_download_url`s with a 302) and storage on `127.0.0.2:P2`
 //! (a different host, so clients that drop headers on cross-host redirects are
@@ -22,6 +25,7 @@ use crate::http1::{read_body, read_request, send_reply, send_trickled, Reply};
 use crate::spec::{Body, Fault, Logged, ReleaseSpec};
 use crate::state::{lock, FaultSlot, Host, Shared};
 use crate::store::serve_asset;
+use crate::tls::{make_ca, Conn};
 use crate::uploads::receive_upload;
 
 /// The path under the API's origin where uploads go.
@@ -35,6 +39,8 @@ pub struct Server {
     api_addr: SocketAddr,
     asset_addr: SocketAddr,
     acceptors: Vec<JoinHandle<()>>,
+    /// The CA's certificate (PEM) when serving HTTPS.
+    ca_pem: Option<String>,
 }
 
 impl Server {
@@ -42,6 +48,19 @@ impl Server {
     /// digests are computed here. Panics on bind failure or unreadable asset
     /// files (test infrastructure errors).
     pub fn start(repo: &str, releases: Vec<ReleaseSpec>) -> Server {
+        Server::start_with(repo, releases, false)
+    }
+
+    /// [`Server::start`] over HTTPS on both hosts, with a certificate for
+    /// 127.0.0.1, 127.0.0.2 and localhost signed by a CA made now, which no
+    /// system trusts: [`Server::ca_pem`] is what a client must be given.
+    pub fn start_https(repo: &str, releases: Vec<ReleaseSpec>) -> Server {
+        Server::start_with(repo, releases, true)
+    }
+
+    fn start_with(repo: &str, releases: Vec<ReleaseSpec>, https: bool) -> Server {
+        let ca = https.then(make_ca);
+        let scheme = if https { "https" } else { "http" };
         let (owner, name) = repo
             .split_once('/')
             .unwrap_or_else(|| panic!("testkit: repo {repo:?} is not owner/name"));
@@ -53,7 +72,7 @@ impl Server {
             .expect("testkit: bind asset listener");
         let api_addr = api.local_addr().expect("testkit: API address");
         let asset_addr = assets.local_addr().expect("testkit: asset address");
-        let api_url = format!("http://{api_addr}");
+        let api_url = format!("{scheme}://{api_addr}");
         let asset_host = asset_addr.to_string();
         let urls = Urls {
             api: api_url.clone(),
@@ -69,6 +88,8 @@ impl Server {
             repo: name.to_string(),
             api_url,
             asset_host,
+            scheme,
+            tls: ca.as_ref().map(|c| c.config.clone()),
             catalog: Mutex::new(Arc::new(catalog)),
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
@@ -86,10 +107,18 @@ impl Server {
             api_addr,
             asset_addr,
             acceptors,
+            ca_pem: ca.map(|c| c.pem),
         }
     }
 
-    /// `http://127.0.0.1:P1`: the API base (what `api.github.com` is upstream).
+    /// The PEM certificate of the CA that signed an HTTPS server's
+    /// certificate (None for plain HTTP): write it where `SSL_CERT_FILE`
+    /// points to make a client trust the server.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// `http://127.0.0.1:P1` (`https://` from [`Server::start_https`]): the API base (what `api.github.com` is upstream).
     pub fn api_url(&self) -> String {
         self.shared.api_url.clone()
     }
@@ -99,9 +128,9 @@ impl Server {
         self.shared.asset_host.clone()
     }
 
-    /// `http://` + [`Server::asset_host`].
+    /// `http://` (or `https://`) + [`Server::asset_host`].
     pub fn asset_url(&self) -> String {
-        format!("http://{}", self.shared.asset_host)
+        format!("{}://{}", self.shared.scheme, self.shared.asset_host)
     }
 
     /// `http://127.0.0.1:P1/api/uploads`: where uploads go (what
@@ -268,13 +297,16 @@ pub(crate) fn spawn_acceptor(
         .expect("testkit: spawn acceptor")
 }
 
-pub(crate) fn handle_conn(shared: &Shared, mut stream: TcpStream, host: Host) {
+pub(crate) fn handle_conn(shared: &Shared, tcp: TcpStream, host: Host) {
     if shared.stopping() {
         return;
     }
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = tcp.set_write_timeout(Some(WRITE_TIMEOUT));
+    let Ok(mut stream) = Conn::new(tcp, shared.tls.as_ref()) else {
+        return;
+    };
     let req = match read_request(&mut stream) {
         Ok(r) => r,
         Err(_) => {

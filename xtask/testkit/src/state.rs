@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     pub(crate) repo: String,
     pub(crate) api_url: String,
     pub(crate) asset_host: String,
+    /// `http`, or `https` when `tls` is set.
+    pub(crate) scheme: &'static str,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) catalog: Mutex<Arc<Catalog>>,
     pub(crate) faults: Mutex<Vec<FaultSlot>>,
     pub(crate) log: Mutex<Vec<Logged>>,

@@ -2,13 +2,14 @@
 //! (statuses, cut or stalled bodies, ignored ranges, garbage, a rate cap).
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::http1::{pct_decode, send_reply, write_head, Reply, Request};
 use crate::spec::{Body, Fault};
 use crate::state::{lock, Host, Shared};
+use crate::tls::Conn;
 
 /// How long a stalled handler holds its socket at most.
 pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(120);
@@ -107,11 +108,7 @@ pub(crate) fn parse_range(value: Option<&str>, total: u64) -> RangeReq {
     RangeReq::Part(start, end.min(total - 1))
 }
 
-pub(crate) fn serve_asset(
-    shared: &Shared,
-    stream: &mut TcpStream,
-    req: &Request,
-) -> io::Result<()> {
+pub(crate) fn serve_asset(shared: &Shared, stream: &mut Conn, req: &Request) -> io::Result<()> {
     let path = pct_decode(&req.path);
     let catalog = lock(&shared.catalog).clone();
     let found = match path.trim_start_matches('/').split('/').collect::<Vec<_>>()[..] {
@@ -201,7 +198,7 @@ pub(crate) fn serve_asset(
 
 /// Keep a stalled socket open, silent, until the client leaves, the stall
 /// limit passes, or the server stops.
-pub(crate) fn hold(shared: &Shared, stream: &mut TcpStream) {
+pub(crate) fn hold(shared: &Shared, stream: &mut Conn) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
     let deadline = Instant::now() + STALL_LIMIT;
     let mut sink = [0u8; 1024];
@@ -223,7 +220,7 @@ pub(crate) fn hold(shared: &Shared, stream: &mut TcpStream) {
 /// set, counting them as served of asset `name`.
 pub(crate) fn send_body(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     name: &str,
     body: &Body,
     (start, count): (u64, u64),

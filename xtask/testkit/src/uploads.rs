@@ -4,13 +4,14 @@
 //! empty asset in state `starter` behind, as GitHub does.
 
 use std::io::{self, Read};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 
 use serde_json::json;
 
 use crate::http1::{pct_decode, read_body, send_reply, Reply, Request};
 use crate::spec::Fault;
 use crate::state::{Host, Shared};
+use crate::tls::Conn;
 
 /// Uploads held in memory: the fixtures are small.
 const MAX_UPLOAD: u64 = 256 << 20;
@@ -20,14 +21,10 @@ fn github_name(name: &str) -> String {
     name.replace(' ', ".")
 }
 
-pub(crate) fn receive_upload(
-    shared: &Shared,
-    stream: &mut TcpStream,
-    req: &Request,
-) -> io::Result<()> {
+pub(crate) fn receive_upload(shared: &Shared, stream: &mut Conn, req: &Request) -> io::Result<()> {
     let path = pct_decode(&req.path);
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let reply = |shared: &Shared, stream: &mut TcpStream, r: Reply| {
+    let reply = |shared: &Shared, stream: &mut Conn, r: Reply| {
         shared.record(Host::Uploads, req, r.status);
         send_reply(stream, r, false)
     };
@@ -152,7 +149,7 @@ pub(crate) fn receive_upload(
 /// The body of `len` bytes, read in two goes with the gate between.
 fn read_held(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     req: &Request,
     len: u64,
     after: u64,
