@@ -149,6 +149,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("RESOURCES", "default output directory"),
     ("GITHUB_API_URL", "default API base"),
     ("HTTPS_PROXY, NO_PROXY", "proxy settings"),
+    (
+        "SSL_CERT_FILE, SSL_CERT_DIR",
+        "CA certificates to trust (PEM file; hashed directory), as curl and openssl read them",
+    ),
     ("VSWARM_RESOURCES_SOURCE", "default --source"),
     (
         "RELEASE_ID",
