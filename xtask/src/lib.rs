@@ -1,28 +1,18 @@
-//! The vSwarm-u resources tool, in layers; each imports only the layers
-//! below it (a test checks this):
+//! The vSwarm-u resources tool: the command line (`cli`) over the commands
+//! (`steps`), a thin app over the engine crates in `xtask/crates/`, which
+//! import one way only, as the dependency graph enforces:
 //!
-//! 1. `cli`: the command line and the environment, read once.
-//! 2. `steps`: one module per step (`run`, `download`, `verify`, …).
-//! 3. `github`: releases, asset selection, sources and mirrors.
-//! 4. `fetch`: the HTTP client and the download engine.
-//! 5. `pack`: making release assets on every core.
-//! 6. `unpack`: checksum files, compression formats and their decoders, the
-//!    tar walker.
-//! 7. `qcow2`: the image format and the converter.
-//! 8. `install`: the output directory's layout, manifest and swap.
-//! 9. `util`: file-system rules, progress, text, small helpers.
+//! `github` (releases, mirrors, the download cache, uploads) → `fetch` (HTTP
+//! and the download engine) → `archive` (compression formats, the tar
+//! walker, sums, unpacking and packing) → `mgzip` (gzip on every core) and
+//! `qcow2` (the image format and its converters) → `install` (the output
+//! directory's layout, manifest and swap) → `util` (file-system rules,
+//! locks, progress, what is said).
 //!
-//! `main.rs` only dispatches; tests and fuzz targets call the same functions.
+//! `main.rs` only dispatches.
 
-// First: its macros (`out!`, `say!`, `note!`, `warning!`) serve every layer.
 #[macro_use]
-pub mod util;
+extern crate util;
 
 pub mod cli;
-pub mod fetch;
-pub mod github;
-pub mod install;
-pub mod pack;
-pub mod qcow2;
 pub mod steps;
-pub mod unpack;

@@ -6,10 +6,10 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use util::say;
+use util::text::clean_message;
 use xtask::cli::{self, exit, Step, Task};
 use xtask::steps;
-use xtask::util::say;
-use xtask::util::text::clean_message;
 
 fn main() -> ExitCode {
     let started = Instant::now();

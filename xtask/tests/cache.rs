@@ -14,11 +14,11 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
+use github::cache::site_of;
 use testkit::{
     make_qcow2, pack_disk, sha256_file_hex, upstream_assets, Compression, DigestMode, DiskFixture,
     Fault, ReleaseSpec, Server, TempDir,
 };
-use xtask::github::cache::site_of;
 
 const KERNEL_ASSET: &str = "vmlinux-focal-amd64";
 const CLIENT_ASSET: &str = "test-client-amd64";
@@ -1244,7 +1244,7 @@ fn cache_list_shows_each_release_with_its_size_and_last_use() {
     let api = server.api_url();
     let r = cache_cmd(&cache, &["list"]);
     for (t, when) in [("v1", "just now"), ("v2", "2 h ago"), ("v3", "2 days ago")] {
-        let size = xtask::util::fmt::human_bytes(entry_bytes(&entry(&cache, &api, t)));
+        let size = util::fmt::human_bytes(entry_bytes(&entry(&cache, &api, t)));
         let line = r
             .stdout
             .lines()

@@ -9,9 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use qcow2::convert::{convert_bytes, convert_native};
+use qcow2::{compare_with_raw, Image};
 use sha2::{Digest, Sha256};
-use xtask::qcow2::convert::{convert_bytes, convert_native};
-use xtask::qcow2::{compare_with_raw, Image};
 
 /// A unique directory under the system temp dir, removed on drop.
 struct TmpDir(PathBuf);
@@ -335,7 +335,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn sha256(b: &[u8]) -> String {
-    xtask::util::fmt::hex(&Sha256::digest(b))
+    util::fmt::hex(&Sha256::digest(b))
 }
 
 #[test]

@@ -445,7 +445,7 @@ fn finding_07_bad_timeouts_and_absurd_sizes_are_named() {
 }
 
 fn fs2_free(dir: &Path) -> u64 {
-    xtask::util::fs::available_space(dir).unwrap()
+    util::fs::available_space(dir).unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -594,7 +594,7 @@ fn finding_09_a_bare_image_stops_before_the_disk_is_full() {
         "{}",
         run.stderr
     );
-    let free = xtask::util::fs::available_space(mnt.path()).unwrap();
+    let free = util::fs::available_space(mnt.path()).unwrap();
     assert!(free > 2 << 20, "the disk was filled: {free} bytes free");
 }
 

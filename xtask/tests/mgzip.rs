@@ -13,11 +13,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use xtask::pack::blocks::{self as par_pack, XzOptions, ZstdOptions};
-use xtask::pack::gzip::{self as mgzip_pack, GzipOptions};
-use xtask::unpack::gzip::member as mgzip_format;
-use xtask::unpack::gzip::{DecodeStats, ParallelGzDecoder, MAX_PARALLEL_MEMBER};
-use xtask::unpack::xz::XzMtDecoder;
+use archive::pack::blocks::{self as par_pack, XzOptions, ZstdOptions};
+use archive::pack::gzip::{self as mgzip_pack, GzipOptions};
+use archive::unpack::xz::XzMtDecoder;
+use mgzip::member as mgzip_format;
+use mgzip::{DecodeStats, ParallelGzDecoder, MAX_PARALLEL_MEMBER};
 
 // ---------------------------------------------------------------------------
 // helpers

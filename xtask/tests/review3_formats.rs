@@ -11,11 +11,11 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use archive::pack::gzip::{compress, GzipOptions};
 use common::*;
+use mgzip::member::member_header;
+use mgzip::{ParallelGzDecoder, PIECE};
 use testkit::{make_qcow2, pack_disk, upstream_assets, Compression, ReleaseSpec, Server, TempDir};
-use xtask::pack::gzip::{compress, GzipOptions};
-use xtask::unpack::gzip::member::member_header;
-use xtask::unpack::gzip::{ParallelGzDecoder, PIECE};
 
 /// `qemu-img convert -O raw`: the raw image's bytes, or qemu-img's error.
 fn qemu_raw(qcow2: &Path, out: &Path) -> Result<Vec<u8>, String> {

@@ -12,10 +12,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use qcow2::convert::{convert_bytes, convert_native};
+use qcow2::stream::{StreamConvert, StreamStats};
+use qcow2::Image;
 use sha2::{Digest, Sha256};
-use xtask::qcow2::convert::{convert_bytes, convert_native};
-use xtask::qcow2::stream::{StreamConvert, StreamStats};
-use xtask::qcow2::Image;
 
 /// A unique directory under `base`, removed on drop.
 struct TmpDir(PathBuf);
@@ -417,7 +417,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn sha256(b: &[u8]) -> String {
-    xtask::util::fmt::hex(&Sha256::digest(b))
+    util::fmt::hex(&Sha256::digest(b))
 }
 
 #[test]

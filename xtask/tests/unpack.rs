@@ -1,4 +1,4 @@
-//! Integration tests for `xtask::unpack` on real archives, built at test time
+//! Integration tests for `archive::unpack` on real archives, built at test time
 //! the way upstream's `artifacts.sh` builds them (GNU tar, gzip, split,
 //! sha256sum), plus hostile tars built by hand.
 
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use xtask::unpack::*;
+use archive::unpack::*;
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -429,11 +429,7 @@ fn sums_mismatch_keeps_older_dest() {
     wrong[0] ^= 0xff;
     let msg = assert_err_has(
         unpack_file(&s.path("t.tar.gz"), &dest, Some(wrong)),
-        &[
-            "t.tar.gz",
-            &xtask::util::fmt::hex(&right),
-            &xtask::util::fmt::hex(&wrong),
-        ],
+        &["t.tar.gz", &util::fmt::hex(&right), &util::fmt::hex(&wrong)],
     );
     assert!(msg.contains("--force"), "{msg}");
     assert_eq!(fs::read(&dest).unwrap(), b"older image, must survive");
@@ -576,7 +572,7 @@ fn space_check_error_stops_before_writing() {
     let img = make_image(&s);
     s.sh("tar c temp/disk-image.qcow2 | gzip -c > t.tar.gz");
     let dest = s.dest();
-    let partial = xtask::util::fs::partial_path(&dest);
+    let partial = util::fs::partial_path(&dest);
     let mut asked = 0;
     let r = unpack_qcow2(
         Parts::new(vec![s.path("t.tar.gz")]),
@@ -690,7 +686,7 @@ fn bench_unpack_from_env() {
         in_len >> 20,
         u.size as f64 / secs / 1048576.0,
         in_len as f64 / secs / 1048576.0,
-        xtask::util::fmt::hex(&u.sha256)
+        util::fmt::hex(&u.sha256)
     );
     fs::remove_dir_all(dest.parent().unwrap()).unwrap();
 }

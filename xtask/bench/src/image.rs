@@ -111,8 +111,8 @@ fn build(cache: &Path, p: &Params, tools: &Tools) -> Result<Image> {
     let started = std::time::Instant::now();
     eprintln!(
         "bench: building a {} virtual / {} data image in {} (once; cached)",
-        xtask::util::fmt::human_bytes(p.virtual_bytes),
-        xtask::util::fmt::human_bytes(p.data_bytes),
+        util::fmt::human_bytes(p.virtual_bytes),
+        util::fmt::human_bytes(p.data_bytes),
         cache.display()
     );
 
@@ -181,8 +181,8 @@ fn build(cache: &Path, p: &Params, tools: &Tools) -> Result<Image> {
     eprintln!(
         "bench: image built in {:.0} s: qcow2 {}, archive {} in {} parts",
         started.elapsed().as_secs_f64(),
-        xtask::util::fmt::human_bytes(stamp.qcow2_bytes),
-        xtask::util::fmt::human_bytes(stamp.archive_bytes),
+        util::fmt::human_bytes(stamp.qcow2_bytes),
+        util::fmt::human_bytes(stamp.archive_bytes),
         stamp.parts.len()
     );
     Ok(Image { stamp, pack })

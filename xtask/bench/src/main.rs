@@ -29,7 +29,7 @@ use measure::{fresh_dir, Tools};
 use report::Bytes;
 use steps::{convert_pair, limits, old, ours, Ctx};
 use testkit::{Fault, ReleaseSpec, Server};
-use xtask::util::fmt::human_bytes;
+use util::fmt::human_bytes;
 
 const REPO: &str = "vhive-serverless/vSwarm-u";
 const TAG: &str = "v0.0.0-bench";
@@ -212,8 +212,7 @@ fn run(args: Args) -> Result<()> {
     let mut plain = rows::plain(&tools, p.reps);
     let shm = Path::new("/dev/shm");
     let shm_ok = shm.is_dir()
-        && xtask::util::fs::available_space(shm).unwrap_or(0)
-            > durable + img.stamp.archive_bytes * 2;
+        && util::fs::available_space(shm).unwrap_or(0) > durable + img.stamp.archive_bytes * 2;
     if !shm_ok {
         plain.note("ours_tmpfs", "skipped: /dev/shm is missing or too small");
     }

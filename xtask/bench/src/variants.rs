@@ -16,15 +16,15 @@ use super::measure::{self, fresh_dir, new_log, Sample};
 use super::report::Round;
 use super::steps::{asset_names, asset_url, old_tail, Ctx};
 use super::TAG;
+use mgzip::ParallelGzDecoder;
 use testkit::find_tool;
-use xtask::unpack::gzip::ParallelGzDecoder;
-use xtask::util::io::Chain;
+use util::io::Chain;
 
 /// `bench --decode [--threads N] FILES…`: our gzip decoder alone, the
 /// files read in order as one stream, the output thrown away. N = 0 keeps
 /// it on one thread; the default is one worker per core.
 pub fn decode_child(args: &[String]) -> Result<()> {
-    let mut threads = xtask::util::cores::threads(0);
+    let mut threads = util::cores::threads(0);
     let mut files = Vec::new();
     let mut plain_flate2 = false;
     let mut it = args.iter();

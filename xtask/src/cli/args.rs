@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::flags::{self, Cmd, Flag, FLAGS, HELP};
-use crate::util::text::clean;
+use util::text::clean;
 
 /// An error in how the command was called: exit code 2, one line.
 #[derive(Debug)]

@@ -12,10 +12,10 @@ use super::flags::{
     Cmd, Flag, ARCH, FORCE, GITHUB_API, JOBS, JSON, KEEP_DOWNLOADS, NO_CACHE, NO_RAW, NO_WAIT,
     OFFLINE, OS_VERSION, OUTPUT, QUIET, REPO, SOURCE, VERSION,
 };
-use crate::github::assets::{Arch, Os};
-use crate::github::release::check_tag;
 use crate::steps::opts::{self, Opts};
-use crate::util::text::clean;
+use github::assets::{Arch, Os};
+use github::release::check_tag;
+use util::text::clean;
 
 /// The shared options of `g`'s step.
 pub(super) fn opts(g: &Given) -> Result<Opts> {
@@ -51,7 +51,7 @@ pub(super) fn opts(g: &Given) -> Result<Opts> {
     o.proxy = ureq::Proxy::try_from_env();
     o.http_timeout = env::http_timeout()?;
     o.progress = if o.quiet {
-        crate::util::progress::Style::PLAIN
+        util::progress::Style::PLAIN
     } else {
         env::progress_style()
     };
@@ -84,7 +84,7 @@ fn api(g: &Given) -> Result<String> {
         None if GITHUB_API.takes(g.cmd) => (env::default_api()?, "GITHUB_API_URL"),
         None => (opts::DEFAULT_API.to_string(), "--github-api"),
     };
-    crate::fetch::url::check_url(&api, from).map_err(usage)?;
+    fetch::url::check_url(&api, from).map_err(usage)?;
     Ok(api.trim_end_matches('/').to_string())
 }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::args::usage;
-use crate::fetch::http::Token;
 use crate::steps::opts::DEFAULT_API;
-use crate::util::progress::Style;
+use fetch::http::Token;
+use util::progress::Style;
 
 /// Where resources go unless `--output` says otherwise: `$RESOURCES`, else the
 /// workspace's `resources/`, found from this crate's location at build time so
@@ -41,7 +41,7 @@ pub fn default_output() -> Result<PathBuf> {
 pub fn default_api() -> Result<String> {
     match std::env::var("GITHUB_API_URL") {
         Ok(url) if !url.is_empty() => {
-            crate::fetch::url::check_url(&url, "GITHUB_API_URL")
+            fetch::url::check_url(&url, "GITHUB_API_URL")
                 .map_err(|e| usage(format!("{e}; fix or unset it, or pass --github-api URL")))?;
             Ok(url)
         }
@@ -50,7 +50,7 @@ pub fn default_api() -> Result<String> {
 }
 
 fn shown_path(p: &Path) -> String {
-    crate::util::text::clean(&p.to_string_lossy(), 200)
+    util::text::clean(&p.to_string_lossy(), 200)
 }
 
 /// Where the download cache lives: `$VSWARM_CACHE_DIR`, else
@@ -87,7 +87,7 @@ pub fn release_id() -> Result<Option<u64>> {
         usage(format!(
             "RELEASE_ID=`{}` is not a release id (the positive number GitHub gives a release); \
              fix or unset it, or pass --release-id",
-            crate::util::text::clean(s, 40)
+            util::text::clean(s, 40)
         ))
     })
 }
@@ -109,7 +109,7 @@ pub fn default_source() -> Result<Option<String>> {
     };
     let fix = "fix or unset it, or pass --source";
     if s.contains("://") {
-        crate::fetch::url::check_url(&s, VAR).map_err(|e| usage(format!("{e}; {fix}")))?;
+        fetch::url::check_url(&s, VAR).map_err(|e| usage(format!("{e}; {fix}")))?;
     } else if !Path::new(&s).is_dir() {
         return Err(usage(format!(
             "{VAR}=`{}` is not a directory (a mirror made by `cargo xtask resources mirror`) \
@@ -150,7 +150,7 @@ pub fn token() -> Result<Option<Token>> {
                  non-ASCII), so it cannot be sent as a header; fix or unset it"
             )));
         }
-        crate::util::text::register_secret(t);
+        util::text::register_secret(t);
         return Ok(Some(Token::new(t.to_string(), var)));
     }
     Ok(None)
@@ -171,7 +171,7 @@ pub fn http_timeout() -> Result<Duration> {
         Ok(v) if v.is_finite() && (0.1..=3600.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
         _ => Err(usage(format!(
             "{VAR}=`{}` is not a number of seconds from 0.1 to 3600",
-            crate::util::text::clean(s, 40)
+            util::text::clean(s, 40)
         ))),
     }
 }

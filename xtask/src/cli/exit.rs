@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::fetch::{Cause, DigestMismatch, Failed};
 use crate::steps::plan::BadSums;
 use crate::steps::verify::VerifyFailed;
-use crate::unpack::{BadContent, BadImage, Unsupported};
-use crate::util::fs::{NoSpace, UsersFiles};
-use crate::util::lock::Busy;
+use archive::unpack::{BadContent, BadImage, Unsupported};
+use fetch::{Cause, DigestMismatch, Failed};
+use util::fs::{NoSpace, UsersFiles};
+use util::lock::Busy;
 
 use super::Usage;
 
@@ -129,12 +129,12 @@ pub fn document(step: &str, result: &anyhow::Result<()>, started: Instant) -> Va
         "step": step,
         "ok": result.is_ok(),
     });
-    for (k, v) in crate::util::say::reported() {
+    for (k, v) in util::say::reported() {
         doc[k] = v;
     }
-    doc["network_bytes"] = json!(crate::fetch::received());
+    doc["network_bytes"] = json!(fetch::received());
     doc["elapsed_s"] = json!((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
-    doc["warnings"] = json!(crate::util::say::kept());
+    doc["warnings"] = json!(util::say::kept());
     doc["error"] = match result {
         Ok(()) => Value::Null,
         Err(err) => {
@@ -142,7 +142,7 @@ pub fn document(step: &str, result: &anyhow::Result<()>, started: Instant) -> Va
             json!({
                 "class": class.name(),
                 "exit_code": class.code(),
-                "message": crate::util::text::clean_message(&format!("{err:#}")),
+                "message": util::text::clean_message(&format!("{err:#}")),
             })
         }
     };

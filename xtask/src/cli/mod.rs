@@ -22,7 +22,6 @@ pub use args::Usage;
 pub(crate) use args::{usage, Given};
 pub use common::check_repo;
 
-use crate::github::assets::{Arch, Os};
 use crate::steps::bench::BenchArgs;
 use crate::steps::cache::CacheCmd;
 use crate::steps::convert::ConvertArgs;
@@ -30,8 +29,9 @@ use crate::steps::opts::Opts;
 use crate::steps::pack::PackArgs;
 use crate::steps::upload::UploadArgs;
 use crate::steps::verify::{Depth, Expect, VerifyArgs};
-use crate::util::text::clean;
 use flags::{Cmd, Flag};
+use github::assets::{Arch, Os};
+use util::text::clean;
 
 /// What to do, fully parsed.
 pub enum Task {

@@ -6,7 +6,7 @@ use anyhow::Result;
 use super::flags::{CLIENT, COMPRESSION, KERNEL, LEVEL, PART_SIZE};
 use super::{free_path, usage, Given};
 use crate::steps::pack::{self, PackArgs};
-use crate::unpack::Compression;
+use archive::unpack::Compression;
 
 /// The flags of `pack` and its DISK.
 pub(super) fn pack_args(g: &mut Given) -> Result<PackArgs> {
@@ -17,7 +17,7 @@ pub(super) fn pack_args(g: &mut Given) -> Result<PackArgs> {
         Some(other) => {
             return Err(usage(format!(
                 "invalid --compression `{}`: expected gz, xz or zst",
-                crate::util::text::clean(other, 40)
+                util::text::clean(other, 40)
             )))
         }
     };
@@ -28,14 +28,14 @@ pub(super) fn pack_args(g: &mut Given) -> Result<PackArgs> {
             Some(n) if n > pack::MAX_PART => {
                 return Err(usage(format!(
                     "--part-size {}: GitHub refuses assets of 2 GiB or more; give at most 2047M",
-                    crate::util::text::clean(&s, 40)
+                    util::text::clean(&s, 40)
                 )))
             }
             _ => {
                 return Err(usage(format!(
                     "invalid --part-size `{}`: expected what `split -b` takes: bytes, or a number \
                      with K, M or G (powers of 1024: 500M) or KB, MB, GB (powers of 1000)",
-                    crate::util::text::clean(&s, 40)
+                    util::text::clean(&s, 40)
                 )))
             }
         },
@@ -48,7 +48,7 @@ pub(super) fn pack_args(g: &mut Given) -> Result<PackArgs> {
             _ => {
                 return Err(usage(format!(
                     "invalid --level `{}` for {}: expected {lo} to {hi}",
-                    crate::util::text::clean(&s, 40),
+                    util::text::clean(&s, 40),
                     compression.ext()
                 )))
             }

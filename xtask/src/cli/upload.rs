@@ -23,7 +23,7 @@ pub(super) fn upload_args(g: &mut Given) -> Result<UploadArgs> {
                 usage(format!(
                     "invalid --release-id `{}`: expected the release's id, a positive number \
                      (the `id` GitHub gives a release)",
-                    crate::util::text::clean(&v, 40)
+                    util::text::clean(&v, 40)
                 ))
             })?;
             Some((id, "--release-id"))

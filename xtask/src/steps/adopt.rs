@@ -16,11 +16,11 @@ use super::guard::State;
 use super::image::fetch_assets;
 use super::plan::{expected_sha, source_of, Pick, Plan};
 use super::Opts;
-use crate::install::layout::{CLIENT, KERNEL, NAMES, QCOW2, RAW};
-use crate::install::manifest::{self, FileEntry, Manifest, SourceAsset};
-use crate::qcow2;
-use crate::util::fmt::hex;
-use crate::util::fs as fsutil;
+use install::layout::{CLIENT, KERNEL, NAMES, QCOW2, RAW};
+use install::manifest::{self, FileEntry, Manifest, SourceAsset};
+use qcow2;
+use util::fmt::hex;
+use util::fs as fsutil;
 
 /// How a file the run keeps is known to be the release's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub fn reference(opts: &Opts, plan: &mut Plan) -> Result<Reference> {
     };
     fetch_assets(opts, plan, pick)?;
     let (k, c) = (&plan.sel.kernel, &plan.sel.client);
-    let of = |a: &crate::github::release::Asset| -> Result<[u8; 32]> {
+    let of = |a: &github::release::Asset| -> Result<[u8; 32]> {
         match a.sha256()? {
             Some(d) => Ok(d),
             None => fsutil::sha256_file(&plan.asset_path(&a.name)),

@@ -4,8 +4,8 @@
 use anyhow::{anyhow, Result};
 
 use super::Opts;
-use crate::github::cache::{self, Cache, KEEP_BYTES, KEEP_ENTRIES};
-use crate::util::fmt::human_bytes;
+use github::cache::{self, Cache, KEEP_BYTES, KEEP_ENTRIES};
+use util::fmt::human_bytes;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheCmd {
@@ -21,7 +21,7 @@ pub fn run(opts: &Opts, cmd: &CacheCmd) -> Result<()> {
     let root = opts.cache.clone().ok_or_else(|| {
         anyhow!("no cache location: set VSWARM_CACHE_DIR, XDG_CACHE_HOME or HOME")
     })?;
-    crate::util::say::report("cache", serde_json::json!(root));
+    util::say::report("cache", serde_json::json!(root));
     if *cmd == CacheCmd::Path {
         out!("{}", root.display());
         return Ok(());
@@ -42,7 +42,7 @@ pub fn run(opts: &Opts, cmd: &CacheCmd) -> Result<()> {
             let max = max_size.unwrap_or(KEEP_BYTES);
             let removed = cache.prune(keep, max, None)?;
             let gone: Vec<_> = removed.iter().map(entry_json).collect();
-            crate::util::say::report("removed", serde_json::json!(gone));
+            util::say::report("removed", serde_json::json!(gone));
             for e in &removed {
                 out!(
                     "removed  {} {} ({}), {}",
@@ -68,7 +68,7 @@ pub fn run(opts: &Opts, cmd: &CacheCmd) -> Result<()> {
 fn list(cache: &Cache) {
     let entries = cache.list();
     let listed: Vec<_> = entries.iter().map(entry_json).collect();
-    crate::util::say::report("entries", serde_json::json!(listed));
+    util::say::report("entries", serde_json::json!(listed));
     if entries.is_empty() {
         out!("The cache {} is empty", cache.root().display());
         return;

@@ -10,11 +10,11 @@ use anyhow::{bail, Context, Result};
 
 use super::guard;
 use super::Opts;
-use crate::install::layout::{CLIENT, KERNEL, QCOW2, RAW};
-use crate::install::manifest::{self, FileEntry};
-use crate::qcow2::convert::convert_file;
-use crate::util::fmt::human_bytes;
-use crate::util::fs::TempFile;
+use install::layout::{CLIENT, KERNEL, QCOW2, RAW};
+use install::manifest::{self, FileEntry};
+use qcow2::convert::convert_file;
+use util::fmt::human_bytes;
+use util::fs::TempFile;
 
 /// The arguments of `cargo xtask resources convert`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub fn run(opts: &Opts, args: ConvertArgs) -> Result<()> {
         Ok(line) => {
             say!("{line}");
             let size = std::fs::metadata(&output).map(|m| m.len()).ok();
-            crate::util::say::report(
+            util::say::report(
                 "files",
                 serde_json::json!([{ "name": RAW, "path": output, "size": size, "source": "converted" }]),
             );
@@ -153,7 +153,7 @@ fn same_path(a: &Path, b: &Path) -> bool {
 
 /// Converting a file onto itself would destroy the input.
 fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
-    if crate::util::fs::same_file(input, output) || same_path(input, output) {
+    if util::fs::same_file(input, output) || same_path(input, output) {
         bail!(
             "INPUT {} and OUTPUT {} are the same file; converting would destroy the input. \
              Name another OUTPUT",

@@ -22,18 +22,18 @@ use super::plan::{
     sha_from_sums, unpack_disk, wanted, Pick, Plan,
 };
 use super::Opts;
-use crate::fetch::{self, http::Http};
-use crate::github::assets;
-use crate::github::release::{Asset, Release};
-use crate::install::layout::QCOW2;
-use crate::install::manifest::Manifest;
-use crate::install::swap::{install, Move};
-use crate::unpack;
-use crate::util::fmt::hex;
-use crate::util::fmt::human_bytes;
-use crate::util::fs as fsutil;
-use crate::util::io::Chain;
-use crate::util::text::Shown;
+use archive::unpack;
+use fetch::{self, http::Http};
+use github::assets;
+use github::release::{Asset, Release};
+use install::layout::QCOW2;
+use install::manifest::Manifest;
+use install::swap::{install, Move};
+use util::fmt::hex;
+use util::fmt::human_bytes;
+use util::fs as fsutil;
+use util::io::Chain;
+use util::text::Shown;
 
 /// `cargo xtask resources decompress`: from the merged archive if `merge`
 /// made one, else from the parts read in order (their digests checked). The
@@ -164,11 +164,11 @@ fn adopt_image(opts: &Opts, plan: &Plan, m: Option<&Manifest>) -> Result<bool> {
 /// the sums. No release is involved, so an installed set is left alone
 /// unless `--force`, and then only its disk image is replaced.
 pub fn run_from(opts: &Opts, from: &Path) -> Result<()> {
-    let existed = crate::install::layout::downloads_root(&opts.output).exists();
+    let existed = install::layout::downloads_root(&opts.output).exists();
     let r = from_set(opts, from);
     if !existed {
         // The working directory served only as the lock.
-        let _ = fs::remove_dir(crate::install::layout::downloads_root(&opts.output));
+        let _ = fs::remove_dir(install::layout::downloads_root(&opts.output));
     }
     r
 }
@@ -436,7 +436,7 @@ fn dir_files(dir: &Path) -> Result<Vec<Asset>> {
 /// The unpacked image for `--json`.
 fn report_image(path: &Path, sha256: &[u8; 32]) {
     let size = fs::metadata(path).map(|m| m.len()).ok();
-    crate::util::say::report(
+    util::say::report(
         "files",
         serde_json::json!([{ "name": QCOW2, "path": path, "size": size, "sha256": hex(sha256) }]),
     );

@@ -12,13 +12,13 @@ use super::plan::{
     note_unchecked_digests, open_work, plan_online, prepare_work, source_of, warn_support, Pick,
 };
 use super::Opts;
-use crate::fetch::http::Http;
-use crate::github::release::Asset;
-use crate::install::layout::{CLIENT, KERNEL};
-use crate::install::swap::{install, Move};
-use crate::util::fmt::{hex, human_bytes};
-use crate::util::fs as fsutil;
-use crate::util::text::Shown;
+use fetch::http::Http;
+use github::release::Asset;
+use install::layout::{CLIENT, KERNEL};
+use install::swap::{install, Move};
+use util::fmt::{hex, human_bytes};
+use util::fs as fsutil;
+use util::text::Shown;
 
 /// `cargo xtask resources download`
 pub fn run(opts: &Opts) -> Result<()> {
@@ -110,12 +110,12 @@ fn small(plan: &Plan) -> [(&'static str, &Asset); 2] {
 }
 
 /// Kernel and client for `--json`, with where each came from.
-fn report_files(opts: &Opts, plan: &Plan, m: &crate::install::manifest::Manifest) {
+fn report_files(opts: &Opts, plan: &Plan, m: &install::manifest::Manifest) {
     let files: Vec<_> = small(plan)
         .iter()
         .filter_map(|(name, asset)| {
             let e = m.entry(name)?;
-            let source = if crate::fetch::fetched(&asset.name) {
+            let source = if fetch::fetched(&asset.name) {
                 "downloaded"
             } else {
                 "cached"
@@ -126,5 +126,5 @@ fn report_files(opts: &Opts, plan: &Plan, m: &crate::install::manifest::Manifest
             }))
         })
         .collect();
-    crate::util::say::report("files", serde_json::json!(files));
+    util::say::report("files", serde_json::json!(files));
 }

@@ -12,11 +12,11 @@ use anyhow::{bail, Result};
 
 use super::plan::Plan;
 use super::Opts;
-use crate::install::layout::{QCOW2, RAW};
-use crate::install::manifest::{self, FileEntry, Manifest, SourceAsset};
-use crate::qcow2;
-use crate::util::fmt::hex;
-use crate::util::fs::{self as fsutil, users_files};
+use install::layout::{QCOW2, RAW};
+use install::manifest::{self, FileEntry, Manifest, SourceAsset};
+use qcow2;
+use util::fmt::hex;
+use util::fs::{self as fsutil, users_files};
 
 /// What stands at one installed name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,7 +242,7 @@ pub(super) fn load_manifest_or_compare(opts: &Opts) -> Option<Manifest> {
         Err(e) => {
             note!(
                 "{}; the installed files are compared with the release instead",
-                crate::util::text::clean(&format!("{e:#}"), 300)
+                util::text::clean(&format!("{e:#}"), 300)
             );
             None
         }

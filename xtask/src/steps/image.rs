@@ -15,12 +15,12 @@ use super::plan::{
     disk_readers, expected_sha, report_unpacked, unpack_disk, wanted, BadSums, Pick, Plan,
 };
 use super::Opts;
-use crate::fetch::{self, http::Http, Downloads};
-use crate::unpack::{self, BadContent};
-use crate::util::fmt::human_bytes;
-use crate::util::fs as fsutil;
-use crate::util::io::Chain;
-use crate::util::text::Shown;
+use archive::unpack::{self, BadContent};
+use fetch::{self, http::Http, Downloads};
+use util::fmt::human_bytes;
+use util::fs as fsutil;
+use util::io::Chain;
+use util::text::Shown;
 
 /// The image of `plan` unpacked into `dest` (and with `raw`, the raw image
 /// beside it), with the assets `pick` names fetched along (at least the
@@ -37,7 +37,7 @@ pub(super) fn make_image(
         // may have deleted the parts): only the small assets are needed.
         say!(
             "  {}: already unpacked and checked by an interrupted run",
-            crate::install::layout::QCOW2
+            install::layout::QCOW2
         );
         let small = Pick {
             sums: false,
@@ -96,7 +96,7 @@ pub(super) fn fetch_assets(opts: &Opts, plan: &mut Plan, pick: Pick) -> Result<(
             Err(e) if tries == 1 && fetch::digest_mismatch(&e).is_some() => {
                 say!(
                     "  {}; fetching it again",
-                    crate::util::text::clean(&format!("{e:#}"), 400)
+                    util::text::clean(&format!("{e:#}"), 400)
                 );
                 // Readers of a shared cache entry wait while it is mended.
                 plan.store.exclusive(opts.wait)?;
@@ -180,7 +180,7 @@ fn fetch_with_one_retry(
         }
         say!(
             "  {}; {} deleted, fetching again",
-            crate::util::text::clean(&format!("{e:#}"), 400),
+            util::text::clean(&format!("{e:#}"), 400),
             bad.join(", ")
         );
     }
@@ -247,7 +247,7 @@ fn published(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
-fn has_digest(a: &crate::github::release::Asset) -> bool {
+fn has_digest(a: &github::release::Asset) -> bool {
     a.sha256().ok().flatten().is_some()
 }
 
@@ -260,7 +260,7 @@ fn has_digest(a: &crate::github::release::Asset) -> bool {
 /// doubt. An archive that decodes into what this tool does not read
 /// ([`unpack::Unsupported`]) is no transfer's fault.
 fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
-    let suspect = |a: &crate::github::release::Asset| !has_digest(a);
+    let suspect = |a: &github::release::Asset| !has_digest(a);
     if e.is::<BadSums>() {
         return suspect(&plan.sel.sums)
             .then(|| plan.sel.sums.name.clone())

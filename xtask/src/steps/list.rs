@@ -5,13 +5,13 @@
 use anyhow::Result;
 
 use super::Opts;
-use crate::fetch::http::Http;
-use crate::github::assets::{self, Arch, Os};
-use crate::github::release::{for_each_release, Release};
-use crate::github::source::Source;
-use crate::github::support::support;
-use crate::util::fmt::human_bytes;
-use crate::util::text::clean;
+use fetch::http::Http;
+use github::assets::{self, Arch, Os};
+use github::release::{for_each_release, Release};
+use github::source::Source;
+use github::support::support;
+use util::fmt::human_bytes;
+use util::text::clean;
 
 /// `cargo xtask resources list`
 pub fn run(opts: &Opts) -> Result<()> {
@@ -48,7 +48,7 @@ fn list_github(opts: &Opts, http: &Http) -> Result<bool> {
         }
         Ok(())
     })?;
-    crate::util::say::report("releases", serde_json::json!(listed));
+    util::say::report("releases", serde_json::json!(listed));
     Ok(none)
 }
 
@@ -77,7 +77,7 @@ fn list_mirror(opts: &Opts, source: &Source, http: &Http) -> Result<bool> {
             ),
         }
     }
-    crate::util::say::report("releases", serde_json::json!(listed));
+    util::say::report("releases", serde_json::json!(listed));
     Ok(releases.is_empty())
 }
 

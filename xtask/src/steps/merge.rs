@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 
 use super::plan::{open_work, plan_offline};
 use super::Opts;
-use crate::util::fmt::human_bytes;
-use crate::util::fs as fsutil;
+use util::fmt::human_bytes;
+use util::fs as fsutil;
 
 pub fn run(opts: &Opts) -> Result<()> {
     let _lock = open_work(opts)?;

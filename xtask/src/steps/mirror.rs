@@ -8,14 +8,14 @@ use std::fs;
 use anyhow::{bail, Context, Result};
 
 use super::Opts;
-use crate::fetch::http::Http;
-use crate::fetch::{self, Wanted};
-use crate::github::assets::{self, Arch, Os};
-use crate::github::release::{check_tag, Asset};
-use crate::util::fmt::human_bytes;
-use crate::util::fs as fsutil;
-use crate::util::fs::write_small;
-use crate::util::lock;
+use fetch::http::Http;
+use fetch::{self, Wanted};
+use github::assets::{self, Arch, Os};
+use github::release::{check_tag, Asset};
+use util::fmt::human_bytes;
+use util::fs as fsutil;
+use util::fs::write_small;
+use util::lock;
 
 pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
     let out = &opts.output;
@@ -56,7 +56,7 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
                 Err(e) if single => return Err(e),
                 Err(e) => note!(
                     "skipping {os}/{arch}: {}",
-                    crate::util::text::clean(e.to_string().lines().next().unwrap_or(""), 200)
+                    util::text::clean(e.to_string().lines().next().unwrap_or(""), 200)
                 ),
             }
         }

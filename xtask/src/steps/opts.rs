@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use crate::fetch::http::{self, Token};
-use crate::github::assets::{Arch, Os};
-use crate::github::source::Source;
-use crate::install::layout;
-use crate::util::progress::Style;
+use fetch::http::{self, Token};
+use github::assets::{Arch, Os};
+use github::source::Source;
+use install::layout;
+use util::progress::Style;
 
 pub const DEFAULT_REPO: &str = "vhive-serverless/vSwarm-u";
 pub const DEFAULT_API: &str = "https://api.github.com";

@@ -12,19 +12,19 @@ use anyhow::{bail, Context, Result};
 
 use super::verify::check_elf;
 use super::Opts;
-use crate::github::assets::{
+use archive::pack::archive::{pack_image, Codec, MEMBER};
+use archive::pack::blocks::{XzOptions, ZstdOptions};
+use archive::pack::gzip::GzipOptions;
+use archive::pack::split::{Part, Splitter};
+use archive::unpack::Compression;
+use github::assets::{
     client_name, disk_base, kernel_name, split_suffix, split_suffix_index, sums_name,
 };
-use crate::pack::archive::{pack_image, Codec, MEMBER};
-use crate::pack::blocks::{XzOptions, ZstdOptions};
-use crate::pack::gzip::GzipOptions;
-use crate::pack::split::{Part, Splitter};
-use crate::qcow2::{self, Image};
-use crate::unpack::Compression;
-use crate::util::fmt::{hex, human_bytes};
-use crate::util::fs::{self as fsutil, TempFile};
-use crate::util::lock;
-use crate::util::progress::Progress;
+use qcow2::{self, Image};
+use util::fmt::{hex, human_bytes};
+use util::fs::{self as fsutil, TempFile};
+use util::lock;
+use util::progress::Progress;
 
 /// GitHub refuses release assets of 2 GiB or more.
 pub const MAX_PART: u64 = (2 << 30) - 1;
@@ -233,8 +233,8 @@ pub fn run(opts: &Opts, args: PackArgs) -> Result<()> {
         .iter()
         .map(|(n, size)| serde_json::json!({ "name": n, "size": size, "path": dir.join(n) }))
         .collect();
-    crate::util::say::report("assets", serde_json::json!(listed));
-    crate::util::say::report("sha256", serde_json::json!(hex(&packed.sha256)));
+    util::say::report("assets", serde_json::json!(listed));
+    util::say::report("sha256", serde_json::json!(hex(&packed.sha256)));
     say!("sha256 {}  {MEMBER}", hex(&packed.sha256));
     Ok(())
 }

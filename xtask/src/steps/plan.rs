@@ -12,20 +12,20 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::store::{self, Store};
 use super::Opts;
-use crate::fetch::http::Http;
-use crate::fetch::{self, AssetReader, Downloads, Wanted};
-use crate::github::assets::{self, Selection};
-use crate::github::cache::Cache;
-use crate::github::release::{check_tag, Asset, Release};
-use crate::github::support::support;
-use crate::install::layout::{self, LAST_TAG, MAX_JSON, QCOW2, RELEASE_JSON};
-use crate::install::manifest::SourceAsset;
-use crate::unpack;
-use crate::util::fmt::human_bytes;
-use crate::util::fs as fsutil;
-use crate::util::fs::write_small;
-use crate::util::lock::{self, Lock};
-use crate::util::text::Shown;
+use archive::unpack;
+use fetch::http::Http;
+use fetch::{self, AssetReader, Downloads, Wanted};
+use github::assets::{self, Selection};
+use github::cache::Cache;
+use github::release::{check_tag, Asset, Release};
+use github::support::support;
+use install::layout::{self, LAST_TAG, MAX_JSON, QCOW2, RELEASE_JSON};
+use install::manifest::SourceAsset;
+use util::fmt::human_bytes;
+use util::fs as fsutil;
+use util::fs::write_small;
+use util::lock::{self, Lock};
+use util::text::Shown;
 
 /// A release and the assets of our os/arch in it.
 pub struct Plan {
@@ -243,7 +243,7 @@ pub(super) fn note_unchecked_digests(plan: &Plan) {
                     "asset {} has a digest `{}` of an algorithm this tool does not \
                      check; its size and the image's sums are still checked",
                     Shown(&a.name),
-                    crate::util::text::clean(d, 40)
+                    util::text::clean(d, 40)
                 );
             }
         }

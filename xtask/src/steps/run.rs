@@ -20,15 +20,15 @@ use super::plan::{
 };
 use super::verify;
 use super::Opts;
-use crate::fetch::{self, http::Http};
-use crate::github::support::support;
-use crate::install::layout::{self, CLIENT, KERNEL, LAST_TAG, NAMES, QCOW2, RAW};
-use crate::install::manifest::{self, FileEntry, Manifest};
-use crate::install::swap::{install, Move};
-use crate::qcow2::convert::convert_file;
-use crate::util::fmt::{hex, human_bytes};
-use crate::util::fs as fsutil;
-use crate::util::text::Shown;
+use fetch::{self, http::Http};
+use github::support::support;
+use install::layout::{self, CLIENT, KERNEL, LAST_TAG, NAMES, QCOW2, RAW};
+use install::manifest::{self, FileEntry, Manifest};
+use install::swap::{install, Move};
+use qcow2::convert::convert_file;
+use util::fmt::{hex, human_bytes};
+use util::fs as fsutil;
+use util::text::Shown;
 
 /// What stands at each installed name.
 type States = Vec<(String, State)>;
@@ -114,7 +114,7 @@ fn install_plan(
     mut plan: Plan,
     m: Option<Manifest>,
     states: &[(String, State)],
-    lock: crate::util::lock::Lock,
+    lock: util::lock::Lock,
     started: Instant,
 ) -> Result<()> {
     warn_support(opts);
@@ -284,7 +284,7 @@ fn install_set(
     let mut new = match m {
         Some(m) if guard::is_plan_set(opts, plan, m) && m.pending.is_none() => {
             let mut n = m.clone();
-            n.installed_at = crate::util::time::rfc3339_now();
+            n.installed_at = util::time::rfc3339_now();
             n
         }
         _ => Manifest::for_set(
@@ -395,7 +395,7 @@ fn recheck(
 /// Says the set is up to date (and reports it, every file kept).
 fn say_up_to_date(opts: &Opts, m: &Manifest, started: Instant) {
     out!("{}", up_to_date_line(m, &opts.output, started));
-    crate::util::say::report("up_to_date", serde_json::json!(true));
+    util::say::report("up_to_date", serde_json::json!(true));
     report_set(opts, m, |_| "kept");
 }
 
@@ -454,11 +454,11 @@ fn origin(f: &FileEntry, verdicts: &[(&str, Verdict)]) -> &'static str {
 /// sha256, path and origin.
 fn report_set(opts: &Opts, m: &Manifest, origin: impl Fn(&FileEntry) -> &'static str) {
     use serde_json::json;
-    crate::util::say::report(
+    util::say::report(
         "release",
         json!({ "repo": m.repo, "tag": m.tag, "os": m.os, "arch": m.arch }),
     );
-    crate::util::say::report("output", json!(opts.output));
+    util::say::report("output", json!(opts.output));
     let files: Vec<_> = m
         .files
         .iter()
@@ -472,6 +472,6 @@ fn report_set(opts: &Opts, m: &Manifest, origin: impl Fn(&FileEntry) -> &'static
             })
         })
         .collect();
-    crate::util::say::report("files", json!(files));
-    crate::util::say::report("no_raw", json!(m.no_raw));
+    util::say::report("files", json!(files));
+    util::say::report("no_raw", json!(m.no_raw));
 }

@@ -10,16 +10,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 
 use super::Opts;
-use crate::fetch;
-use crate::fetch::http::Http;
-use crate::github::assets::Selection;
-use crate::github::cache::{self, Cache, Entry, KEEP_BYTES, KEEP_ENTRIES};
-use crate::github::release::{parse_release, Asset, Resolved};
-use crate::github::source::RELEASE_JSON;
-use crate::util::fmt::human_bytes;
-use crate::util::fs as fsutil;
-use crate::util::lock::{Busy, Kind, Lock};
-use crate::util::text::clean;
+use fetch;
+use fetch::http::Http;
+use github::assets::Selection;
+use github::cache::{self, Cache, Entry, KEEP_BYTES, KEEP_ENTRIES};
+use github::release::{parse_release, Asset, Resolved};
+use github::source::RELEASE_JSON;
+use util::fmt::human_bytes;
+use util::fs as fsutil;
+use util::lock::{Busy, Kind, Lock};
+use util::text::clean;
 
 /// The cache a run may use: None with `--no-cache`, or (with one line
 /// saying why) when it cannot be used; `--offline` then fails instead.

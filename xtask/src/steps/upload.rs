@@ -15,18 +15,18 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::decompress::local_set_of;
 use super::pack::{is_archive_name, MAX_PART};
 use super::Opts;
-use crate::fetch::http::{backoff, Http};
-use crate::github::assets::check_name;
-use crate::github::assets::{disk_base, sums_name, Arch, Os};
-use crate::github::release::{Asset, Release};
-use crate::github::upload::{
+use fetch::http::{backoff, Http};
+use github::assets::check_name;
+use github::assets::{disk_base, sums_name, Arch, Os};
+use github::release::{Asset, Release};
+use github::upload::{
     create_release, delete_asset, find_release, release_by_id, upload_asset, Sent, UploadUrl,
 };
-use crate::util::fmt::{hex, human_bytes};
-use crate::util::fs as fsutil;
-use crate::util::io::HashedExact;
-use crate::util::progress::Progress;
-use crate::util::text::Shown;
+use util::fmt::{hex, human_bytes};
+use util::fs as fsutil;
+use util::io::HashedExact;
+use util::progress::Progress;
+use util::text::Shown;
 
 /// Tries per asset; a cut upload leaves nothing that the next try cannot
 /// clean up.
@@ -125,12 +125,12 @@ pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
         "{repo} {tag}{}: {sent} uploaded, {kept} already there",
         if release.draft { " (draft)" } else { "" }
     );
-    crate::util::say::report(
+    util::say::report(
         "release",
         serde_json::json!({ "repo": repo, "tag": tag, "id": release.id, "draft": release.draft }),
     );
-    crate::util::say::report("uploaded", serde_json::json!(sent));
-    crate::util::say::report("already_there", serde_json::json!(kept));
+    util::say::report("uploaded", serde_json::json!(sent));
+    util::say::report("already_there", serde_json::json!(kept));
     Ok(())
 }
 

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::Opts;
-use crate::github::assets::{Arch, Os};
-use crate::install::layout::{CLIENT, KERNEL, NAMES, QCOW2, RAW};
-use crate::install::manifest::{self, FileEntry, Manifest};
-use crate::qcow2;
-use crate::util::fmt::{hex, human_bytes};
-use crate::util::fs as fsutil;
-use crate::util::text::Shown;
+use github::assets::{Arch, Os};
+use install::layout::{CLIENT, KERNEL, NAMES, QCOW2, RAW};
+use install::manifest::{self, FileEntry, Manifest};
+use qcow2;
+use util::fmt::{hex, human_bytes};
+use util::fs as fsutil;
+use util::text::Shown;
 
 /// Files that are not what the manifest (or the release) says (exit code 4).
 #[derive(Debug)]
@@ -137,7 +137,7 @@ pub fn check_installed(out: &Path, m: &Manifest, depth: Depth) -> Result<()> {
     for extra in extra_files(out) {
         out!(
             "  note     {:<18} is not part of the installed set (not in the manifest)",
-            crate::util::text::clean(&extra, 60)
+            util::text::clean(&extra, 60)
         );
     }
     if !bad.is_empty() {
@@ -173,7 +173,7 @@ fn report(out: &Path, m: &Manifest, results: &[(String, Result<String, String>)]
         files.push(json!({ "name": name, "path": out.join(name), "ok": false,
             "note": "not in the manifest (the set is incomplete)" }));
     }
-    let say = crate::util::say::report;
+    let say = util::say::report;
     say(
         "release",
         json!({ "repo": m.repo, "tag": m.tag, "os": m.os, "arch": m.arch }),
@@ -390,7 +390,7 @@ struct ElfHeader {
 /// The header of the ELF file at `path`, if it is one.
 fn read_elf_header(path: &Path) -> Option<ElfHeader> {
     let mut head = [0u8; 20];
-    crate::util::fs::open_regular(path)
+    util::fs::open_regular(path)
         .ok()?
         .read_exact(&mut head)
         .ok()?;

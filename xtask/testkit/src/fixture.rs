@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
-use xtask::util::fmt::hex;
+use util::fmt::hex;
 
 use crate::spec::AssetSpec;
-pub use xtask::unpack::Compression;
+pub use archive::unpack::Compression;
 
 pub struct DiskFixture {
     /// The packed image (`work/temp/disk-image.qcow2`, a copy of the input).
@@ -32,7 +32,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// sha256 of a file, streamed.
 pub fn sha256_file_hex(path: &Path) -> Result<String> {
-    Ok(hex(&xtask::util::fs::sha256_file(path)?))
+    Ok(hex(&util::fs::sha256_file(path)?))
 }
 
 /// The first `name` on PATH.

@@ -42,7 +42,7 @@ impl Run {
 /// entry in the test's download cache.
 pub fn cache_entry(out: &Path, api: &str, tag: &str) -> std::path::PathBuf {
     testkit::cache_dir_for(out)
-        .join(xtask::github::cache::site_of(api))
+        .join(github::cache::site_of(api))
         .join(REPO)
         .join(tag)
 }

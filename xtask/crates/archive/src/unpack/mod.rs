@@ -1,0 +1,394 @@
+//! Unpacking the downloaded disk image: the input (gzip incl. multi-member,
+//! xz, zstd, or none, recognised by magic bytes) holding a tar with one
+//! regular `.qcow2` member, or a bare qcow2, becomes exactly one file,
+//! `dest`, written through a temporary name while it is hashed. Nothing is
+//! ever extracted by its member path.
+//!
+//! Everything streams: the input may still be downloading while it is read,
+//! and the image is several GiB, so decompression runs on the calling thread
+//! while hashing and writing run on a second one. The parts: `sums`
+//! (checksum files), `compression` (the formats), `tar` (the walker),
+//! `image` (which member is the image), `write` (the writer).
+
+pub mod compression;
+mod image;
+pub mod sums;
+mod tar;
+mod write;
+pub mod xz;
+
+use std::cell::Cell;
+use std::io::{self, Cursor, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+pub use compression::Compression;
+use qcow2::convert::ConvertStats;
+pub use sums::{expected_sha256, parse_sums, SumEntry};
+use util::fmt::{hex, human_bytes};
+use util::io::{drain, read_full};
+
+/// The advice every "the download is bad" error ends with.
+pub const REDO: &str = "delete the downloads with --force or re-run";
+
+/// The archive's content is bad (corrupt or truncated compressed data, a
+/// broken tar, a sha256 mismatch): the bytes downloaded are at fault, not
+/// this machine. `at` is how far into the input (the compressed stream) the
+/// fault showed, when it could be placed; the caller uses it to throw away
+/// the part that holds it.
+#[derive(Debug)]
+pub struct BadContent {
+    pub at: Option<u64>,
+    pub msg: String,
+}
+
+impl BadContent {
+    /// The fault without the advice to fetch again (the clause before it
+    /// too: "the download is corrupt"), for when the bytes are known to be
+    /// as published.
+    pub fn fault(&self) -> &str {
+        let m = &self.msg;
+        m.rfind(REDO)
+            .and_then(|i| m[..i].rfind("; "))
+            .map_or(m, |j| &m[..j])
+    }
+}
+
+impl std::fmt::Display for BadContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+impl std::error::Error for BadContent {}
+
+/// The archive decodes, but holds what this tool does not read: another
+/// compression format, two images or none, a member larger than any file
+/// can be. That is the archive as it was made, so fetching it again cannot
+/// change it (unless a part fails its digest, which is checked apart).
+#[derive(Debug)]
+pub struct Unsupported(pub String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Unsupported {}
+
+fn unsupported(msg: String) -> anyhow::Error {
+    anyhow::Error::new(Unsupported(msg))
+}
+
+/// The image is as published (its sha256 matches) but cannot be converted
+/// (an encrypted image, a backing file, broken tables): fetching it again
+/// will not help.
+#[derive(Debug)]
+pub struct BadImage(pub String);
+
+impl std::fmt::Display for BadImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadImage {}
+
+/// A failure of this machine (disk full, permissions), not of the archive.
+#[derive(Debug)]
+struct Local(String);
+
+impl std::fmt::Display for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Local {}
+
+fn local(e: anyhow::Error) -> anyhow::Error {
+    // A full disk keeps its type: it decides the exit code.
+    if e.is::<util::fs::NoSpace>() {
+        return e;
+    }
+    anyhow::Error::new(Local(format!("{e:#}")))
+}
+
+// ---------------------------------------------------------------------------
+// Unpacking
+
+/// The image written by [`unpack_qcow2`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    /// The tar member it came from; empty for a bare (possibly compressed)
+    /// qcow2.
+    pub member: String,
+    /// The raw image written while the qcow2 streamed past, when one was
+    /// asked for and the image came in a tar (whose header gives its size).
+    pub raw: Option<ConvertStats>,
+}
+
+/// What to unpack and where.
+pub struct Request<'a> {
+    /// Names the input in messages.
+    pub source: &'a str,
+    pub dest: &'a Path,
+    /// The sums file's sha256 of the image.
+    pub expected: Option<[u8; 32]>,
+    /// The input's size, if known (see [`unpack_qcow2_hinted`]).
+    pub size_hint: Option<u64>,
+    /// Also write the raw image here, in the same pass, sparse.
+    pub raw: Option<&'a Path>,
+    /// What a mismatch with `expected` advises, for a checksum that is no
+    /// release's (`decompress --from`); None: the download's advice.
+    pub mismatch_advice: Option<&'a str>,
+}
+
+/// Reads `input` (gzip incl. multi-member, xz incl. multi-stream, zstd, or
+/// uncompressed — chosen by magic bytes), holding a tar with exactly one
+/// regular `.qcow2` member or a bare qcow2, and writes that image to `dest`
+/// through a temporary file, hashing it on the way. See
+/// [`unpack_qcow2_hinted`]; this is it without a size hint.
+pub fn unpack_qcow2(
+    input: impl Read + Send,
+    source: &str,
+    dest: &Path,
+    expected: Option<[u8; 32]>,
+    space_check: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<Unpacked> {
+    unpack_qcow2_hinted(input, None, source, dest, expected, space_check)
+}
+
+/// [`unpack_qcow2`] with the input's size, if known. `space_check` is called
+/// once before anything is written, with the member size from the tar header,
+/// or — for a bare qcow2, whose unpacked size is unknown — with `size_hint`
+/// (a lower bound for compressed input), else 0.
+///
+/// The input is read to EOF (its reader checks part digests at their ends)
+/// before `dest` is committed; a mismatch with `expected` is an error. On any
+/// error nothing is left at `dest` from this run: an older `dest` stays as it
+/// was and the temporary file is removed.
+pub fn unpack_qcow2_hinted(
+    input: impl Read + Send,
+    size_hint: Option<u64>,
+    source: &str,
+    dest: &Path,
+    expected: Option<[u8; 32]>,
+    space_check: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<Unpacked> {
+    let req = Request {
+        source,
+        dest,
+        expected,
+        size_hint,
+        raw: None,
+        mismatch_advice: None,
+    };
+    unpack(input, &req, space_check)
+}
+
+/// The unpacker with every choice open: see [`Request`]. Both images are
+/// committed only once the qcow2's sha256 matches `expected`; on any error
+/// neither is left under its name.
+pub fn unpack(
+    mut input: impl Read + Send,
+    req: &Request,
+    space_check: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<Unpacked> {
+    let state = InputState::default();
+    let mut tracked = Tracked {
+        inner: &mut input,
+        state: &state,
+    };
+    let r = unpack_inner(&mut tracked, req, space_check);
+    r.map_err(|e| {
+        let classified =
+            e.is::<Local>() || e.is::<BadContent>() || e.is::<BadImage>() || e.is::<Unsupported>();
+        if classified || state.failed.get() {
+            e
+        } else {
+            // A fault seen once the input has ended (a gzip CRC, the last
+            // tar block) cannot be placed: it may lie anywhere before.
+            let at = (!state.eof.get()).then(|| state.bytes.get());
+            anyhow::Error::new(BadContent {
+                at,
+                msg: format!("{e:#}"),
+            })
+        }
+    })
+}
+
+fn unpack_inner(
+    tracked: &mut Tracked<'_, &mut (impl Read + Send)>,
+    req: &Request,
+    space_check: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<Unpacked> {
+    let (source, dest, expected) = (req.source, req.dest, req.expected);
+    let state = tracked.state;
+    let mut magic = [0u8; 6];
+    let n = read_full(tracked, &mut magic).map_err(|e| input_error(source, e))?;
+    if n == 0 {
+        bail!("{source} is empty; {REDO}");
+    }
+    let kind = Compression::detect(&magic[..n]);
+    let ctx = Ctx {
+        source,
+        kind,
+        state,
+    };
+    let out = {
+        let head = Cursor::new(&magic[..n]).chain(&mut *tracked);
+        let Some(dec) = kind.decoder(head) else {
+            return Err(unsupported(format!(
+                "{source} is {}-compressed, which this tool does not read; \
+                 pick a release with a .gz, .xz or .zst image",
+                kind.name()
+            )));
+        };
+        let mut dec = dec.map_err(|e| ctx.read_error(e))?;
+        let out = image::extract(&mut *dec, &ctx, req, space_check)?;
+        // The tar ends before the stream does (record padding), and the
+        // decoder checks its CRC only at the end of each member/stream.
+        drain(&mut *dec).map_err(|e| ctx.read_error(e))?;
+        out
+    };
+    // A decoder may stop at the end of its last stream; the parts reader only
+    // checks a part's digest when it reaches that part's end.
+    drain(tracked).map_err(|e| input_error(source, e))?;
+
+    let image::Written {
+        temp,
+        size,
+        sha256,
+        member,
+        raw,
+    } = out;
+    if let Some(want) = expected {
+        if want != sha256 {
+            let what = if member.is_empty() {
+                "the image".to_string()
+            } else {
+                format!("the image ({})", util::text::clean(&member, 200))
+            };
+            // The fault may be in any part: no place to point at.
+            return Err(anyhow::Error::new(BadContent {
+                at: None,
+                msg: match req.mismatch_advice {
+                    None => format!(
+                        "{source}: {what} has SHA-256 {} but the published checksum is {}; \
+                         the download is corrupt: {REDO}",
+                        hex(&sha256),
+                        hex(&want)
+                    ),
+                    Some(advice) => format!(
+                        "{source}: {what} has SHA-256 {} but the checksum file gives {}; \
+                         {advice}",
+                        hex(&sha256),
+                        hex(&want)
+                    ),
+                },
+            }));
+        }
+    }
+    temp.commit()
+        .with_context(|| format!("{source}: cannot put the image in place"))
+        .map_err(local)?;
+    let raw = match raw {
+        Some((_, Err(why))) => return Err(anyhow::Error::new(BadImage(why))),
+        Some((temp, Ok(stats))) => {
+            temp.commit()
+                .with_context(|| format!("{source}: cannot put the raw image in place"))
+                .map_err(local)?;
+            Some(stats)
+        }
+        None => None,
+    };
+    Ok(Unpacked {
+        path: dest.to_path_buf(),
+        size,
+        sha256,
+        member,
+        raw,
+    })
+}
+
+#[derive(Default)]
+struct InputState {
+    bytes: Cell<u64>,
+    eof: Cell<bool>,
+    failed: Cell<bool>,
+}
+
+struct Tracked<'a, R> {
+    inner: R,
+    state: &'a InputState,
+}
+
+impl<R: Read> Read for Tracked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.state.eof.set(true);
+                Ok(0)
+            }
+            Ok(n) => {
+                self.state.bytes.set(self.state.bytes.get() + n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.state.failed.set(true);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn input_error(source: &str, e: io::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context(format!("reading {source} failed"))
+}
+
+pub(crate) struct Ctx<'a> {
+    source: &'a str,
+    kind: Compression,
+    state: &'a InputState,
+}
+
+impl Ctx<'_> {
+    /// Turns an error from the decompressed stream into one that says whose
+    /// fault it is: the input's, a truncated download, or corrupt data.
+    fn read_error(&self, e: io::Error) -> anyhow::Error {
+        let source = self.source;
+        if self.state.failed.get() || self.kind == Compression::None {
+            return input_error(source, e);
+        }
+        let kind = self.kind.name();
+        let at = human_bytes(self.state.bytes.get());
+        // The parallel decoders read ahead: the error's kind says what
+        // happened, the input's state only hints.
+        let truncated = e.kind() == io::ErrorKind::UnexpectedEof
+            || (self.state.eof.get() && e.kind() != io::ErrorKind::InvalidData);
+        if truncated {
+            anyhow!(
+                "{source}: the {kind} stream ends early, after {at} ({e}); \
+                 the download is truncated: {REDO}"
+            )
+        } else {
+            anyhow!("{source}: the {kind} stream is corrupt near {at} ({e}); {REDO}")
+        }
+    }
+
+    /// "the tar in X" / "X": what the decompressed content is called.
+    fn content(&self) -> String {
+        match self.kind {
+            Compression::None => self.source.to_string(),
+            k => format!("the {}-decompressed content of {}", k.name(), self.source),
+        }
+    }
+
+    fn corrupt_tar(&self, why: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!("{}: the tar archive is corrupt: {why}; {REDO}", self.source)
+    }
+}

@@ -1,0 +1,166 @@
+//! Writing the image: the member's bytes go to a temporary file on a thread
+//! of their own while they are hashed, within a budget (the size the tar
+//! header or the qcow2 header allows, and the free space, keeping a reserve).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use anyhow::{anyhow, Result};
+use sha2::{Digest, Sha256};
+
+use super::{local, Ctx, REDO};
+use qcow2::stream::StreamConvert;
+use util::fmt::human_bytes;
+use util::io::read_full;
+
+/// Size of the buffers handed from the decompressor to the writer: big enough
+/// that per-call overhead (channel, syscall, hasher setup) is negligible.
+const CHUNK: usize = 1 << 20;
+/// Buffers in flight between the two threads; a few let either side run ahead
+/// briefly without holding much memory.
+const IN_FLIGHT: usize = 4;
+
+/// Reserves the member's size up front so a full disk fails now rather than
+/// gigabytes in, and the file is laid out contiguously. Best effort: file
+/// systems without `fallocate` just skip it.
+pub(super) fn preallocate(file: &File, size: u64, path: &Path) -> Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(size) else {
+        return Ok(());
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on an open descriptor we own; no memory is shared.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            return Err(util::fs::no_space(format!(
+                "cannot reserve {} for {}: the disk is full; free some space or choose \
+                 another --output",
+                human_bytes(size),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Limits on what one image may take.
+pub(super) struct Budget {
+    /// Bytes the image may have at most.
+    pub max: u64,
+    /// Watch free space here while writing (when the size was not known up front).
+    pub watch: Option<PathBuf>,
+}
+
+/// Free space kept for the rest of the system while an image of unknown
+/// size grows: a twentieth of the file system, at most this.
+const RESERVE_MAX: u64 = 512 << 20;
+
+enum WriteStop {
+    Io(io::Error),
+    TooBig(u64),
+    LowSpace(u64),
+}
+
+/// Copies `src` to EOF into `out`, hashing it. Decompression (the caller's
+/// reads) stays on this thread; SHA-256 and the writes run on another, so
+/// the two overlap on separate cores.
+pub(super) fn copy_hashed(
+    src: &mut dyn Read,
+    out: &mut File,
+    out_path: &Path,
+    ctx: &Ctx,
+    budget: &Budget,
+    mut convert: Option<&mut StreamConvert>,
+) -> Result<(u64, [u8; 32])> {
+    std::thread::scope(|s| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<(Box<[u8]>, usize)>(IN_FLIGHT);
+        let (free_tx, free_rx) = mpsc::channel::<Box<[u8]>>();
+        for _ in 0..IN_FLIGHT + 1 {
+            let _ = free_tx.send(vec![0u8; CHUNK].into_boxed_slice());
+        }
+        let writer = s.spawn(move || -> std::result::Result<(u64, [u8; 32]), WriteStop> {
+            let mut hasher = Sha256::new();
+            let mut n = 0u64;
+            for (buf, len) in full_rx {
+                if n + len as u64 > budget.max {
+                    return Err(WriteStop::TooBig(n + len as u64));
+                }
+                // One statvfs per MiB written costs nothing next to the write.
+                if let Some(dir) = &budget.watch {
+                    if let Ok((free, total)) = util::fs::space(dir) {
+                        if free < (total / 20).min(RESERVE_MAX) + len as u64 {
+                            return Err(WriteStop::LowSpace(free));
+                        }
+                    }
+                }
+                hasher.update(&buf[..len]);
+                out.write_all(&buf[..len]).map_err(WriteStop::Io)?;
+                // An error here is kept by the converter and named by its
+                // `finish`; the unpack itself goes on.
+                if let Some(c) = convert.as_deref_mut() {
+                    let _ = c.feed(&buf[..len]);
+                }
+                n += len as u64;
+                // The reader may be gone after an error; nothing to do then.
+                let _ = free_tx.send(buf);
+            }
+            Ok((n, hasher.finalize().into()))
+        });
+        let mut read_err = None;
+        // Ends when the writer has stopped (it dropped `free_tx`) or at EOF.
+        while let Ok(mut buf) = free_rx.recv() {
+            match read_full(src, &mut buf) {
+                Ok(0) => break,
+                Ok(len) => {
+                    if full_tx.send((buf, len)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    read_err = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(full_tx);
+        let written = writer
+            .join()
+            .map_err(|_| anyhow!("the writer thread for {} panicked", out_path.display()))?;
+        match written {
+            Err(WriteStop::TooBig(n)) => {
+                return Err(anyhow!(
+                    "{}: the image grows past {} ({} bytes), more than its own qcow2 header \
+                     allows; the archive is bogus: {REDO}",
+                    ctx.source,
+                    human_bytes(budget.max),
+                    n
+                ))
+            }
+            Err(WriteStop::LowSpace(free)) => {
+                return Err(local(util::fs::no_space(format!(
+                    "stopped writing {} with only {} left free, to keep the disk from filling; \
+                     free some space or choose another --output",
+                    out_path.display(),
+                    human_bytes(free)
+                ))))
+            }
+            Err(WriteStop::Io(e)) if read_err.is_none() => {
+                return Err(local(anyhow::Error::new(e).context(format!(
+                    "cannot write {}; check free space and permissions, or choose another --output",
+                    out_path.display()
+                ))))
+            }
+            _ => {}
+        }
+        if let Some(e) = read_err {
+            return Err(ctx.read_error(e));
+        }
+        written.map_err(|_| anyhow!("cannot write {}", out_path.display()))
+    })
+}
