@@ -63,7 +63,6 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Resources(opts, step) => match step {
             Step::Run => steps::run::run(&opts),
             Step::Download => steps::download::run(&opts),
-            Step::Merge => steps::merge::run(&opts),
             Step::Decompress(None) => steps::decompress::run(&opts),
             Step::Decompress(Some(dir)) => steps::decompress::run_from(&opts, &dir),
             Step::Convert(args) => steps::convert::run(&opts, args),

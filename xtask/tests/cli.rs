@@ -341,7 +341,7 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
-/// `` `merge`, `decompress`: text `` for the steps that say `text`, in order.
+/// `` `download`, `decompress`: text `` for the steps that say `text`, in order.
 fn grouped(f: &Flag, text: impl Fn(Cmd) -> Option<String>) -> Vec<String> {
     let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
     for a in f.differs {

@@ -554,7 +554,6 @@ fn help_for_every_step() {
         vec!["resources", "--help"],
         vec!["resources", "-h"],
         vec!["resources", "download", "--help"],
-        vec!["resources", "merge", "--help"],
         vec!["resources", "decompress", "--help"],
         vec!["resources", "convert", "--help"],
         vec!["resources", "verify", "--help"],

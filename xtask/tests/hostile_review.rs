@@ -420,7 +420,7 @@ fn review_11_offline_steps_never_follow_a_linked_working_directory() {
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    for step in ["merge", "decompress"] {
+    for step in ["decompress"] {
         let run = resources(
             Some(step),
             out.path(),

@@ -268,7 +268,7 @@ fn a_regular_file_at_a_working_name_is_refused_by_name_and_kept() {
     let out = TempDir::new("r3-dl-file");
     let dl = out.path().join(".downloads");
     fs::write(&dl, b"my notes").unwrap();
-    for step in [None, Some("download"), Some("merge"), Some("decompress")] {
+    for step in [None, Some("download"), Some("decompress")] {
         refuses_and_keeps(step, out.path(), &api, &dl, &[]);
     }
 
@@ -277,7 +277,7 @@ fn a_regular_file_at_a_working_name_is_refused_by_name_and_kept() {
     fs::create_dir(out.path().join(".downloads")).unwrap();
     let work = out.path().join(".downloads/v1");
     fs::write(&work, b"mine").unwrap();
-    for step in [Some("download"), Some("merge"), Some("decompress")] {
+    for step in [Some("download"), Some("decompress")] {
         refuses_and_keeps(step, out.path(), &api, &work, &["--version", "v1"]);
     }
 
@@ -287,7 +287,7 @@ fn a_regular_file_at_a_working_name_is_refused_by_name_and_kept() {
     let last = out.path().join(".downloads/last-tag");
     fs::create_dir_all(last.join("inside")).unwrap();
     refuses_and_keeps(Some("download"), out.path(), &api, &last, &[]);
-    refuses_and_keeps(Some("merge"), out.path(), &api, &last, &[]);
+    refuses_and_keeps(Some("decompress"), out.path(), &api, &last, &[]);
     assert!(last.join("inside").is_dir());
 
     // A directory at a downloaded asset's name, or at the release JSON's.
@@ -312,7 +312,13 @@ fn links_at_working_names_are_still_removed_as_junk() {
     let work = out.path().join(".downloads/v1");
     fs::remove_dir_all(&work).unwrap();
     symlink(victim.path(), &work).unwrap();
-    let run = resources(Some("merge"), out.path(), &api, &["--version", "v1"], &[]);
+    let run = resources(
+        Some("decompress"),
+        out.path(),
+        &api,
+        &["--version", "v1"],
+        &[],
+    );
     assert!(
         fs::symlink_metadata(&work).is_err() || !fs::symlink_metadata(&work).unwrap().is_symlink(),
         "{}",

@@ -9,7 +9,6 @@
 pub enum Cmd {
     Run,
     Download,
-    Merge,
     Decompress,
     Convert,
     Verify,
@@ -23,8 +22,8 @@ use Cmd::*;
 
 impl Cmd {
     /// Every step, the full run first, then in help order.
-    pub const ALL: [Cmd; 11] = [
-        Run, Download, Merge, Decompress, Convert, Verify, List, Mirror, Cache, Pack, Upload,
+    pub const ALL: [Cmd; 10] = [
+        Run, Download, Decompress, Convert, Verify, List, Mirror, Cache, Pack, Upload,
     ];
 
     /// The word that names the step (`resources` for the full run).
@@ -32,7 +31,6 @@ impl Cmd {
         match self {
             Run => "resources",
             Download => "download",
-            Merge => "merge",
             Decompress => "decompress",
             Convert => "convert",
             Verify => "verify",
@@ -158,9 +156,8 @@ VERSION = Flag {
     value: Some("TAG"),
     help: "release tag, or `latest`",
     default: "`latest`",
-    steps: &[Run, Download, Merge, Decompress, Verify, Mirror, Upload],
+    steps: &[Run, Download, Decompress, Verify, Mirror, Upload],
     differs: &[
-        at(Merge, Some("the downloaded release's tag, or `latest`"), Some("the last downloaded")),
         at(Decompress, Some("the downloaded release's tag, or `latest`"), Some("the last downloaded")),
         at(Verify, Some("the tag the installed set must have (`latest`: any tag)"), NOT_CHECKED),
         at(Upload, Some("the release's tag (not `latest`); required unless --release-id or \
@@ -174,7 +171,7 @@ ARCH = Flag {
     value: Some("ARCH"),
     help: "`amd64` or `arm64`",
     default: "`amd64`",
-    steps: &[Run, Download, Merge, Decompress, Verify, Mirror, Pack],
+    steps: &[Run, Download, Decompress, Verify, Mirror, Pack],
     differs: &[
         at(Verify, Some("the architecture the installed set must have"), NOT_CHECKED),
         at(Mirror, Some("`amd64`, `arm64` or `all`"), None),
@@ -188,7 +185,7 @@ OS_VERSION = Flag {
     value: Some("OS"),
     help: "`focal` or `jammy`",
     default: "`focal`",
-    steps: &[Run, Download, Merge, Decompress, Verify, Mirror, Pack],
+    steps: &[Run, Download, Decompress, Verify, Mirror, Pack],
     differs: &[
         at(Verify, Some("the OS the installed set must be for"), NOT_CHECKED),
         at(Mirror, Some("`focal`, `jammy` or `all`"), None),
@@ -204,7 +201,7 @@ OUTPUT = Flag {
     default: "`$RESOURCES`, else the repository's `resources/`",
     more: "the repository is found from the xtask's own location, never from the current \
            directory; not empty",
-    steps: &[Run, Download, Merge, Decompress, Convert, Verify, Mirror, Pack],
+    steps: &[Run, Download, Decompress, Convert, Verify, Mirror, Pack],
     differs: &[
         at(Convert, Some("where the installed images are (INPUT's and OUTPUT's default place)"), None),
         at(Verify, Some("where the installed set is"), None),
@@ -217,9 +214,8 @@ REPO = Flag {
     value: Some("OWNER/NAME"),
     help: "GitHub repository",
     default: "`vhive-serverless/vSwarm-u`",
-    steps: &[Run, Download, Merge, Decompress, Verify, List, Mirror, Upload],
+    steps: &[Run, Download, Decompress, Verify, List, Mirror, Upload],
     differs: &[
-        at(Merge, Some("the repository the release was downloaded from (its cache entry)"), None),
         at(Decompress, Some("the repository the release was downloaded from (its cache entry)"), None),
         at(Verify, Some("the repository the installed set must come from"), NOT_CHECKED),
     ],
@@ -230,9 +226,8 @@ GITHUB_API = Flag {
     value: Some("URL"),
     help: "API base",
     default: "`$GITHUB_API_URL`, else `https://api.github.com`",
-    steps: &[Run, Download, Merge, Decompress, List, Mirror, Upload],
+    steps: &[Run, Download, Decompress, List, Mirror, Upload],
     differs: &[
-        at(Merge, Some("the API the release was downloaded from (its cache entry)"), None),
         at(Decompress, Some("the API the release was downloaded from (its cache entry)"), None),
     ],
     ..BASE
@@ -277,9 +272,8 @@ SOURCE = Flag {
     value: Some("DIR|URL"),
     help: "read releases from a mirror made by `mirror` instead of GitHub",
     default: "`$VSWARM_RESOURCES_SOURCE`",
-    steps: &[Run, Download, Merge, Decompress, List, Mirror],
+    steps: &[Run, Download, Decompress, List, Mirror],
     differs: &[
-        at(Merge, Some("the mirror the release was downloaded from (its cache entry)"), None),
         at(Decompress, Some("the mirror the release was downloaded from (its cache entry)"), None),
         at(List, Some("list a mirror's releases (a URL mirror has no index: the one its \
                        `latest` names)"), None),
@@ -290,9 +284,8 @@ SOURCE = Flag {
 NO_CACHE = Flag {
     long: "--no-cache",
     help: "neither read nor fill the download cache (see `cache path`)",
-    steps: &[Run, Download, Merge, Decompress],
+    steps: &[Run, Download, Decompress],
     differs: &[
-        at(Merge, Some("read the parts from the working directory only, not the cache"), None),
         at(Decompress, Some("read the parts from the working directory only, not the cache"), None),
     ],
     ..BASE
@@ -314,7 +307,7 @@ NO_WAIT = Flag {
     long: "--no-wait",
     help: "fail at once when another run holds the output directory or cache entry",
     default: "wait",
-    steps: &[Run, Download, Merge, Decompress, Mirror, Pack],
+    steps: &[Run, Download, Decompress, Mirror, Pack],
     differs: &[
         at(Mirror, Some("fail at once when another run holds the mirror directory"), None),
         at(Pack, Some("fail at once when another run holds the output directory"), None),
@@ -353,6 +346,9 @@ MAX_SIZE = Flag {
 WITH_QEMU_IMG = Flag {
     long: "--with-qemu-img",
     help: "use `qemu-img convert -O raw` instead of the built-in converter",
+    more: "kept as an escape hatch for images the built-in converter refuses (encrypted, with \
+           a backing file or an external data file), and to cross-check its output against \
+           QEMU's own; needs `qemu-img` on PATH",
     steps: &[Convert],
     ..BASE
 };

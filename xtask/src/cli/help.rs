@@ -26,21 +26,11 @@ the download cache, or with --no-cache in the hidden working directory
 `.downloads/<tag>/`). Partial files are resumed.",
     },
     StepDoc {
-        cmd: Cmd::Merge,
-        args: "",
-        summary: "join the downloaded disk-image parts into one archive",
-        text: "\
-Joins the downloaded disk-image parts, in split-suffix order, into one archive in the
-working directory (`.downloads/<tag>/disk-image-<os>-<arch>.qcow2.tar.gz`). Run
-`download` first (with the same --repo, --github-api, --source and --no-cache). The
-full pipeline does not need this step.",
-    },
-    StepDoc {
         cmd: Cmd::Decompress,
         args: "",
         summary: "unpack the archive into disk-image.qcow2 and check it against the sums",
         text: "\
-Unpacks the downloaded disk image (merged archive, or the parts read in order) into
+Unpacks the downloaded disk image (the parts read in order, their digests checked) into
 `disk-image.qcow2` in the output directory and checks its sha256 against the release's
 `.sums`. Run `download` first (with the same --repo, --github-api, --source, --no-cache).
 With --from DIR, unpacks the parts and sums already in DIR instead (what `pack` wrote,
@@ -260,7 +250,7 @@ fn run_help() -> String {
          USAGE:\n    cargo xtask resources [STEP] [FLAGS]\n\nSTEPS:\n",
     );
     s.push_str(&format!(
-        "    {:<12} every step: download, merge+decompress (fused), convert, verify\n",
+        "    {:<12} every step: download and decompress (fused), convert, verify\n",
         "(none)"
     ));
     for d in STEPS {

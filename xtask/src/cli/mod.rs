@@ -45,7 +45,6 @@ pub enum Task {
 pub enum Step {
     Run,
     Download,
-    Merge,
     /// `--from DIR`: parts already on disk, no release.
     Decompress(Option<PathBuf>),
     Convert(ConvertArgs),
@@ -67,7 +66,6 @@ impl Step {
         match self {
             Step::Run => "resources",
             Step::Download => "download",
-            Step::Merge => "merge",
             Step::Decompress(_) => "decompress",
             Step::Convert(_) => "convert",
             Step::Verify(_) => "verify",
@@ -146,7 +144,6 @@ fn step(g: &mut Given) -> Result<Step> {
     Ok(match g.cmd {
         Cmd::Run => Step::Run,
         Cmd::Download => Step::Download,
-        Cmd::Merge => Step::Merge,
         Cmd::Decompress => Step::Decompress(decompress_from(g)?),
         Cmd::Convert => Step::Convert(convert(g)?),
         Cmd::Verify => Step::Verify(verify(g)?),

@@ -364,7 +364,7 @@ fn each_steps_help_lists_exactly_its_flags_with_its_defaults() {
     assert!(!upload.contains("default"), "{upload}");
     assert!(upload.contains("required"), "{upload}");
     assert!(line(Cmd::Verify, "--arch").contains("not checked"));
-    assert!(line(Cmd::Merge, "--version").contains("the last downloaded"));
+    assert!(line(Cmd::Decompress, "--version").contains("the last downloaded"));
 }
 
 #[test]

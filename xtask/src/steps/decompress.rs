@@ -1,9 +1,9 @@
 //! `cargo xtask resources decompress`: unpacks the downloaded disk image
-//! (the merged archive if `merge` made one, else the parts read in order,
-//! their digests checked) into the working directory, then installs it
-//! unless another set is installed. With `--from DIR|PREFIX`, unpacks parts
-//! found on disk instead (a directory's set, or the set at a prefix as
-//! `artifacts.sh decompress-split` takes it), with no release and no network.
+//! (the parts read in order, their digests checked) into the working
+//! directory, then installs it unless another set is installed. With
+//! `--from DIR|PREFIX`, unpacks parts found on disk instead (a directory's
+//! set, or the set at a prefix as `artifacts.sh decompress-split` takes
+//! it), with no release and no network.
 
 use std::fs;
 use std::io;
@@ -35,9 +35,8 @@ use util::fs as fsutil;
 use util::io::Chain;
 use util::text::Shown;
 
-/// `cargo xtask resources decompress`: from the merged archive if `merge`
-/// made one, else from the parts read in order (their digests checked). The
-/// image is unpacked into the working directory, then installed unless
+/// `cargo xtask resources decompress`: from the parts read in order (their
+/// digests checked). The image is unpacked into the working directory, then installed unless
 /// another set is.
 pub fn run(opts: &Opts) -> Result<()> {
     let _lock = open_work(opts)?;
@@ -51,53 +50,40 @@ pub fn run(opts: &Opts) -> Result<()> {
         }
     }
     let staged = plan.work.join(QCOW2);
-    let merged = plan.work.join(&plan.sel.disk_archive);
     let started = Instant::now();
-    let out = if plan.sel.disk.len() > 1 && fsutil::is_regular(&merged) {
-        let f = fsutil::open_regular(&merged)
-            .with_context(|| format!("cannot open {}", merged.display()))?;
-        unpack_disk(
-            &plan,
-            io::BufReader::with_capacity(1 << 20, f),
-            &staged,
-            None,
-            0,
-        )?
-    } else {
-        let missing: Vec<&str> = plan
-            .sel
-            .all()
-            .filter(|a| !fsutil::is_regular(&plan.asset_path(&a.name)))
-            .map(|a| a.name.as_str())
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "{} not downloaded yet ({}); run `cargo xtask resources download --version {}` first",
-                missing.join(", "),
-                plan.work.display(),
-                plan.release.tag_name
-            );
+    let missing: Vec<&str> = plan
+        .sel
+        .all()
+        .filter(|a| !fsutil::is_regular(&plan.asset_path(&a.name)))
+        .map(|a| a.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} not downloaded yet ({}); run `cargo xtask resources download --version {}` first",
+            missing.join(", "),
+            plan.work.display(),
+            plan.release.tag_name
+        );
+    }
+    // All present: the engine only re-reads and checks them.
+    let http = Http::new(&opts.http(1));
+    let dl = fetch::start(
+        http,
+        wanted(&plan, opts, false, Pick::ALL)?,
+        1,
+        "check",
+        opts.progress,
+    )?;
+    let readers = disk_readers(&plan, &dl, Pick::ALL);
+    let out = match unpack_disk(&plan, Chain::new(readers), &staged, None, 0) {
+        Ok(out) => {
+            dl.wait()?;
+            out
         }
-        // All present: the engine only re-reads and checks them.
-        let http = Http::new(&opts.http(1));
-        let dl = fetch::start(
-            http,
-            wanted(&plan, opts, false, Pick::ALL)?,
-            1,
-            "check",
-            opts.progress,
-        )?;
-        let readers = disk_readers(&plan, &dl, Pick::ALL);
-        match unpack_disk(&plan, Chain::new(readers), &staged, None, 0) {
-            Ok(out) => {
-                dl.wait()?;
-                out
-            }
-            Err(e) => {
-                dl.abort("unpack failed");
-                let _ = dl.wait();
-                return Err(e);
-            }
+        Err(e) => {
+            dl.abort("unpack failed");
+            let _ = dl.wait();
+            return Err(e);
         }
     };
     report_unpacked(&plan, &out, started);

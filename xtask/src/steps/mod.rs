@@ -12,7 +12,6 @@ pub mod download;
 pub mod guard;
 pub mod image;
 pub mod list;
-pub mod merge;
 pub mod mirror;
 pub mod opts;
 pub mod pack;
