@@ -204,7 +204,7 @@ fn run(args: Args) -> Result<()> {
         exe,
         bench_exe: std::env::current_exe().context("find the bench binary")?,
         keep: args.keep,
-        jobs: xtask::steps::opts::DEFAULT_CONNECTIONS,
+        jobs: fetch::DEFAULT_CONNECTIONS,
     };
     let durable = img.stamp.qcow2_bytes + img.stamp.data_bytes;
     let mut notes = notes(&tools);

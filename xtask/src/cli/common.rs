@@ -90,14 +90,14 @@ fn api(g: &Given) -> Result<String> {
 
 fn jobs(g: &Given) -> Result<usize> {
     let Some(j) = g.text(&JOBS)? else {
-        return Ok(opts::DEFAULT_CONNECTIONS);
+        return Ok(fetch::DEFAULT_CONNECTIONS);
     };
     match j.parse::<usize>() {
-        Ok(n) if (1..=opts::MAX_CONNECTIONS).contains(&n) => Ok(n),
+        Ok(n) if (1..=fetch::MAX_CONNECTIONS).contains(&n) => Ok(n),
         _ => Err(usage(format!(
             "invalid --jobs `{}`: expected 1 to {}",
             clean(&j, 40),
-            opts::MAX_CONNECTIONS
+            fetch::MAX_CONNECTIONS
         ))),
     }
 }

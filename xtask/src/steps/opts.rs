@@ -11,13 +11,6 @@ use util::progress::Style;
 
 pub const DEFAULT_REPO: &str = "vhive-serverless/vSwarm-u";
 pub const DEFAULT_API: &str = "https://api.github.com";
-/// Connections per host: more than 16 is impolite to a shared server.
-pub const MAX_CONNECTIONS: usize = 16;
-/// Measured (`cargo xtask bench --size large`, every connection capped at
-/// 20 MB/s): 4 connections 11.0 s, 8 7.9 s, 16 6.8 s; uncapped on loopback
-/// the three are alike. So the most a polite client uses.
-pub const DEFAULT_CONNECTIONS: usize = 16;
-
 /// Everything a step needs to know, command line and environment alike;
 /// built once by `cli`.
 #[derive(Clone, Debug)]
@@ -67,7 +60,7 @@ impl Opts {
             output,
             repo: DEFAULT_REPO.into(),
             api: DEFAULT_API.into(),
-            connections: DEFAULT_CONNECTIONS,
+            connections: fetch::DEFAULT_CONNECTIONS,
             keep_downloads: false,
             force: false,
             source: None,
