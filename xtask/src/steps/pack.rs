@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::verify::check_elf;
 use super::Opts;
 use archive::pack::archive::{pack_image, Codec, MEMBER};
 use archive::pack::blocks::{XzOptions, ZstdOptions};
@@ -359,7 +358,7 @@ fn extra(
     let meta = f
         .metadata()
         .with_context(|| format!("{flag} {}", path.display()))?;
-    check_elf(path, arch).map_err(|why| {
+    install::elf::check(path, arch).map_err(|why| {
         anyhow::anyhow!("{flag} {}: {why}; give the {arch} build", path.display())
     })?;
     let target = dir.join(&name);
