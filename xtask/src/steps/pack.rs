@@ -19,7 +19,7 @@ use archive::unpack::Compression;
 use github::assets::{
     client_name, disk_base, kernel_name, split_suffix, split_suffix_index, sums_name,
 };
-use qcow2::{self, Image};
+use qcow2::{Image, OtherTables};
 use util::fmt::{hex, human_bytes};
 use util::fs::{self as fsutil, TempFile};
 use util::lock;
@@ -287,12 +287,19 @@ fn check_disk(src: &fs::File, disk: &Path) -> Result<()> {
     image
         .allocated_bytes()
         .with_context(|| format!("{} is not a readable qcow2", disk.display()))?;
-    let mut head = [0u8; 72];
-    image
-        .read_padded(&mut head, 0)
+    let tables = image
+        .other_tables()
         .with_context(|| format!("cannot read {}", disk.display()))?;
-    check_tables(&head, image.file_len(), disk)?;
-    if qcow2::max_file_len(&head).is_some_and(|max| image.file_len() > max) {
+    check_tables(
+        &tables,
+        image.header().cluster_size(),
+        image.file_len(),
+        disk,
+    )?;
+    if tables
+        .max_file_len
+        .is_some_and(|max| image.file_len() > max)
+    {
         bail!(
             "{}: the file is larger ({} bytes) than a qcow2 of its virtual size can be; \
              it is damaged, rebuild it with `qemu-img convert -O qcow2`",
@@ -307,16 +314,13 @@ fn check_disk(src: &fs::File, disk: &Path) -> Result<()> {
 /// and the snapshot table must lie inside the file, within QEMU's limits
 /// (8 MiB of refcount table, 65536 snapshots), or `qemu-img` refuses the
 /// image that users would download.
-fn check_tables(h: &[u8; 72], file_len: u64, disk: &Path) -> Result<()> {
-    let be32 = |at: usize| u64::from(u32::from_be_bytes(h[at..at + 4].try_into().unwrap()));
-    let be64 = |at: usize| u64::from_be_bytes(h[at..at + 8].try_into().unwrap());
-    let cluster = 1u64 << be32(20).min(63);
+fn check_tables(t: &OtherTables, cluster: u64, file_len: u64, disk: &Path) -> Result<()> {
     let inside = |off: u64, len: u64| {
         off != 0
             && off.is_multiple_of(cluster)
             && off.checked_add(len).is_some_and(|e| e <= file_len)
     };
-    let (rt_off, rt_clusters) = (be64(48), be32(56));
+    let (rt_off, rt_clusters) = (t.refcount_table_offset, t.refcount_table_clusters);
     let rt_len = rt_clusters.saturating_mul(cluster);
     if rt_clusters == 0 || rt_len > 8 << 20 || !inside(rt_off, rt_len) {
         bail!(
@@ -326,7 +330,7 @@ fn check_tables(h: &[u8; 72], file_len: u64, disk: &Path) -> Result<()> {
             disk.display()
         );
     }
-    let (snapshots, sn_off) = (be32(60), be64(64));
+    let (snapshots, sn_off) = (t.snapshots, t.snapshots_offset);
     if snapshots > 65536 || (snapshots > 0 && !inside(sn_off, 1)) {
         bail!(
             "{}: the snapshot table ({snapshots} snapshots at {sn_off:#x}) is too large or outside \

@@ -16,6 +16,7 @@ mod copy;
 mod decoder;
 mod extents;
 pub mod stream;
+mod tables;
 
 use std::fs::File;
 use std::io;
@@ -27,6 +28,7 @@ use anyhow::{bail, Context, Result};
 pub use compare::compare_with_raw;
 pub use decoder::Decoder;
 pub use extents::{Extent, Extents, Kind};
+pub use tables::OtherTables;
 
 pub const MAGIC: [u8; 4] = *b"QFI\xfb";
 
