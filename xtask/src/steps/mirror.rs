@@ -71,7 +71,7 @@ pub fn run(opts: &Opts, arches: &[Arch], oses: &[Os]) -> Result<()> {
                 name: a.name.clone(),
                 from: source.asset_origin(tag, a)?,
                 size: a.size,
-                sha256: fetch::parse_digest(a.digest.as_deref(), &a.name)?,
+                sha256: a.sha256()?,
                 dest: dir.join(&a.name),
                 transient: false,
             })

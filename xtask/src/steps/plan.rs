@@ -208,7 +208,7 @@ pub(super) fn wanted(
                 name: a.name.clone(),
                 from: source.asset_origin(&plan.release.tag_name, a)?,
                 size: a.size,
-                sha256: fetch::parse_digest(a.digest.as_deref(), &a.name)?,
+                sha256: a.sha256()?,
                 dest: plan.asset_path(&a.name),
                 // Kept in the cache; deleted from the working directory.
                 transient: transient_disk && is_part && !plan.store.is_cache(),
@@ -237,15 +237,13 @@ pub(super) fn wanted(
 /// Says which assets carry a digest of another algorithm: it is not checked.
 pub(super) fn note_unchecked_digests(plan: &Plan) {
     for a in plan.sel.all() {
-        if let Some(d) = &a.digest {
-            if !d.starts_with("sha256:") {
-                note!(
-                    "asset {} has a digest `{}` of an algorithm this tool does not \
-                     check; its size and the image's sums are still checked",
-                    Shown(&a.name),
-                    util::text::clean(d, 40)
-                );
-            }
+        if let Some(d) = a.unchecked_digest() {
+            note!(
+                "asset {} has a digest `{}` of an algorithm this tool does not \
+                 check; its size and the image's sums are still checked",
+                Shown(&a.name),
+                util::text::clean(d, 40)
+            );
         }
     }
 }

@@ -411,9 +411,14 @@ fn same_content(there: &Asset, local: &mut Local) -> Result<Result<(), String>> 
     if local.sha256.is_none() {
         local.sha256 = Some(fsutil::sha256_file_input(&local.path)?);
     }
-    let ours = format!("sha256:{}", hex(local.sha256.as_ref().expect("just set")));
-    if !digest.eq_ignore_ascii_case(&ours) {
-        return Ok(Err(format!("digest {} there, {ours} here", Shown(digest))));
+    let ours = local.sha256.expect("just set");
+    // Parsed as GitHub's `sha256:<hex>`; another algorithm never matches.
+    if !matches!(there.sha256(), Ok(Some(d)) if d == ours) {
+        return Ok(Err(format!(
+            "digest {} there, sha256:{} here",
+            Shown(digest),
+            hex(&ours)
+        )));
     }
     Ok(Ok(()))
 }

@@ -52,6 +52,13 @@ impl Asset {
     pub fn sha256(&self) -> Result<Option<[u8; 32]>> {
         fetch::parse_digest(self.digest.as_deref(), &self.name)
     }
+
+    /// The release's `digest` when it is of an algorithm this tool does not
+    /// check (not `sha256:`): the asset is then checked by size (and, for
+    /// the disk, by the image's sums) only.
+    pub fn unchecked_digest(&self) -> Option<&str> {
+        self.digest.as_deref().filter(|d| !d.starts_with("sha256:"))
+    }
 }
 
 /// A release as looked up, with a note when `latest` had to fall back.
