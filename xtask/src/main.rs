@@ -1,15 +1,30 @@
-//! `cargo xtask`: parses the command line and dispatches to the steps; then
-//! the exit code says the class of a failure (`cli::exit`), and with
-//! `--json` one document goes to stdout.
+//! `cargo xtask`: the vSwarm-u resources tool. The command line (`cli`)
+//! parses into a command with typed arguments, which runs over one session
+//! (`commands`); then the exit code says the class of a failure
+//! (`cli::exit`), and with `--json` one document goes to stdout. A thin,
+//! binary-only app over the engine crates in `xtask/crates/`, which import
+//! one way only, as the dependency graph enforces:
+//!
+//! `github` (releases, mirrors, the download cache, uploads) → `fetch` (HTTP
+//! and the download engine) → `archive` (compression formats, the tar
+//! walker, sums, unpacking and packing) → `mgzip` (gzip on every core) and
+//! `qcow2` (the image format and its converters) → `install` (the output
+//! directory's layout, manifest and swap) → `util` (file-system rules,
+//! locks, progress, what is said).
+
+#[macro_use]
+extern crate util;
+
+mod cli;
+mod commands;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use cli::{exit, Task};
 use util::say;
 use util::text::clean_message;
-use xtask::cli::{self, exit, Step, Task};
-use xtask::steps;
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -19,7 +34,7 @@ fn main() -> ExitCode {
     let (step, result) = match cli::parse(args) {
         Ok(task) => {
             let step = task_name(&task);
-            if let Task::Resources(opts, _) = &task {
+            if let Task::Resources(opts, ..) = &task {
                 say::set(opts.quiet, opts.json);
             }
             (step, run(task))
@@ -49,7 +64,7 @@ fn task_name(task: &Task) -> String {
     match task {
         Task::Help(_) => "help".into(),
         Task::Bench(_) => "bench".into(),
-        Task::Resources(_, step) => step.name().into(),
+        Task::Resources(_, cmd, _) => cmd.name().into(),
     }
 }
 
@@ -59,19 +74,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             say::write_stdout(&text);
             Ok(())
         }
-        Task::Bench(args) => steps::bench::run(&args),
-        Task::Resources(opts, step) => match step {
-            Step::Run => steps::run::run(&opts),
-            Step::Download => steps::download::run(&opts),
-            Step::Decompress(None) => steps::decompress::run(&opts),
-            Step::Decompress(Some(dir)) => steps::decompress::run_from(&opts, &dir),
-            Step::Convert(args) => steps::convert::run(&opts, args),
-            Step::Verify(args) => steps::verify::run(&opts, &args),
-            Step::List => steps::list::run(&opts),
-            Step::Mirror { arches, oses } => steps::mirror::run(&opts, &arches, &oses),
-            Step::Pack(args) => steps::pack::run(&opts, args),
-            Step::Upload(args) => steps::upload::run(&opts, args),
-            Step::Cache(cmd) => steps::cache::run(&opts, &cmd),
-        },
+        Task::Bench(args) => args.run(),
+        Task::Resources(opts, _, command) => commands::run(*opts, command),
     }
 }

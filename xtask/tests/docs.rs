@@ -123,21 +123,3 @@ fn slugs_follow_github() {
     );
     assert_eq!(slug("Coming from artifacts.py"), "coming-from-artifactspy");
 }
-
-#[test]
-fn the_readme_exit_code_table_is_the_tools() {
-    use xtask::cli::exit::Class;
-    let readme = fs::read_to_string(&pages()[0]).unwrap();
-    for c in [
-        Class::Other,
-        Class::Usage,
-        Class::Network,
-        Class::Integrity,
-        Class::UsersFiles,
-        Class::Busy,
-        Class::NoSpace,
-    ] {
-        let row = format!("| {} | `{}` |", c.code(), c.name());
-        assert!(readme.contains(&row), "README lacks the row {row}");
-    }
-}

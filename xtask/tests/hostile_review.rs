@@ -420,22 +420,24 @@ fn review_11_offline_steps_never_follow_a_linked_working_directory() {
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    for step in ["decompress"] {
-        let run = resources(
-            Some(step),
-            out.path(),
-            &server.api_url(),
-            &["--version", "v1"],
-            &[],
-        );
-        run.failed();
-        let after: Vec<_> = fs::read_dir(elsewhere.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(before.len(), after.len(), "{step} wrote through the link");
-    }
+    let run = resources(
+        Some("decompress"),
+        out.path(),
+        &server.api_url(),
+        &["--version", "v1"],
+        &[],
+    );
+    run.failed();
+    let after: Vec<_> = fs::read_dir(elsewhere.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "decompress wrote through the link"
+    );
 }
 
 #[test]

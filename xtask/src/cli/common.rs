@@ -12,7 +12,7 @@ use super::flags::{
     Cmd, Flag, ARCH, FORCE, GITHUB_API, JOBS, JSON, KEEP_DOWNLOADS, NO_CACHE, NO_RAW, NO_WAIT,
     OFFLINE, OS_VERSION, OUTPUT, QUIET, REPO, SOURCE, VERSION,
 };
-use crate::steps::opts::{self, Opts};
+use crate::commands::session::{Opts, DEFAULT_API, DEFAULT_REPO};
 use github::assets::{Arch, Os};
 use github::release::check_tag;
 use util::text::clean;
@@ -25,7 +25,7 @@ pub(super) fn opts(g: &Given) -> Result<Opts> {
     // `mirror` also takes `all`: its step reads these itself.
     o.arch = one_of(g, &ARCH, Arch::parse)?.unwrap_or(Arch::Amd64);
     o.os = one_of(g, &OS_VERSION, Os::parse)?.unwrap_or(Os::Focal);
-    o.repo = g.text(&REPO)?.unwrap_or_else(|| opts::DEFAULT_REPO.into());
+    o.repo = g.text(&REPO)?.unwrap_or_else(|| DEFAULT_REPO.into());
     check_repo(&o.repo).map_err(|e| usage(e.to_string()))?;
     o.api = api(g)?;
     o.connections = jobs(g)?;
@@ -82,7 +82,7 @@ fn api(g: &Given) -> Result<String> {
     let (api, from) = match g.text(&GITHUB_API)? {
         Some(a) => (a, "--github-api"),
         None if GITHUB_API.takes(g.cmd) => (env::default_api()?, "GITHUB_API_URL"),
-        None => (opts::DEFAULT_API.to_string(), "--github-api"),
+        None => (DEFAULT_API.to_string(), "--github-api"),
     };
     fetch::url::check_url(&api, from).map_err(usage)?;
     Ok(api.trim_end_matches('/').to_string())

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::args::usage;
-use crate::steps::opts::DEFAULT_API;
+use crate::commands::session::DEFAULT_API;
 use fetch::http::Token;
 use util::progress::Style;
 

@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::steps::plan::BadSums;
-use crate::steps::verify::VerifyFailed;
+use crate::commands::session::{BadSums, VerifyFailed};
 use archive::unpack::{BadContent, BadImage, Unsupported};
 use fetch::{Cause, DigestMismatch, Failed};
 use util::fs::{NoSpace, UsersFiles};

@@ -66,7 +66,9 @@ pub struct Flag {
     pub value: Option<&'static str>,
     pub help: &'static str,
     pub default: &'static str,
-    /// More for the reference only (the help stays one line).
+    /// More for the reference only (the help stays one line); read by the
+    /// test that writes the reference's flag table.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub more: &'static str,
     /// Exactly the steps that take it.
     pub steps: &'static [Cmd],
@@ -107,13 +109,6 @@ impl Flag {
 /// The flag `word` names (long or short), if any.
 pub fn find(word: &str) -> Option<&'static Flag> {
     FLAGS.iter().find(|f| f.is(word))
-}
-
-/// Whether `step` (None: the full run) takes the flag `long`; for tests
-/// that give every step the same flags.
-pub fn takes(step: Option<&str>, long: &str) -> bool {
-    let cmd = step.map_or(Some(Run), Cmd::from_word);
-    cmd.is_some_and(|c| find(long).is_some_and(|f| f.takes(c)))
 }
 
 const fn at(step: Cmd, help: Option<&'static str>, default: Option<&'static str>) -> At {

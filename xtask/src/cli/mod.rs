@@ -20,66 +20,35 @@ use anyhow::Result;
 
 pub use args::Usage;
 pub(crate) use args::{usage, Given};
-pub use common::check_repo;
 
-use crate::steps::bench::BenchArgs;
-use crate::steps::cache::CacheCmd;
-use crate::steps::convert::ConvertArgs;
-use crate::steps::opts::Opts;
-use crate::steps::pack::PackArgs;
-use crate::steps::upload::UploadArgs;
-use crate::steps::verify::{Depth, Expect, VerifyArgs};
+use crate::commands::bench::BenchArgs;
+use crate::commands::cache::CacheCmd;
+use crate::commands::convert::ConvertArgs;
+use crate::commands::decompress::DecompressArgs;
+use crate::commands::download::DownloadArgs;
+use crate::commands::list::ListArgs;
+use crate::commands::maintain::from::DecompressFromArgs;
+use crate::commands::mirror::MirrorArgs;
+use crate::commands::run::RunArgs;
+use crate::commands::session::{Depth, Opts};
+use crate::commands::verify::{Expect, VerifyArgs};
+use crate::commands::Parsed;
 use flags::{Cmd, Flag};
 use github::assets::{Arch, Os};
 use util::text::clean;
 
 /// What to do, fully parsed.
-pub enum Task {
+pub(crate) enum Task {
     /// Print this text and exit 0.
     Help(String),
-    Resources(Box<Opts>, Step),
+    /// A command of `cargo xtask resources` (`Cmd::Run`: the full run), its
+    /// options and its typed arguments, ready to run.
+    Resources(Box<Opts>, Cmd, Box<dyn Parsed>),
     Bench(BenchArgs),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    Run,
-    Download,
-    /// `--from DIR`: parts already on disk, no release.
-    Decompress(Option<PathBuf>),
-    Convert(ConvertArgs),
-    Verify(VerifyArgs),
-    List,
-    Mirror {
-        arches: Vec<Arch>,
-        oses: Vec<Os>,
-    },
-    Pack(PackArgs),
-    Upload(UploadArgs),
-    Cache(CacheCmd),
-}
-
-impl Step {
-    /// The step's name, as the command line gives it (`resources` for the
-    /// full run).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Step::Run => "resources",
-            Step::Download => "download",
-            Step::Decompress(_) => "decompress",
-            Step::Convert(_) => "convert",
-            Step::Verify(_) => "verify",
-            Step::List => "list",
-            Step::Mirror { .. } => "mirror",
-            Step::Pack(_) => "pack",
-            Step::Upload(_) => "upload",
-            Step::Cache(_) => "cache",
-        }
-    }
-}
-
 /// Parses the whole command line (without the program name).
-pub fn parse(words: Vec<OsString>) -> Result<Task> {
+pub(crate) fn parse(words: Vec<OsString>) -> Result<Task> {
     let mut words = words.into_iter();
     let first = words.next().map(|w| w.to_string_lossy().into_owned());
     let rest: Vec<OsString> = words.collect();
@@ -134,27 +103,31 @@ fn resources(words: Vec<OsString>) -> Result<Task> {
         args::Line::Given(g) => g,
     };
     let opts = common::opts(&g)?;
-    let step = step(&mut g)?;
+    let command = command(&mut g)?;
     g.finish()?;
-    Ok(Task::Resources(Box::new(opts), step))
+    Ok(Task::Resources(Box::new(opts), g.cmd, command))
 }
 
-/// The typed arguments of `g`'s step, its words taken.
-fn step(g: &mut Given) -> Result<Step> {
+/// The command `g` names, with its typed arguments, its words taken: the
+/// one place that maps a step to the command that runs it.
+fn command(g: &mut Given) -> Result<Box<dyn Parsed>> {
     Ok(match g.cmd {
-        Cmd::Run => Step::Run,
-        Cmd::Download => Step::Download,
-        Cmd::Decompress => Step::Decompress(decompress_from(g)?),
-        Cmd::Convert => Step::Convert(convert(g)?),
-        Cmd::Verify => Step::Verify(verify(g)?),
-        Cmd::List => Step::List,
-        Cmd::Mirror => Step::Mirror {
+        Cmd::Run => Box::new(RunArgs),
+        Cmd::Download => Box::new(DownloadArgs),
+        Cmd::Decompress => match decompress_from(g)? {
+            None => Box::new(DecompressArgs),
+            Some(from) => Box::new(DecompressFromArgs { from }),
+        },
+        Cmd::Convert => Box::new(convert(g)?),
+        Cmd::Verify => Box::new(verify(g)?),
+        Cmd::List => Box::new(ListArgs),
+        Cmd::Mirror => Box::new(MirrorArgs {
             arches: all_or_one(g, &flags::ARCH, &Arch::ALL, Arch::parse, Arch::Amd64)?,
             oses: all_or_one(g, &flags::OS_VERSION, &Os::ALL, Os::parse, Os::Focal)?,
-        },
-        Cmd::Pack => Step::Pack(pack::pack_args(g)?),
-        Cmd::Upload => Step::Upload(upload::upload_args(g)?),
-        Cmd::Cache => Step::Cache(cache_cmd(g)?),
+        }),
+        Cmd::Pack => Box::new(pack::pack_args(g)?),
+        Cmd::Upload => Box::new(upload::upload_args(g)?),
+        Cmd::Cache => Box::new(cache_cmd(g)?),
     })
 }
 
@@ -267,5 +240,7 @@ fn free_path(g: &mut Given) -> Result<Option<PathBuf>> {
     }
 }
 
+#[cfg(test)]
+mod doc_tests;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,8 @@ use anyhow::Result;
 
 use super::flags::{CLIENT, COMPRESSION, KERNEL, LEVEL, PART_SIZE};
 use super::{free_path, usage, Given};
-use crate::steps::pack::{self, PackArgs};
+use crate::commands::maintain::local::MAX_PART;
+use crate::commands::maintain::pack::{self, PackArgs};
 use archive::unpack::Compression;
 
 /// The flags of `pack` and its DISK.
@@ -24,8 +25,8 @@ pub(super) fn pack_args(g: &mut Given) -> Result<PackArgs> {
     let part_size = match g.text_as_given(&PART_SIZE)? {
         None => pack::DEFAULT_PART,
         Some(s) => match parse_size(&s) {
-            Some(n) if (1..=pack::MAX_PART).contains(&n) => n,
-            Some(n) if n > pack::MAX_PART => {
+            Some(n) if (1..=MAX_PART).contains(&n) => n,
+            Some(n) if n > MAX_PART => {
                 return Err(usage(format!(
                     "--part-size {}: GitHub refuses assets of 2 GiB or more; give at most 2047M",
                     util::text::clean(&s, 40)

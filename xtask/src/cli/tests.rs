@@ -1,9 +1,27 @@
 //! The command line's unit tests: parsing, refusals, the help text.
+use std::any::Any;
+
+use super::common::check_repo;
 use super::flags::FLAGS;
 use super::*;
+use crate::commands::list::ListArgs;
+use crate::commands::maintain::pack::PackArgs;
 
 fn parse_words(words: &[&str]) -> Result<Task> {
     parse(words.iter().map(OsString::from).collect())
+}
+
+/// The options and the typed arguments of a command line that must parse
+/// into the command `T`.
+fn parsed<T: Any>(words: &[&str]) -> (Box<Opts>, T) {
+    let Task::Resources(o, _, command) = parse_words(words).unwrap() else {
+        panic!("{words:?}: not a command of resources")
+    };
+    let command: Box<dyn Any> = command;
+    match command.downcast::<T>() {
+        Ok(c) => (o, *c),
+        Err(_) => panic!("{words:?}: not a {}", std::any::type_name::<T>()),
+    }
 }
 
 fn err(words: &[&str]) -> String {
@@ -18,7 +36,7 @@ fn err(words: &[&str]) -> String {
 
 #[test]
 fn eq_form_short_forms_and_step_anywhere() {
-    let Task::Resources(o, step) = parse_words(&[
+    let (o, _) = parsed::<DownloadArgs>(&[
         "resources",
         "-v",
         "v1.2",
@@ -28,11 +46,7 @@ fn eq_form_short_forms_and_step_anywhere() {
         "download",
         "-l",
         "jammy",
-    ])
-    .unwrap() else {
-        panic!("not resources")
-    };
-    assert_eq!(step, Step::Download);
+    ]);
     assert_eq!(o.version, "v1.2");
     assert_eq!(o.arch, Arch::Arm64);
     assert_eq!(o.os, Os::Jammy);
@@ -220,7 +234,7 @@ fn sizes_match_gnu_split() {
 
 #[test]
 fn pack_and_upload_flags() {
-    let Task::Resources(o, Step::Pack(p)) = parse_words(&[
+    let (o, p) = parsed::<PackArgs>(&[
         "resources",
         "pack",
         "d.qcow2",
@@ -229,10 +243,7 @@ fn pack_and_upload_flags() {
         "100M",
         "--level",
         "19",
-    ])
-    .unwrap() else {
-        panic!("not pack")
-    };
+    ]);
     assert_eq!(p.part_size, 100 << 20);
     assert_eq!(p.level, Some(19));
     assert_eq!(o.output, PathBuf::from("."), "pack writes where it is run");
@@ -426,7 +437,7 @@ fn twice_empty_and_flag_like_values_are_refused() {
 
 #[test]
 fn verify_and_list_read_what_they_are_given() {
-    let Task::Resources(_, Step::Verify(v)) = parse_words(&[
+    let (_, v) = parsed::<VerifyArgs>(&[
         "resources",
         "verify",
         "-v",
@@ -436,10 +447,7 @@ fn verify_and_list_read_what_they_are_given() {
         "--repo",
         "a/b",
         "--quick",
-    ])
-    .unwrap() else {
-        panic!("not verify")
-    };
+    ]);
     assert_eq!(v.depth, Depth::Quick);
     assert_eq!(
         v.expect,
@@ -450,25 +458,13 @@ fn verify_and_list_read_what_they_are_given() {
             repo: Some("a/b".into())
         }
     );
-    let Task::Resources(_, Step::Verify(v)) =
-        parse_words(&["resources", "verify", "--version", "latest"]).unwrap()
-    else {
-        panic!("not verify")
-    };
+    let (_, v) = parsed::<VerifyArgs>(&["resources", "verify", "--version", "latest"]);
     assert_eq!(v.expect, Expect::default(), "`latest` checks no tag");
-    let Task::Resources(o, Step::List) =
-        parse_words(&["resources", "list", "--source", "/srv/m"]).unwrap()
-    else {
-        panic!("not list")
-    };
+    let (o, _) = parsed::<ListArgs>(&["resources", "list", "--source", "/srv/m"]);
     assert_eq!(o.source.as_deref(), Some("/srv/m"));
     let e = err(&["resources", "decompress", "--from", "d", "--version", "v1"]);
     assert!(e.contains("--version does not apply"), "{e}");
-    let Task::Resources(_, Step::Convert(c)) =
-        parse_words(&["resources", "convert", "--", "-in.qcow2"]).unwrap()
-    else {
-        panic!("not convert")
-    };
+    let (_, c) = parsed::<ConvertArgs>(&["resources", "convert", "--", "-in.qcow2"]);
     assert_eq!(
         c.input,
         Some(PathBuf::from("-in.qcow2")),

@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use super::flags::{AS, CLOBBER, CREATE, DRAFT, RELEASE_ID, VERSION};
 use super::{env, free_path, usage, Given};
-use crate::steps::upload::{asset_name_fault, Target, UploadArgs};
+use crate::commands::maintain::upload::{asset_name_fault, Target, UploadArgs};
 
 /// The flags and FILES of `upload`. The release is named by
 /// `--release-id`, else `RELEASE_ID`, else `--version` (with both an id and

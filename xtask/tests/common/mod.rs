@@ -196,16 +196,43 @@ pub fn resources(
     }
     let out = out.to_str().unwrap().to_string();
     // Only what the step takes: a step refuses the flags of others.
-    let takes = |flag| xtask::cli::flags::takes(step, flag);
-    if takes("--output") {
+    if takes(step, "--output") {
         args.extend(["--output", &out]);
     }
     // `decompress --from` reads no release: it refuses where one comes from.
-    if takes("--github-api") && !extra.contains(&"--from") {
+    if takes(step, "--github-api") && !extra.contains(&"--from") {
         args.extend(["--github-api", api]);
     }
     args.extend_from_slice(extra);
     xtask(&args, envs)
+}
+
+/// Whether `step` (None: the full run) takes the flag `long`: its
+/// `--help` lists it (each step's help is asked for once).
+pub fn takes(step: Option<&str>, long: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static FLAGS: Mutex<Option<HashMap<Option<String>, Vec<String>>>> = Mutex::new(None);
+    let mut flags = FLAGS.lock().unwrap();
+    let listed = flags
+        .get_or_insert_with(HashMap::new)
+        .entry(step.map(String::from))
+        .or_insert_with(|| {
+            let mut args = vec!["resources"];
+            args.extend(step);
+            args.push("--help");
+            let run = xtask(&args, &[]);
+            run.ok();
+            let (_, section) = run.stdout.split_once("\nFLAGS").expect("a FLAGS section");
+            section
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("    "))
+                .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
+                .map(String::from)
+                .collect()
+        });
+    listed.iter().any(|f| f == long)
 }
 
 /// Deterministic bytes that do not compress to nothing.

@@ -3,12 +3,14 @@
 
 use anyhow::{anyhow, Result};
 
-use super::Opts;
+use super::session::Session;
+use super::Command;
 use github::cache::{self, Cache, KEEP_BYTES, KEEP_ENTRIES};
 use util::fmt::human_bytes;
 
+/// `cargo xtask resources cache list|path|prune`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheCmd {
+pub(crate) enum CacheCmd {
     List,
     Path,
     Prune {
@@ -17,52 +19,55 @@ pub enum CacheCmd {
     },
 }
 
-pub fn run(opts: &Opts, cmd: &CacheCmd) -> Result<()> {
-    let root = opts.cache.clone().ok_or_else(|| {
-        anyhow!("no cache location: set VSWARM_CACHE_DIR, XDG_CACHE_HOME or HOME")
-    })?;
-    util::say::report("cache", serde_json::json!(root));
-    if *cmd == CacheCmd::Path {
-        out!("{}", root.display());
-        return Ok(());
-    }
-    if !root.is_dir() {
-        out!(
-            "The cache {} is empty (nothing downloaded yet)",
-            root.display()
-        );
-        return Ok(());
-    }
-    match cmd {
-        // Listing writes nothing: a read-only cache is listed too.
-        CacheCmd::List => list(&Cache::at(&root)),
-        CacheCmd::Prune { keep, max_size } => {
-            let cache = Cache::open(&root)?;
-            let keep = keep.unwrap_or(KEEP_ENTRIES);
-            let max = max_size.unwrap_or(KEEP_BYTES);
-            let removed = cache.prune(keep, max, None)?;
-            let gone: Vec<_> = removed.iter().map(entry_json).collect();
-            util::say::report("removed", serde_json::json!(gone));
-            for e in &removed {
-                out!(
-                    "removed  {} {} ({}), {}",
-                    e.repo,
-                    e.tag,
-                    e.site,
-                    human_bytes(e.bytes)
-                );
-            }
-            let left: u64 = cache.list().iter().map(|e| e.bytes).sum();
+impl Command for CacheCmd {
+    fn run(self, s: &mut Session) -> Result<()> {
+        let cmd = &self;
+        let root = s.opts().cache.clone().ok_or_else(|| {
+            anyhow!("no cache location: set VSWARM_CACHE_DIR, XDG_CACHE_HOME or HOME")
+        })?;
+        util::say::report("cache", serde_json::json!(root));
+        if *cmd == CacheCmd::Path {
+            out!("{}", root.display());
+            return Ok(());
+        }
+        if !root.is_dir() {
             out!(
-                "Removed {} release(s); the cache holds {} in {}",
-                removed.len(),
-                human_bytes(left),
+                "The cache {} is empty (nothing downloaded yet)",
                 root.display()
             );
+            return Ok(());
         }
-        CacheCmd::Path => unreachable!("answered above"),
+        match cmd {
+            // Listing writes nothing: a read-only cache is listed too.
+            CacheCmd::List => list(&Cache::at(&root)),
+            CacheCmd::Prune { keep, max_size } => {
+                let cache = Cache::open(&root)?;
+                let keep = keep.unwrap_or(KEEP_ENTRIES);
+                let max = max_size.unwrap_or(KEEP_BYTES);
+                let removed = cache.prune(keep, max, None)?;
+                let gone: Vec<_> = removed.iter().map(entry_json).collect();
+                util::say::report("removed", serde_json::json!(gone));
+                for e in &removed {
+                    out!(
+                        "removed  {} {} ({}), {}",
+                        e.repo,
+                        e.tag,
+                        e.site,
+                        human_bytes(e.bytes)
+                    );
+                }
+                let left: u64 = cache.list().iter().map(|e| e.bytes).sum();
+                out!(
+                    "Removed {} release(s); the cache holds {} in {}",
+                    removed.len(),
+                    human_bytes(left),
+                    root.display()
+                );
+            }
+            CacheCmd::Path => unreachable!("answered above"),
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn list(cache: &Cache) {

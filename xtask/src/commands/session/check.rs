@@ -1,24 +1,25 @@
-//! `verify`: checks the installed set against `manifest.json` and what each
-//! file must be (ELF of the right architecture, a qcow2 matching the sums, a
-//! raw image of the qcow2's virtual size), one line per file.
+//! Whether a set of files is what its manifest says, for `verify` and
+//! for the full run before (staged) and after (installed) it installs: the
+//! size and time the manifest records, the sha256 where it records one, and
+//! what each file must be (the kernel and client an ELF of the set's arch, a
+//! qcow2 that opens, a raw image of its virtual size, and at depth its
+//! content against the qcow2's). One line per file.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use super::Opts;
-use github::assets::{Arch, Os};
+use super::Session;
 use install::layout::{CLIENT, KERNEL, NAMES, QCOW2, RAW};
 use install::manifest::{self, FileEntry, Manifest};
-use qcow2;
 use util::fmt::{hex, human_bytes};
 use util::fs as fsutil;
 use util::text::Shown;
 
 /// Files that are not what the manifest (or the release) says (exit code 4).
 #[derive(Debug)]
-pub struct VerifyFailed(pub String);
+pub(crate) struct VerifyFailed(String);
 
 impl std::fmt::Display for VerifyFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,7 +29,7 @@ impl std::fmt::Display for VerifyFailed {
 impl std::error::Error for VerifyFailed {}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Depth {
+pub(crate) enum Depth {
     /// Sizes and modification times against the manifest, file types.
     Quick,
     /// Also every recorded sha256.
@@ -37,117 +38,75 @@ pub enum Depth {
     Deep,
 }
 
-/// The set `verify` was told to find (None: any), from `--version`
-/// (`latest`: any tag, as verify asks no server), `--arch`, `--os-version`
-/// and `--repo`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Expect {
-    pub tag: Option<String>,
-    pub arch: Option<Arch>,
-    pub os: Option<Os>,
-    pub repo: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifyArgs {
-    pub depth: Depth,
-    pub expect: Expect,
-}
-
-/// `cargo xtask resources verify`
-pub fn run(opts: &Opts, args: &VerifyArgs) -> Result<()> {
-    let m = manifest::require(&opts.output).map_err(|e| {
-        anyhow::anyhow!("{e:#}; run `cargo xtask resources` to install the resources")
-    })?;
-    out!(
-        "{} {}/{} from {} in {}",
-        Shown(&m.tag),
-        Shown(&m.os),
-        Shown(&m.arch),
-        Shown(&m.repo),
-        opts.output.display()
-    );
-    check_expected(&m, &args.expect, &opts.output)?;
-    if m.pending.is_some() {
-        bail!(
-            "an install into {} was interrupted, so the files are a mix of two sets; run \
-             `cargo xtask resources` again to finish it",
-            opts.output.display()
-        );
-    }
-    check_installed(&opts.output, &m, args.depth)
-}
-
-/// The installed set is the one asked for: else each difference is named.
-fn check_expected(m: &Manifest, want: &Expect, out: &Path) -> Result<()> {
-    let mut differs = Vec::new();
-    let mut again = Vec::new();
-    let mut compare = |flag: &str, asked: Option<&str>, installed: &str| {
-        if let Some(asked) = asked.filter(|a| *a != installed) {
-            differs.push(format!(
-                "{flag} {} is installed, not {}",
-                Shown(installed),
-                Shown(asked)
-            ));
-            again.push(format!("{flag} {asked}"));
-        }
-    };
-    compare("--version", want.tag.as_deref(), &m.tag);
-    compare("--arch", want.arch.map(Arch::as_str), &m.arch);
-    compare("--os-version", want.os.map(Os::as_str), &m.os);
-    compare("--repo", want.repo.as_deref(), &m.repo);
-    if differs.is_empty() {
-        return Ok(());
-    }
-    bail!(
-        "{} holds another set than the one asked for: {}; `cargo xtask resources {} --output {}` \
-         installs that one",
-        out.display(),
-        differs.join("; "),
-        again.join(" "),
-        out.display()
-    )
-}
-
 /// Checks every file of the set `m` records in `out`; prints one line
 /// each; Err when any is wrong or the set is incomplete.
-pub fn check_installed(out: &Path, m: &Manifest, depth: Depth) -> Result<()> {
-    let files: Vec<(&FileEntry, PathBuf)> =
-        m.files.iter().map(|f| (f, out.join(&f.name))).collect();
-    let results = check_files(&files, &m.arch, &out.join(QCOW2), depth, true);
-    report(out, m, &results);
-    let mut bad = Vec::new();
-    for (name, r) in &results {
-        match r {
-            Ok(note) => out!("  ok       {name:<18} {note}"),
-            Err(why) => {
-                out!("  FAILED   {name:<18} {why}");
-                bad.push(name.clone());
+impl Session {
+    pub(crate) fn check_installed(&self, m: &Manifest, depth: Depth) -> Result<()> {
+        let out = self.out();
+        let files: Vec<(&FileEntry, PathBuf)> =
+            m.files.iter().map(|f| (f, out.join(&f.name))).collect();
+        let results = check_files(&files, &m.arch, &out.join(QCOW2), depth, true);
+        report(out, m, &results);
+        let mut bad = Vec::new();
+        for (name, r) in &results {
+            match r {
+                Ok(note) => out!("  ok       {name:<18} {note}"),
+                Err(why) => {
+                    out!("  FAILED   {name:<18} {why}");
+                    bad.push(name.clone());
+                }
             }
         }
-    }
-    for name in m.unlisted() {
-        out!("  FAILED   {name:<18} not in the manifest (the set is incomplete)");
-        bad.push(name.to_string());
-    }
-    if m.no_raw && m.entry(RAW).is_none() {
-        out!("  skipped  {RAW:<18} not made: installed with --no-raw (run without it to make it)");
-    }
-    for extra in extra_files(out) {
-        out!(
-            "  note     {:<18} is not part of the installed set (not in the manifest)",
-            util::text::clean(&extra, 60)
-        );
-    }
-    if !bad.is_empty() {
-        return Err(anyhow::Error::new(VerifyFailed(format!(
+        for name in m.unlisted() {
+            out!("  FAILED   {name:<18} not in the manifest (the set is incomplete)");
+            bad.push(name.to_string());
+        }
+        if m.no_raw && m.entry(RAW).is_none() {
+            out!("  skipped  {RAW:<18} not made: installed with --no-raw (run without it to make it)");
+        }
+        for extra in extra_files(out) {
+            out!(
+                "  note     {:<18} is not part of the installed set (not in the manifest)",
+                util::text::clean(&extra, 60)
+            );
+        }
+        if !bad.is_empty() {
+            return Err(anyhow::Error::new(VerifyFailed(format!(
             "{} of {} files failed verification ({}); run `cargo xtask resources --force` to reinstall",
             bad.len(),
             m.names().count(),
             bad.join(", ")
         ))));
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Checks the staged files of a set before they are installed: everything
+    /// `verify` checks but the recorded times (the files are not in place yet);
+    /// a raw image against `qcow2`, the one it was made from. Says nothing when
+    /// all is well; the error lists what is wrong.
+    pub(crate) fn check_staged(
+        &self,
+        m: &Manifest,
+        staged: &[(&str, PathBuf)],
+        qcow2: &Path,
+    ) -> Result<()> {
+        let mut files = Vec::new();
+        for (name, path) in staged {
+            let entry = m
+                .entry(name)
+                .ok_or_else(|| anyhow::anyhow!("internal: the new manifest lacks {name}"))?;
+            files.push((entry, path.clone()));
+        }
+        let bad: Vec<String> = check_files(&files, &m.arch, qcow2, Depth::Quick, false)
+            .into_iter()
+            .filter_map(|(name, r)| r.err().map(|why| format!("{name}: {why}")))
+            .collect();
+        if !bad.is_empty() {
+            return Err(anyhow::Error::new(VerifyFailed(bad.join("; "))));
+        }
+        Ok(())
+    }
 }
 
 /// The checks for `--json`: the set, and per file its name, path, whether
@@ -179,28 +138,6 @@ fn report(out: &Path, m: &Manifest, results: &[(String, Result<String, String>)]
     );
     say("files", json!(files));
     say("no_raw", json!(m.no_raw));
-}
-
-/// Checks the staged files of a set before they are installed: everything
-/// `verify` checks but the recorded times (the files are not in place yet);
-/// a raw image against `qcow2`, the one it was made from. Says nothing when
-/// all is well; the error lists what is wrong.
-pub fn check_staged(m: &Manifest, staged: &[(&str, PathBuf)], qcow2: &Path) -> Result<()> {
-    let mut files = Vec::new();
-    for (name, path) in staged {
-        let entry = m
-            .entry(name)
-            .ok_or_else(|| anyhow::anyhow!("internal: the new manifest lacks {name}"))?;
-        files.push((entry, path.clone()));
-    }
-    let bad: Vec<String> = check_files(&files, &m.arch, qcow2, Depth::Quick, false)
-        .into_iter()
-        .filter_map(|(name, r)| r.err().map(|why| format!("{name}: {why}")))
-        .collect();
-    if !bad.is_empty() {
-        return Err(anyhow::Error::new(VerifyFailed(bad.join("; "))));
-    }
-    Ok(())
 }
 
 /// Checks files in parallel (the qcow2 dominates, the rest rides along).

@@ -1,5 +1,5 @@
-//! The options every step shares, command line and environment alike,
-//! resolved once by `cli`.
+//! The options every command shares, command line and environment alike,
+//! resolved once by `cli`; a [`Session`](super::Session) holds them.
 
 use std::path::PathBuf;
 
@@ -11,7 +11,8 @@ use util::progress::Style;
 
 pub const DEFAULT_REPO: &str = "vhive-serverless/vSwarm-u";
 pub const DEFAULT_API: &str = "https://api.github.com";
-/// Everything a step needs to know, command line and environment alike;
+
+/// Everything a command needs to know, command line and environment alike;
 /// built once by `cli`.
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -51,7 +52,7 @@ pub struct Opts {
 
 impl Opts {
     /// The options of a plain run into `output`, with nothing read from the
-    /// environment (library callers and tests).
+    /// environment; `cli` sets the rest from the command line.
     pub fn new(output: PathBuf) -> Opts {
         Opts {
             version: "latest".into(),

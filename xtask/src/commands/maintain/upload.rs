@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::decompress::local_set_of;
-use super::pack::{is_archive_name, MAX_PART};
-use super::Opts;
+use super::local::{is_archive_name, local_set_of, MAX_PART};
+use crate::commands::session::Session;
+use crate::commands::Command;
 use fetch::http::{backoff, Http};
 use github::assets::check_name;
 use github::assets::{disk_base, sums_name, Arch, Os};
@@ -34,7 +34,7 @@ const TRIES: u32 = 3;
 
 /// The release the files go to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// `--version TAG`.
     Tag(String),
     /// `--release-id ID`, or `RELEASE_ID` (`from` says which, for messages);
@@ -48,14 +48,14 @@ pub enum Target {
 
 /// The arguments of `cargo xtask resources upload`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadArgs {
-    pub files: Vec<PathBuf>,
+pub(crate) struct UploadArgs {
+    pub(crate) files: Vec<PathBuf>,
     /// `--as NAME`: the asset name of the one file.
-    pub name: Option<String>,
-    pub target: Target,
-    pub create: bool,
-    pub draft: bool,
-    pub clobber: bool,
+    pub(crate) name: Option<String>,
+    pub(crate) target: Target,
+    pub(crate) create: bool,
+    pub(crate) draft: bool,
+    pub(crate) clobber: bool,
 }
 
 /// A file to upload.
@@ -66,72 +66,75 @@ struct Local {
     sha256: Option<[u8; 32]>,
 }
 
-pub fn run(opts: &Opts, args: UploadArgs) -> Result<()> {
-    let repo = &opts.repo;
-    if opts.token.is_none() {
-        bail!(
-            "upload needs a token: set GH_TOKEN (or GITHUB_TOKEN) to one that may write \
-             releases of {repo} (`contents: write`)"
-        );
-    }
-    let mut locals = Vec::with_capacity(args.files.len());
-    for path in &args.files {
-        let local = local_file(path, args.name.as_deref())?;
-        if locals.iter().any(|l: &Local| l.name == local.name) {
+impl Command for UploadArgs {
+    fn run(self, s: &mut Session) -> Result<()> {
+        let (args, opts) = (self, s.opts());
+        let repo = &opts.repo;
+        if opts.token.is_none() {
             bail!(
-                "two FILES are named {}: a release holds one asset of a name",
-                local.name
+                "upload needs a token: set GH_TOKEN (or GITHUB_TOKEN) to one that may write \
+             releases of {repo} (`contents: write`)"
             );
         }
-        locals.push(local);
-    }
-    check_disk_sets(&locals)?;
-
-    let mut http = Http::new(&opts.http(1));
-    let mut release = find_target(&http, repo, &args)?;
-    let tag = Shown(&release.tag_name).to_string();
-    let upload_url = release
-        .upload_url
-        .as_deref()
-        .ok_or_else(|| anyhow!("release {tag} has no upload_url in the API's answer"))?;
-    let upload_url = UploadUrl::parse(upload_url)?;
-    http.trust_uploads(upload_url.base())
-        .map_err(|e| anyhow!(e))?;
-
-    let total: u64 = locals.iter().map(|l| l.size).sum();
-    let progress = Progress::new("upload", total, 0, opts.progress);
-    let (mut sent, mut kept) = (0usize, 0usize);
-    let result = (|| -> Result<()> {
-        for local in &mut locals {
-            if upload_one(
-                &http,
-                opts,
-                &args,
-                &upload_url,
-                &mut release,
-                local,
-                &progress,
-            )? {
-                sent += 1;
-            } else {
-                kept += 1;
+        let mut locals = Vec::with_capacity(args.files.len());
+        for path in &args.files {
+            let local = local_file(path, args.name.as_deref())?;
+            if locals.iter().any(|l: &Local| l.name == local.name) {
+                bail!(
+                    "two FILES are named {}: a release holds one asset of a name",
+                    local.name
+                );
             }
+            locals.push(local);
         }
+        check_disk_sets(&locals)?;
+
+        let mut http = s.http(1);
+        let mut release = find_target(&http, repo, &args)?;
+        let tag = Shown(&release.tag_name).to_string();
+        let upload_url = release
+            .upload_url
+            .as_deref()
+            .ok_or_else(|| anyhow!("release {tag} has no upload_url in the API's answer"))?;
+        let upload_url = UploadUrl::parse(upload_url)?;
+        http.trust_uploads(upload_url.base())
+            .map_err(|e| anyhow!(e))?;
+
+        let total: u64 = locals.iter().map(|l| l.size).sum();
+        let progress = Progress::new("upload", total, 0, opts.progress);
+        let (mut sent, mut kept) = (0usize, 0usize);
+        let result = (|| -> Result<()> {
+            for local in &mut locals {
+                if upload_one(
+                    &http,
+                    repo,
+                    &args,
+                    &upload_url,
+                    &mut release,
+                    local,
+                    &progress,
+                )? {
+                    sent += 1;
+                } else {
+                    kept += 1;
+                }
+            }
+            Ok(())
+        })();
+        progress.finish();
+        result?;
+        out!(
+            "{repo} {tag}{}: {sent} uploaded, {kept} already there",
+            if release.draft { " (draft)" } else { "" }
+        );
+        util::say::report(
+            "release",
+            serde_json::json!({ "repo": repo, "tag": tag, "id": release.id, "draft": release.draft }),
+        );
+        util::say::report("uploaded", serde_json::json!(sent));
+        util::say::report("already_there", serde_json::json!(kept));
         Ok(())
-    })();
-    progress.finish();
-    result?;
-    out!(
-        "{repo} {tag}{}: {sent} uploaded, {kept} already there",
-        if release.draft { " (draft)" } else { "" }
-    );
-    util::say::report(
-        "release",
-        serde_json::json!({ "repo": repo, "tag": tag, "id": release.id, "draft": release.draft }),
-    );
-    util::say::report("uploaded", serde_json::json!(sent));
-    util::say::report("already_there", serde_json::json!(kept));
-    Ok(())
+    }
 }
 
 /// The release `args` names: by tag (created with `--create` if missing),
@@ -191,7 +194,7 @@ fn look_again(http: &Http, repo: &str, release: &Release) -> Result<Option<Relea
 /// Only `upload_url`, vetted when the run began, is ever sent to.
 fn upload_one(
     http: &Http,
-    opts: &Opts,
+    repo: &str,
     args: &UploadArgs,
     upload_url: &UploadUrl,
     release: &mut Release,
@@ -203,19 +206,19 @@ fn upload_one(
         if attempt > 1 {
             std::thread::sleep(backoff(attempt - 1));
             // What did the failed try leave? Look again.
-            *release = look_again(http, &opts.repo, release)?.ok_or_else(|| {
+            *release = look_again(http, repo, release)?.ok_or_else(|| {
                 anyhow!(
                     "release {} disappeared during the upload",
                     Shown(&release.tag_name)
                 )
             })?;
         }
-        if already_there(http, &opts.repo, args, release, local)? {
+        if already_there(http, repo, args, release, local)? {
             progress.item_done(&local.name, "already there, same size and digest");
             progress.add(local.size);
             return Ok(false);
         }
-        match send_once(http, &opts.repo, upload_url, release, local, progress)? {
+        match send_once(http, repo, upload_url, release, local, progress)? {
             Tried::Done => return Ok(true),
             Tried::Again(why) => last = why,
         }
@@ -509,7 +512,7 @@ fn whole_set(dir: &Path, base: &str, file: &Path) -> Result<Vec<String>> {
 /// outside letters, digits and `. _ - +` (and a renamed asset is not found
 /// again on the next run), and this tool's downloader refuses a release
 /// listing a name that could not be a file name.
-pub fn asset_name_fault(name: &str) -> Option<String> {
+pub(crate) fn asset_name_fault(name: &str) -> Option<String> {
     let kept = !name.starts_with('.')
         && !name.ends_with('.')
         && name

@@ -11,163 +11,126 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::adopt::{self, Kept, Verdict};
-use super::guard::{self, State};
-use super::image::{fetch_assets, make_image, on_disk, to_download};
-use super::plan::{
-    disk_sources, note_unchecked_digests, open_work, plan_online, prepare_work, source_of,
-    warn_support, Pick, Plan,
-};
-use super::verify;
-use super::Opts;
-use fetch::{self, http::Http};
+use super::session::{source_of, staged_entry, Depth, Kept, Pick, Session, State, States, Verdict};
+use super::Command;
 use github::support::support;
 use install::layout::{self, CLIENT, KERNEL, LAST_TAG, NAMES, QCOW2, RAW};
-use install::manifest::{self, FileEntry, Manifest};
-use install::swap::{install, Move};
+use install::manifest::{FileEntry, Manifest};
+use install::swap::Move;
 use qcow2::convert::convert_file;
 use util::fmt::{hex, human_bytes};
 use util::fs as fsutil;
 use util::text::Shown;
 
-/// What stands at each installed name.
-type States = Vec<(String, State)>;
+/// `cargo xtask resources` with no step named: the full run.
+#[derive(Debug)]
+pub(crate) struct RunArgs;
 
-/// `cargo xtask resources`: everything, fused.
-pub fn run(opts: &Opts) -> Result<()> {
-    let started = Instant::now();
-    let lock = open_work(opts)?;
-    let (m, states) = look(opts)?;
-    // A whole set that still matches its manifest needs no network for a
-    // pinned tag, and one API call (or none, from the cache) for `latest`.
-    if let Some(m) = up_to_date(opts, m.as_ref(), &states, None) {
-        say_up_to_date(opts, m, started);
-        lock.remove();
-        return Ok(());
+impl Command for RunArgs {
+    fn run(self, s: &mut Session) -> Result<()> {
+        let started = Instant::now();
+        s.open()?;
+        let states = look(s)?;
+        // A whole set that still matches its manifest needs no network for a
+        // pinned tag, and one API call (or none, from the cache) for `latest`.
+        if up_to_date(s, &states, None) {
+            say_up_to_date(s, started);
+            s.unlock();
+            return Ok(());
+        }
+        s.plan_online()?;
+        if up_to_date(s, &states, Some(&s.plan().release.tag_name)) {
+            say_up_to_date(s, started);
+            s.unlock();
+            s.finish_plan();
+            return Ok(());
+        }
+        install_plan(s, &states, started)
     }
-    let plan = plan_online(opts, &Http::new(&opts.http(opts.connections)))?;
-    if let Some(m) = up_to_date(opts, m.as_ref(), &states, Some(&plan)) {
-        say_up_to_date(opts, m, started);
-        lock.remove();
-        plan.store.finish();
-        return Ok(());
-    }
-    install_plan(opts, plan, m, &states, lock, started)
 }
 
 /// The manifest (a damaged one is set aside: the files are then compared
 /// with the release instead) and what stands at each installed name; the
 /// user's changes are refused before anything is fetched.
-fn look(opts: &Opts) -> Result<(Option<Manifest>, States)> {
-    let out = &opts.output;
-    let mut m = guard::load_manifest_or_compare(opts);
-    let states = guard::inspect_all(out, m.as_ref(), &NAMES);
-    if !opts.force {
-        // With --no-raw, the raw image is not the run's business.
-        let relevant: Vec<(String, State)> = states
-            .iter()
-            .filter(|(n, _)| !(opts.no_raw && n == RAW))
-            .filter(|(_, s)| matches!(s, State::Changed(_)))
-            .cloned()
-            .collect();
-        guard::refuse_users(out, &relevant)?;
-    }
-    if let Some(mm) = m.as_mut() {
-        if guard::record_touched(out, mm, &states)? {
-            manifest::store(out, mm)?;
-        }
-    }
-    Ok((m, states))
+fn look(s: &mut Session) -> Result<States> {
+    s.load_manifest_or_compare();
+    let states = s.inspect_all(&NAMES);
+    // With --no-raw, the raw image is not the run's business.
+    let no_raw = s.opts().no_raw;
+    let relevant: States = states
+        .iter()
+        .filter(|(n, _)| !(no_raw && n == RAW))
+        .cloned()
+        .collect();
+    s.refuse_changed(&relevant)?;
+    s.record_touched(&states)?;
+    Ok(states)
 }
 
-/// The installed manifest, when it already is what was asked for: whole,
-/// unchanged, of the requested set (and of `plan`'s tag, once known).
-fn up_to_date<'a>(
-    opts: &Opts,
-    m: Option<&'a Manifest>,
-    states: &[(String, State)],
-    plan: Option<&Plan>,
-) -> Option<&'a Manifest> {
-    let m = m?;
+/// Whether the installed manifest already is what was asked for: whole,
+/// unchanged, of the requested set (and of the plan's `tag`, once known).
+fn up_to_date(s: &Session, states: &[(String, State)], tag: Option<&str>) -> bool {
+    let (o, Some(m)) = (s.opts(), s.installed()) else {
+        return false;
+    };
     let intact = m
         .names()
         .all(|n| states.iter().any(|(s, st)| s == n && st.is_intact()));
-    let ok = !opts.force
+    !o.force
         && intact
         && m.complete()
-        && (opts.no_raw || m.entry(RAW).is_some())
-        && m.matches_request(
-            &opts.repo,
-            opts.os.as_str(),
-            opts.arch.as_str(),
-            &opts.version,
-        )
-        && match plan {
-            None => opts.version != "latest",
-            Some(p) => m.tag == p.release.tag_name,
-        };
-    ok.then_some(m)
+        && (o.no_raw || m.entry(RAW).is_some())
+        && m.matches_request(&o.repo, o.os.as_str(), o.arch.as_str(), &o.version)
+        && match tag {
+            None => o.version != "latest",
+            Some(t) => m.tag == t,
+        }
 }
 
-fn install_plan(
-    opts: &Opts,
-    mut plan: Plan,
-    m: Option<Manifest>,
-    states: &[(String, State)],
-    lock: util::lock::Lock,
-    started: Instant,
-) -> Result<()> {
-    warn_support(opts);
-    note_unchecked_digests(&plan);
-    prepare_work(opts, &plan)?;
-    let verdicts = stock(opts, &mut plan, m.as_ref(), states)?;
-    let made = match make(opts, &mut plan, &verdicts) {
+fn install_plan(s: &mut Session, states: &[(String, State)], started: Instant) -> Result<()> {
+    s.prepare_work()?;
+    let verdicts = stock(s, states)?;
+    let made = match make(s, &verdicts) {
         Ok(made) => made,
         Err(e) if fetch::digest_mismatch(&e).is_some() => {
             // The release may have changed since the cache stored it.
-            plan.store.forget_release();
+            s.plan().store.forget_release();
             return Err(e);
         }
-        Err(e) => return Err(e.context(left_what(&plan, m.as_ref()))),
+        Err(e) => return Err(e.context(left_what(s))),
     };
-    let installed = install_set(opts, &plan, m.as_ref(), &verdicts, made)?;
+    let installed = install_set(s, &verdicts, made)?;
     out!("Checking the installed set:");
     // Quick: every byte was hashed on the way in; re-reading GiBs proves nothing new.
-    verify::check_installed(&opts.output, &installed, verify::Depth::Quick)
+    s.check_installed(&installed, Depth::Quick)
         .context("the installed set failed verification")?;
-    if !opts.keep_downloads {
-        fs::remove_dir_all(&plan.work)
-            .with_context(|| format!("cannot remove {}", plan.work.display()))?;
-        let _ = fs::remove_file(layout::downloads_root(&opts.output).join(LAST_TAG));
-        lock.remove();
+    if !s.opts().keep_downloads {
+        let work = &s.plan().work;
+        fs::remove_dir_all(work).with_context(|| format!("cannot remove {}", work.display()))?;
+        let _ = fs::remove_file(layout::downloads_root(s.out()).join(LAST_TAG));
+        s.unlock();
     }
-    plan.store.finish();
-    print_summary(opts, &installed, &verdicts, started);
+    s.finish_plan();
+    print_summary(s, &installed, &verdicts, started);
     Ok(())
 }
 
 /// What each installed name gets: kept, adopted, made; the user's files
 /// that differ refused. The release's digests and sums are fetched (they
 /// are small) only when the manifest alone cannot tell.
-fn stock(
-    opts: &Opts,
-    plan: &mut Plan,
-    m: Option<&Manifest>,
-    states: &[(String, State)],
-) -> Result<Vec<(&'static str, Verdict)>> {
-    let reference = if adopt::all_recorded(opts, plan, m, states) {
+fn stock(s: &mut Session, states: &[(String, State)]) -> Result<Vec<(&'static str, Verdict)>> {
+    let reference = if s.all_recorded(states) {
         None
     } else {
-        Some(adopt::reference(opts, plan)?)
+        Some(s.reference()?)
     };
-    let plan = &*plan;
-    let mut verdicts = adopt::take_stock(opts, plan, m, states, reference.as_ref())?;
-    adopt::refuse_users(opts, &mut verdicts)?;
+    let mut verdicts = s.take_stock(states, reference.as_ref())?;
+    s.settle_users(&mut verdicts)?;
     for (name, v) in &verdicts {
         if let Verdict::Keep(Kept::Adopted, _) = v {
             say!(
                 "  adopted  {name:<18} it already is release {}'s",
-                plan.release.tag_name
+                s.plan().release.tag_name
             );
         }
     }
@@ -190,7 +153,7 @@ fn verdict<'a>(verdicts: &'a [(&str, Verdict)], name: &str) -> &'a Verdict {
 }
 
 /// Downloads, unpacks and converts what the verdicts say to make.
-fn make(opts: &Opts, plan: &mut Plan, verdicts: &[(&str, Verdict)]) -> Result<Vec<Made>> {
+fn make(s: &mut Session, verdicts: &[(&str, Verdict)]) -> Result<Vec<Made>> {
     let is_make = |n: &str| matches!(verdict(verdicts, n), Verdict::Make);
     let pick = Pick {
         kernel: is_make(KERNEL),
@@ -198,25 +161,14 @@ fn make(opts: &Opts, plan: &mut Plan, verdicts: &[(&str, Verdict)]) -> Result<Ve
         sums: is_make(QCOW2),
         parts: is_make(QCOW2),
     };
-    let names: Vec<&str> = NAMES.iter().copied().filter(|n| is_make(n)).collect();
-    if !names.is_empty() {
-        say!(
-            "Getting {} of {} {}/{} into {} ({})",
-            names.join(", "),
-            plan.release.tag_name,
-            opts.os,
-            opts.arch,
-            opts.output.display(),
-            to_download(plan, pick)
-        );
-    }
-    let staged_qcow2 = plan.work.join(QCOW2);
-    let staged_raw = plan.work.join(RAW);
-    let raw_in_pass = is_make(RAW).then_some(staged_raw.as_path());
+    say_getting(s, verdicts, pick);
+    let staged_qcow2 = s.plan().work.join(QCOW2);
+    let staged_raw = s.plan().work.join(RAW);
     let mut made = Vec::new();
     let mut in_pass = false;
     if pick.parts {
-        let u = make_image(opts, plan, pick, &staged_qcow2, raw_in_pass)?;
+        let raw_in_pass = is_make(RAW).then_some(staged_raw.as_path());
+        let u = s.make_image(pick, &staged_qcow2, raw_in_pass)?;
         in_pass = u.raw.is_some();
         if let Some(stats) = u.raw {
             say!(
@@ -224,20 +176,22 @@ fn make(opts: &Opts, plan: &mut Plan, verdicts: &[(&str, Verdict)]) -> Result<Ve
                 human_bytes(stats.data_bytes)
             );
         }
-        let entry = guard::entry(QCOW2, &u.path, Some(hex(&u.sha256)), disk_sources(plan))?;
+        let sha = Some(hex(&u.sha256));
+        let entry = staged_entry(QCOW2, &u.path, sha, s.plan().disk_sources())?;
         made.push(Made {
             name: QCOW2,
             how: Move::Rename(staged_qcow2.clone()),
             entry,
         });
     } else {
-        fetch_assets(opts, plan, pick)?;
+        s.fetch_assets(pick)?;
     }
+    let plan = s.plan();
     for (name, asset) in [(KERNEL, &plan.sel.kernel), (CLIENT, &plan.sel.client)] {
         if is_make(name) {
             let path = plan.asset_path(&asset.name);
             let sha = hex(&fsutil::sha256_file(&path)?);
-            let entry = guard::entry(name, &path, Some(sha), vec![source_of(asset)])?;
+            let entry = staged_entry(name, &path, Some(sha), vec![source_of(asset)])?;
             made.push(Made {
                 name,
                 how: Move::Copy(path),
@@ -249,21 +203,42 @@ fn make(opts: &Opts, plan: &mut Plan, verdicts: &[(&str, Verdict)]) -> Result<Ve
         let from = if pick.parts {
             staged_qcow2
         } else {
-            opts.output.join(QCOW2)
+            s.out().join(QCOW2)
         };
-        made.push(make_raw(opts, plan, &from, &staged_raw, in_pass)?);
+        made.push(make_raw(s, &from, &staged_raw, in_pass)?);
     }
     Ok(made)
 }
 
+/// `Getting kernel, … of <tag> <os>/<arch> into <out> (N to download)`.
+fn say_getting(s: &Session, verdicts: &[(&str, Verdict)], pick: Pick) {
+    let names: Vec<&str> = NAMES
+        .iter()
+        .copied()
+        .filter(|n| matches!(verdict(verdicts, n), Verdict::Make))
+        .collect();
+    if !names.is_empty() {
+        let (o, plan) = (s.opts(), s.plan());
+        say!(
+            "Getting {} of {} {}/{} into {} ({})",
+            names.join(", "),
+            plan.release.tag_name,
+            o.os,
+            o.arch,
+            o.output.display(),
+            plan.to_download(pick)
+        );
+    }
+}
+
 /// The raw image, converted now unless the pass already wrote it.
-fn make_raw(opts: &Opts, plan: &Plan, qcow2: &Path, raw: &Path, in_pass: bool) -> Result<Made> {
+fn make_raw(s: &Session, qcow2: &Path, raw: &Path, in_pass: bool) -> Result<Made> {
     if !in_pass {
         let t = Instant::now();
-        convert_file(qcow2, raw, true, opts.progress)?;
+        convert_file(qcow2, raw, true, s.opts().progress)?;
         say!("  {RAW}: converted in {:.1} s", t.elapsed().as_secs_f64());
     }
-    let entry = guard::entry(RAW, raw, None, disk_sources(plan))?;
+    let entry = staged_entry(RAW, raw, None, s.plan().disk_sources())?;
     Ok(Made {
         name: RAW,
         how: Move::Rename(raw.to_path_buf()),
@@ -273,26 +248,14 @@ fn make_raw(opts: &Opts, plan: &Plan, qcow2: &Path, raw: &Path, in_pass: bool) -
 
 /// Checks the staged files, then installs them with the kept and adopted
 /// ones as one set; the manifest is written last.
-fn install_set(
-    opts: &Opts,
-    plan: &Plan,
-    m: Option<&Manifest>,
-    verdicts: &[(&str, Verdict)],
-    made: Vec<Made>,
-) -> Result<Manifest> {
-    let out = &opts.output;
-    let mut new = match m {
-        Some(m) if guard::is_plan_set(opts, plan, m) && m.pending.is_none() => {
+fn install_set(s: &mut Session, verdicts: &[(&str, Verdict)], made: Vec<Made>) -> Result<Manifest> {
+    let mut new = match s.installed() {
+        Some(m) if s.is_plan_set(m) && m.pending.is_none() => {
             let mut n = m.clone();
             n.installed_at = util::time::rfc3339_now();
             n
         }
-        _ => Manifest::for_set(
-            &opts.repo,
-            &plan.release.tag_name,
-            opts.os.as_str(),
-            opts.arch.as_str(),
-        ),
+        _ => s.new_manifest(),
     };
     let mut moves = Vec::new();
     for (name, v) in verdicts {
@@ -316,17 +279,17 @@ fn install_set(
     let qcow2 = staged
         .iter()
         .find(|(n, _)| *n == QCOW2)
-        .map_or_else(|| out.join(QCOW2), |(_, p)| p.clone());
-    if let Err(e) = verify::check_staged(&new, &staged, &qcow2) {
-        forget_undigested(plan);
+        .map_or_else(|| s.out().join(QCOW2), |(_, p)| p.clone());
+    if let Err(e) = s.check_staged(&new, &staged, &qcow2) {
+        forget_undigested(s);
         return Err(e.context(format!(
             "release {} failed the checks before installing; {}",
-            plan.release.tag_name,
-            left_what(plan, m)
+            s.plan().release.tag_name,
+            left_what(s)
         )));
     }
-    recheck(opts, m, &new, verdicts)?;
-    install(out, m, new, moves)
+    s.recheck(&new, verdicts)?;
+    s.install(new, moves)
 }
 
 fn staged_path(how: &Move) -> PathBuf {
@@ -338,12 +301,13 @@ fn staged_path(how: &Move) -> PathBuf {
 
 /// What a failed run left, said plainly: the installed files as they
 /// were (or nothing installed), and the downloads a re-run resumes from.
-fn left_what(plan: &Plan, m: Option<&Manifest>) -> String {
-    let kept = match m.filter(|m| !m.files.is_empty()) {
+fn left_what(s: &Session) -> String {
+    let kept = match s.installed().filter(|m| !m.files.is_empty()) {
         Some(_) => "the installed files were left as they were",
         None => "nothing was installed",
     };
-    let (have, _) = on_disk(plan, Pick::ALL);
+    let plan = s.plan();
+    let (have, _) = plan.on_disk(Pick::ALL);
     if have == 0 {
         return kept.into();
     }
@@ -360,7 +324,8 @@ fn left_what(plan: &Plan, m: Option<&Manifest>) -> String {
 
 /// Small assets without a digest are fetched again next time rather than
 /// reused: the fault may have been the transfer's.
-fn forget_undigested(plan: &Plan) {
+fn forget_undigested(s: &Session) {
+    let plan = s.plan();
     for a in [&plan.sel.kernel, &plan.sel.client] {
         if a.sha256().ok().flatten().is_none() {
             fetch::forget(&plan.asset_path(&a.name));
@@ -368,49 +333,22 @@ fn forget_undigested(plan: &Plan) {
     }
 }
 
-/// The user may have changed a file while this ran: a file to be replaced
-/// must still be absent or the tool's, a kept one still as recorded.
-fn recheck(
-    opts: &Opts,
-    m: Option<&Manifest>,
-    new: &Manifest,
-    verdicts: &[(&str, Verdict)],
-) -> Result<()> {
-    if opts.force {
-        return Ok(());
-    }
-    let out = &opts.output;
-    let mut now = Vec::new();
-    for (name, v) in verdicts {
-        let s = match v {
-            Verdict::Keep(..) => guard::inspect(out, Some(new), name),
-            Verdict::Make | Verdict::Drop => guard::inspect(out, m, name),
-            Verdict::Leave | Verdict::Users(_) => continue,
-        };
-        now.push((name.to_string(), s));
-    }
-    guard::refuse_users(out, &now)
-}
-
 /// Says the set is up to date (and reports it, every file kept).
-fn say_up_to_date(opts: &Opts, m: &Manifest, started: Instant) {
-    out!("{}", up_to_date_line(m, &opts.output, started));
-    util::say::report("up_to_date", serde_json::json!(true));
-    report_set(opts, m, |_| "kept");
-}
-
-fn up_to_date_line(m: &Manifest, out: &Path, started: Instant) -> String {
-    format!(
+fn say_up_to_date(s: &Session, started: Instant) {
+    let m = s.installed().expect("an installed set is up to date");
+    out!(
         "Up to date: {} {}/{} in {} (checked in {:.2} s; --force downloads again)",
         Shown(&m.tag),
         Shown(&m.os),
         Shown(&m.arch),
-        out.display(),
+        s.out().display(),
         started.elapsed().as_secs_f64()
-    )
+    );
+    util::say::report("up_to_date", serde_json::json!(true));
+    report_set(s.out(), m, |_| "kept");
 }
 
-fn print_summary(opts: &Opts, m: &Manifest, verdicts: &[(&str, Verdict)], started: Instant) {
+fn print_summary(s: &Session, m: &Manifest, verdicts: &[(&str, Verdict)], started: Instant) {
     out!(
         "Installed {} {}/{} from {} in {:.1} s:",
         Shown(&m.tag),
@@ -426,14 +364,15 @@ fn print_summary(opts: &Opts, m: &Manifest, verdicts: &[(&str, Verdict)], starte
             f.name,
             human_bytes(f.size),
             how,
-            opts.output.join(&f.name).display()
+            s.out().join(&f.name).display()
         );
     }
     if m.no_raw {
         out!("  {RAW:<18} not made (--no-raw; gem5 needs it, QEMU does not)");
     }
-    out!("Support: {}", support(opts.os, opts.arch).summary());
-    report_set(opts, m, |f| origin(f, verdicts));
+    let o = s.opts();
+    out!("Support: {}", support(o.os, o.arch).summary());
+    report_set(s.out(), m, |f| origin(f, verdicts));
 }
 
 /// Where an installed file came from this run: `kept`, `adopted`, or, for
@@ -452,13 +391,13 @@ fn origin(f: &FileEntry, verdicts: &[(&str, Verdict)]) -> &'static str {
 
 /// The set for `--json`: the release, and per file its name, size,
 /// sha256, path and origin.
-fn report_set(opts: &Opts, m: &Manifest, origin: impl Fn(&FileEntry) -> &'static str) {
+fn report_set(out: &Path, m: &Manifest, origin: impl Fn(&FileEntry) -> &'static str) {
     use serde_json::json;
     util::say::report(
         "release",
         json!({ "repo": m.repo, "tag": m.tag, "os": m.os, "arch": m.arch }),
     );
-    util::say::report("output", json!(opts.output));
+    util::say::report("output", json!(out));
     let files: Vec<_> = m
         .files
         .iter()
@@ -467,7 +406,7 @@ fn report_set(opts: &Opts, m: &Manifest, origin: impl Fn(&FileEntry) -> &'static
                 "name": f.name,
                 "size": f.size,
                 "sha256": f.sha256,
-                "path": opts.output.join(&f.name),
+                "path": out.join(&f.name),
                 "source": origin(f),
             })
         })

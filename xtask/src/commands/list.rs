@@ -4,7 +4,8 @@
 
 use anyhow::Result;
 
-use super::Opts;
+use super::session::Session;
+use super::Command;
 use fetch::http::Http;
 use github::assets::{self, Arch, Os};
 use github::release::{for_each_release, Release};
@@ -13,34 +14,40 @@ use github::support::support;
 use util::fmt::human_bytes;
 use util::text::clean;
 
-/// `cargo xtask resources list`
-pub fn run(opts: &Opts) -> Result<()> {
-    let http = Http::new(&opts.http(opts.connections));
-    let source = opts.source();
-    let none = match source {
-        Source::GitHub => list_github(opts, &http)?,
-        _ => list_mirror(opts, &source, &http)?,
-    };
-    if none {
-        out!("  (none)");
-    }
-    out!();
-    out!("Support (from the documentation):");
-    for os in Os::ALL {
-        for arch in Arch::ALL {
-            out!("  {os:<5} {arch:<5}  {}", support(os, arch).summary());
+/// `cargo xtask resources list`.
+#[derive(Debug)]
+pub(crate) struct ListArgs;
+
+impl Command for ListArgs {
+    fn run(self, s: &mut Session) -> Result<()> {
+        let opts = s.opts();
+        let http = s.http(opts.connections);
+        let source = opts.source();
+        let none = match source {
+            Source::GitHub => list_github(&opts.repo, &http)?,
+            _ => list_mirror(&source.name(&opts.repo, &opts.api), &source, &http)?,
+        };
+        if none {
+            out!("  (none)");
         }
+        out!();
+        out!("Support (from the documentation):");
+        for os in Os::ALL {
+            for arch in Arch::ALL {
+                out!("  {os:<5} {arch:<5}  {}", support(os, arch).summary());
+            }
+        }
+        out!("  test client: stable, QEMU + gem5, on both architectures");
+        Ok(())
     }
-    out!("  test client: stable, QEMU + gem5, on both architectures");
-    Ok(())
 }
 
 /// The repository's releases from the API; true when there are none.
-fn list_github(opts: &Opts, http: &Http) -> Result<bool> {
-    out!("Releases of {} (newest first):", opts.repo);
+fn list_github(repo: &str, http: &Http) -> Result<bool> {
+    out!("Releases of {repo} (newest first):");
     let mut none = true;
     let mut listed = Vec::new();
-    for_each_release(http, &opts.repo, |r| {
+    for_each_release(http, repo, |r| {
         none = false;
         if !r.draft {
             show(&r);
@@ -52,12 +59,10 @@ fn list_github(opts: &Opts, http: &Http) -> Result<bool> {
     Ok(none)
 }
 
-/// The releases a mirror holds (`--source`); true when there are none.
-fn list_mirror(opts: &Opts, source: &Source, http: &Http) -> Result<bool> {
-    out!(
-        "Releases in {} (newest first):",
-        source.name(&opts.repo, &opts.api)
-    );
+/// The releases a mirror holds (`--source`, named `name`); true when there
+/// are none.
+fn list_mirror(name: &str, source: &Source, http: &Http) -> Result<bool> {
+    out!("Releases in {name} (newest first):");
     if matches!(source, Source::Url(_)) {
         out!("  (a mirror on a web server has no index: only the release its `latest` names)");
     }
