@@ -15,7 +15,7 @@ use super::plan::{
     disk_readers, expected_sha, report_unpacked, unpack_disk, wanted, BadSums, Pick, Plan,
 };
 use super::Opts;
-use archive::unpack::{self, BadContent};
+use archive::unpack;
 use fetch::{self, http::Http, Downloads};
 use util::fmt::human_bytes;
 use util::fs as fsutil;
@@ -93,7 +93,7 @@ pub(super) fn fetch_assets(opts: &Opts, plan: &mut Plan, pick: Pick) -> Result<(
         let r =
             fetch::start(http, want, opts.connections, "downloaded", opts.progress)?.finish_all();
         match r {
-            Err(e) if tries == 1 && fetch::digest_mismatch(&e).is_some() => {
+            Err(e) if tries == 1 && mismatched(&e).is_some() => {
                 say!(
                     "  {}; fetching it again",
                     util::text::clean(&format!("{e:#}"), 400)
@@ -147,7 +147,11 @@ fn fetch_with_one_retry(
         };
         // The content is judged only once the part it was read from has
         // had its digest checked.
-        let settled = if e.is::<BadContent>() || e.is::<unpack::Unsupported>() {
+        let content = matches!(
+            archive::Error::find(&e),
+            Some(archive::Error::BadContent { .. } | archive::Error::Unsupported(_))
+        );
+        let settled = if content {
             settle(plan, &dl, pick)
         } else {
             Settled::Unknown
@@ -162,7 +166,7 @@ fn fetch_with_one_retry(
         };
         let mut bad = culprits(plan, &e);
         // A digest mismatch already deleted its file.
-        bad.extend(fetch::digest_mismatch(&e));
+        bad.extend(mismatched(&e));
         if bad.is_empty() {
             return Err(if as_published { published(e) } else { e });
         }
@@ -218,7 +222,7 @@ fn settle(plan: &Plan, dl: &Downloads, pick: Pick) -> Settled {
             Ok(_) => Settled::AsPublished,
             Err(e) => {
                 let e = anyhow::Error::new(e);
-                match fetch::digest_mismatch(&e) {
+                match mismatched(&e) {
                     Some(_) => Settled::Mismatch(e),
                     None => Settled::Unknown,
                 }
@@ -232,19 +236,28 @@ fn settle(plan: &Plan, dl: &Downloads, pick: Pick) -> Settled {
 /// holds it as published. A bad archive is said as it is; a corrupt one
 /// without the advice to fetch again.
 fn published(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast_ref::<BadContent>() {
+    match archive::Error::find(&e) {
         // Still the archive's fault (exit code 4), now said as it is.
-        Some(bad) => anyhow::Error::new(BadContent {
-            at: bad.at,
-            msg: format!(
-                "{}; every part it was read from matched the release's sha256 digest, so the \
+        Some(bad @ archive::Error::BadContent { at, .. }) => {
+            anyhow::Error::new(archive::Error::BadContent {
+                at: *at,
+                msg: format!(
+                    "{}; every part it was read from matched the release's sha256 digest, so the \
                  release itself is damaged and fetching it again will not help: choose another \
                  --version",
-                bad.fault()
-            ),
-        }),
-        None => e,
+                    bad.fault()
+                ),
+            })
+        }
+        _ => e,
     }
+}
+
+/// The asset whose digest failed, if that is what `e` is about.
+fn mismatched(e: &anyhow::Error) -> Option<String> {
+    fetch::Error::find(e)
+        .and_then(fetch::Error::mismatched_asset)
+        .map(str::to_string)
 }
 
 fn has_digest(a: &github::release::Asset) -> bool {
@@ -258,7 +271,7 @@ fn has_digest(a: &github::release::Asset) -> bool {
 /// way after the bytes that hold it, so the parts up to 192 MiB before count
 /// too, and a fault seen only at the end (a CRC) puts every such part in
 /// doubt. An archive that decodes into what this tool does not read
-/// ([`unpack::Unsupported`]) is no transfer's fault.
+/// ([`archive::Error::Unsupported`]) is no transfer's fault.
 fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
     let suspect = |a: &github::release::Asset| !has_digest(a);
     if e.is::<BadSums>() {
@@ -267,14 +280,14 @@ fn culprits(plan: &Plan, e: &anyhow::Error) -> Vec<String> {
             .into_iter()
             .collect();
     }
-    let Some(bad) = e.downcast_ref::<BadContent>() else {
+    let Some(archive::Error::BadContent { at, .. }) = archive::Error::find(e) else {
         return Vec::new();
     };
     let parts = &plan.sel.disk;
     let total: u64 = parts.iter().map(|p| p.size).sum();
     // Near the end of the input the fault is most likely a trailer check
     // (a gzip CRC): it may lie anywhere before.
-    let placed = bad.at.filter(|at| at.saturating_add(192 << 20) < total);
+    let placed = at.filter(|at| at.saturating_add(192 << 20) < total);
     let first = match placed {
         None => 0,
         Some(at) => {

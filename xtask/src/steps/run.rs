@@ -123,7 +123,7 @@ fn install_plan(
     let verdicts = stock(opts, &mut plan, m.as_ref(), states)?;
     let made = match make(opts, &mut plan, &verdicts) {
         Ok(made) => made,
-        Err(e) if fetch::digest_mismatch(&e).is_some() => {
+        Err(e) if fetch::Error::find(&e).is_some_and(|f| f.mismatched_asset().is_some()) => {
             // The release may have changed since the cache stored it.
             plan.store.forget_release();
             return Err(e);

@@ -18,7 +18,7 @@ use github::release::{parse_release, Asset, Resolved};
 use github::source::RELEASE_JSON;
 use util::fmt::human_bytes;
 use util::fs as fsutil;
-use util::lock::{Busy, Kind, Lock};
+use util::lock::{Kind, Lock};
 use util::text::clean;
 
 /// The cache a run may use: None with `--no-cache`, or (with one line
@@ -113,7 +113,9 @@ pub(super) fn resolve(opts: &Opts, http: &Http, cache: Option<&Cache>) -> Result
 fn lock_or_skip(opts: &Opts, entry: &Entry, kind: Kind) -> Result<Option<Lock>> {
     match entry.lock(kind, opts.wait) {
         Ok(lock) => Ok(Some(lock)),
-        Err(e) if opts.offline || e.is::<Busy>() => Err(e),
+        Err(e) if opts.offline || matches!(util::Error::find(&e), Some(util::Error::Busy(_))) => {
+            Err(e)
+        }
         Err(e) => {
             note!(
                 "not using the download cache: {}",

@@ -3,5 +3,8 @@
 //! `pack` writes (the release tar, compressed on every core, split into
 //! parts).
 
+mod error;
 pub mod pack;
 pub mod unpack;
+
+pub use error::Error;

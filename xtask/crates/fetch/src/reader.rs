@@ -15,7 +15,7 @@ use util::fs as fsutil;
 use util::text::Shown;
 
 use super::state::{Mode, Shared};
-use super::{Cause, DigestMismatch, Failed};
+use super::Error;
 
 /// SHA-256 on a thread of its own, fed copies of what a reader hands out:
 /// hashing the parts would otherwise take a sixth of the decompressing
@@ -108,7 +108,7 @@ impl AssetReader {
     }
 
     fn fail(&self, msg: String) -> io::Error {
-        let why = Failed::new(Cause::Local, msg);
+        let why = Error::Local(msg);
         self.shared.fail(self.index, why.clone());
         io::Error::other(why)
     }
@@ -196,9 +196,8 @@ impl AssetReader {
                     hex(&want),
                     hex(&digest)
                 );
-                self.shared
-                    .fail(self.index, Failed::new(Cause::Local, msg.clone()));
-                return Err(io::Error::other(DigestMismatch {
+                self.shared.fail(self.index, Error::Local(msg.clone()));
+                return Err(io::Error::other(Error::DigestMismatch {
                     asset: wanted.name.clone(),
                     msg,
                 }));

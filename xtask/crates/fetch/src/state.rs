@@ -13,7 +13,7 @@ use util::progress::Progress;
 
 use super::http::Http;
 use super::segments::{read_segs, segment_size};
-use super::{Failed, Wanted};
+use super::{Error, Wanted};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum SegState {
@@ -48,7 +48,7 @@ pub(super) struct AssetState {
     pub(super) file: Option<Arc<File>>,
     pub(super) mode: Mode,
     pub(super) segs: Vec<Seg>,
-    pub(super) error: Option<Failed>,
+    pub(super) error: Option<Error>,
 }
 
 impl AssetState {
@@ -83,7 +83,7 @@ impl AssetState {
 
 pub(super) struct Inner {
     pub(super) assets: Vec<AssetState>,
-    pub(super) abort: Option<Failed>,
+    pub(super) abort: Option<Error>,
 }
 
 pub(super) struct Shared {
@@ -98,7 +98,7 @@ pub(super) struct Shared {
 impl Shared {
     /// Stops every worker and wakes every reader, with `msg` unless a
     /// failure came first.
-    pub(super) fn abort_all(&self, why: Failed) {
+    pub(super) fn abort_all(&self, why: Error) {
         let mut g = self.lock();
         if g.abort.is_none() {
             g.abort = Some(why);
@@ -111,7 +111,7 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn fail(&self, asset: usize, why: Failed) {
+    pub(super) fn fail(&self, asset: usize, why: Error) {
         let mut g = self.lock();
         if g.assets[asset].error.is_none() {
             g.assets[asset].error = Some(why.clone());

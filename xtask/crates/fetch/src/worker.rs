@@ -47,7 +47,7 @@ pub(super) fn worker(shared: &Shared) {
             // Another asset failed first; its message is the one to report.
             Err(Stop::Aborted) => return,
             Err(Stop::Failed(msg)) => {
-                shared.fail(task.asset, super::Failed::new(super::Cause::Network, msg));
+                shared.fail(task.asset, super::Error::Network(msg));
                 return;
             }
         }

@@ -442,34 +442,14 @@ pub fn free_space_of(f: &File) -> io::Result<u64> {
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
-/// The user's files stand where the run would write (exit code 5).
-#[derive(Debug)]
-pub struct UsersFiles(pub String);
-
-impl std::fmt::Display for UsersFiles {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for UsersFiles {}
-
+/// The refusal to write where the user's files stand (exit code 5).
 pub fn users_files(msg: String) -> anyhow::Error {
-    anyhow::Error::new(UsersFiles(msg))
+    anyhow::Error::new(crate::Error::UsersFiles(msg))
 }
 
-/// A disk too full for what must be written (exit code 7).
-#[derive(Debug)]
-pub struct NoSpace(pub String);
-
-impl std::fmt::Display for NoSpace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for NoSpace {}
-
+/// The refusal to write to a disk too full (exit code 7).
 pub fn no_space(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(NoSpace(msg.into()))
+    anyhow::Error::new(crate::Error::NoSpace(msg.into()))
 }
 
 /// Fails before anything big is written when `dir` has less than `needed` bytes free.

@@ -7,6 +7,7 @@
 pub mod say;
 
 pub mod cores;
+mod error;
 pub mod fmt;
 pub mod fs;
 pub mod io;
@@ -15,3 +16,5 @@ pub mod progress;
 pub mod reflink;
 pub mod text;
 pub mod time;
+
+pub use error::{find_in_chain, Error};

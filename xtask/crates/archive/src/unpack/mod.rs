@@ -29,88 +29,8 @@ pub use sums::{expected_sha256, parse_sums, SumEntry};
 use util::fmt::{hex, human_bytes};
 use util::io::{drain, read_full};
 
-/// The advice every "the download is bad" error ends with.
-pub const REDO: &str = "delete the downloads with --force or re-run";
-
-/// The archive's content is bad (corrupt or truncated compressed data, a
-/// broken tar, a sha256 mismatch): the bytes downloaded are at fault, not
-/// this machine. `at` is how far into the input (the compressed stream) the
-/// fault showed, when it could be placed; the caller uses it to throw away
-/// the part that holds it.
-#[derive(Debug)]
-pub struct BadContent {
-    pub at: Option<u64>,
-    pub msg: String,
-}
-
-impl BadContent {
-    /// The fault without the advice to fetch again (the clause before it
-    /// too: "the download is corrupt"), for when the bytes are known to be
-    /// as published.
-    pub fn fault(&self) -> &str {
-        let m = &self.msg;
-        m.rfind(REDO)
-            .and_then(|i| m[..i].rfind("; "))
-            .map_or(m, |j| &m[..j])
-    }
-}
-
-impl std::fmt::Display for BadContent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
-    }
-}
-impl std::error::Error for BadContent {}
-
-/// The archive decodes, but holds what this tool does not read: another
-/// compression format, two images or none, a member larger than any file
-/// can be. That is the archive as it was made, so fetching it again cannot
-/// change it (unless a part fails its digest, which is checked apart).
-#[derive(Debug)]
-pub struct Unsupported(pub String);
-
-impl std::fmt::Display for Unsupported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Unsupported {}
-
-fn unsupported(msg: String) -> anyhow::Error {
-    anyhow::Error::new(Unsupported(msg))
-}
-
-/// The image is as published (its sha256 matches) but cannot be converted
-/// (an encrypted image, a backing file, broken tables): fetching it again
-/// will not help.
-#[derive(Debug)]
-pub struct BadImage(pub String);
-
-impl std::fmt::Display for BadImage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for BadImage {}
-
-/// A failure of this machine (disk full, permissions), not of the archive.
-#[derive(Debug)]
-struct Local(String);
-
-impl std::fmt::Display for Local {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Local {}
-
-fn local(e: anyhow::Error) -> anyhow::Error {
-    // A full disk keeps its type: it decides the exit code.
-    if e.is::<util::fs::NoSpace>() {
-        return e;
-    }
-    anyhow::Error::new(Local(format!("{e:#}")))
-}
+pub use crate::error::REDO;
+use crate::error::{local, unsupported, Error};
 
 // ---------------------------------------------------------------------------
 // Unpacking
@@ -203,15 +123,14 @@ pub fn unpack(
     };
     let r = unpack_inner(&mut tracked, req, space_check);
     r.map_err(|e| {
-        let classified =
-            e.is::<Local>() || e.is::<BadContent>() || e.is::<BadImage>() || e.is::<Unsupported>();
+        let classified = e.is::<Error>();
         if classified || state.failed.get() {
             e
         } else {
             // A fault seen once the input has ended (a gzip CRC, the last
             // tar block) cannot be placed: it may lie anywhere before.
             let at = (!state.eof.get()).then(|| state.bytes.get());
-            anyhow::Error::new(BadContent {
+            anyhow::Error::new(Error::BadContent {
                 at,
                 msg: format!("{e:#}"),
             })
@@ -272,7 +191,7 @@ fn unpack_inner(
                 format!("the image ({})", util::text::clean(&member, 200))
             };
             // The fault may be in any part: no place to point at.
-            return Err(anyhow::Error::new(BadContent {
+            return Err(anyhow::Error::new(Error::BadContent {
                 at: None,
                 msg: match req.mismatch_advice {
                     None => format!(
@@ -295,7 +214,7 @@ fn unpack_inner(
         .with_context(|| format!("{source}: cannot put the image in place"))
         .map_err(local)?;
     let raw = match raw {
-        Some((_, Err(why))) => return Err(anyhow::Error::new(BadImage(why))),
+        Some((_, Err(why))) => return Err(anyhow::Error::new(Error::BadImage(why))),
         Some((temp, Ok(stats))) => {
             temp.commit()
                 .with_context(|| format!("{source}: cannot put the raw image in place"))
