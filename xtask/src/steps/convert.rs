@@ -12,7 +12,7 @@ use super::guard;
 use super::Opts;
 use install::layout::{CLIENT, KERNEL, QCOW2, RAW};
 use install::manifest::{self, FileEntry};
-use qcow2::convert::convert_file;
+use qcow2::convert_file;
 use util::fmt::human_bytes;
 use util::fs::TempFile;
 

@@ -23,7 +23,7 @@ use super::plan::{
 };
 use super::Opts;
 use archive::unpack;
-use fetch::{self, http::Http};
+use fetch::{self, Http};
 use github::assets;
 use github::release::{Asset, Release};
 use install::layout::QCOW2;

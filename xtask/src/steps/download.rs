@@ -12,7 +12,7 @@ use super::plan::{
     note_unchecked_digests, open_work, plan_online, prepare_work, source_of, warn_support, Pick,
 };
 use super::Opts;
-use fetch::http::Http;
+use fetch::Http;
 use github::release::Asset;
 use install::layout::{CLIENT, KERNEL};
 use install::swap::{install, Move};

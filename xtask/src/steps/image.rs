@@ -16,7 +16,7 @@ use super::plan::{
 };
 use super::Opts;
 use archive::unpack;
-use fetch::{self, http::Http, Downloads};
+use fetch::{self, Downloads, Http};
 use util::fmt::human_bytes;
 use util::fs as fsutil;
 use util::io::Chain;

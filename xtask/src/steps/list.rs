@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::Opts;
-use fetch::http::Http;
+use fetch::Http;
 use github::assets::{self, Arch, Os};
 use github::release::{for_each_release, Release};
 use github::source::Source;

@@ -8,7 +8,7 @@ use std::fs;
 use anyhow::{bail, Context, Result};
 
 use super::Opts;
-use fetch::http::Http;
+use fetch::Http;
 use fetch::{self, Wanted};
 use github::assets::{self, Arch, Os};
 use github::release::{check_tag, Asset};

@@ -12,10 +12,10 @@ use anyhow::{bail, Context, Result};
 
 use super::verify::check_elf;
 use super::Opts;
-use archive::pack::archive::{pack_image, Codec, MEMBER};
-use archive::pack::blocks::{XzOptions, ZstdOptions};
-use archive::pack::gzip::GzipOptions;
-use archive::pack::split::{Part, Splitter};
+use archive::pack::GzipOptions;
+use archive::pack::{pack_image, Codec, MEMBER};
+use archive::pack::{Part, Splitter};
+use archive::pack::{XzOptions, ZstdOptions};
 use archive::unpack::Compression;
 use github::assets::{
     client_name, disk_base, kernel_name, split_suffix, split_suffix_index, sums_name,

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::store::{self, Store};
 use super::Opts;
 use archive::unpack;
-use fetch::http::Http;
+use fetch::Http;
 use fetch::{self, AssetReader, Downloads, Wanted};
 use github::assets::{self, Selection};
 use github::cache::Cache;

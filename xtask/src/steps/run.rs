@@ -20,12 +20,12 @@ use super::plan::{
 };
 use super::verify;
 use super::Opts;
-use fetch::{self, http::Http};
+use fetch::{self, Http};
 use github::support::support;
 use install::layout::{self, CLIENT, KERNEL, LAST_TAG, NAMES, QCOW2, RAW};
 use install::manifest::{self, FileEntry, Manifest};
 use install::swap::{install, Move};
-use qcow2::convert::convert_file;
+use qcow2::convert_file;
 use util::fmt::{hex, human_bytes};
 use util::fs as fsutil;
 use util::text::Shown;

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::Opts;
 use fetch;
-use fetch::http::Http;
+use fetch::Http;
 use github::assets::Selection;
 use github::cache::{self, Cache, Entry, KEEP_BYTES, KEEP_ENTRIES};
 use github::release::{parse_release, Asset, Resolved};

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::decompress::local_set_of;
 use super::pack::{is_archive_name, MAX_PART};
 use super::Opts;
-use fetch::http::{backoff, Http};
+use fetch::{backoff, Http};
 use github::assets::check_name;
 use github::assets::{disk_base, sums_name, Arch, Os};
 use github::release::{Asset, Release};

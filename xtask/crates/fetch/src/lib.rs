@@ -8,13 +8,13 @@
 #[macro_use]
 extern crate util;
 
-pub mod http;
+mod http;
 mod reader;
 mod segments;
 mod send;
 mod state;
 mod trust;
-pub mod url;
+mod url;
 mod worker;
 
 use std::io;
@@ -29,9 +29,10 @@ use util::fs as fsutil;
 use util::progress::{Progress, Style};
 use util::text::Shown;
 
-use http::Http;
+pub use http::{backoff, header, quota_spent, ApiResponse, Config, Failure, Http, Token};
 pub use reader::AssetReader;
 use state::{prepare, Inner, Shared};
+pub use url::{check_strict, check_url, Checked};
 
 /// Where an asset's bytes come from. Only a mirror directory the user named
 /// gives `Local`; a URL string from a release or a redirect is never read

@@ -2,8 +2,8 @@
 //! time it resets), a refused token, or anything else unexpected, each as a
 //! message that says what to do.
 
-use fetch::http::{header, quota_spent, ApiResponse, Http};
 use fetch::network;
+use fetch::{header, quota_spent, ApiResponse, Http};
 use util::text::Shown;
 
 /// The error for a rate-limited or unauthorised API answer, if it is one.

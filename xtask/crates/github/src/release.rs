@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::api;
-use fetch::http::{header, Http};
+use fetch::{header, Http};
 use util::text::Shown;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -43,13 +43,13 @@ use std::sync::{mpsc, Arc};
 use flate2::Decompress;
 
 mod input;
-pub mod member;
+mod member;
 mod pool;
 mod scan;
 mod serial;
 
 use input::{Input, Segment};
-use member::TRAILER_LEN;
+pub use member::{member_header, DEFAULT_BLOCK, DEFAULT_LEVEL, HEADER_LEN, MAX_BLOCK, TRAILER_LEN};
 use pool::{Job, Pieces, Pool, Work};
 use scan::{Members, Scan};
 use serial::{SerialMember, SerialState};

@@ -75,7 +75,7 @@ pub fn member_header(total: u32, level: u32) -> [u8; HEADER_LEN] {
 
 /// What a member's FEXTRA field says about its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SizeClaim {
+pub(crate) enum SizeClaim {
     /// Mgzip `IG`: the member's total size (gzp), or perhaps the deflate
     /// data's size (Python `mgzip`'s convention). The reader tries both.
     Ig(u32),
@@ -89,7 +89,7 @@ impl SizeClaim {
     /// Possible total member sizes, most likely first, given the header's
     /// length. Sizes too small to hold the header, the shortest deflate
     /// stream and the trailer are dropped.
-    pub fn totals(self, header_len: usize) -> Vec<u64> {
+    pub(crate) fn totals(self, header_len: usize) -> Vec<u64> {
         let min = (header_len + 2 + TRAILER_LEN) as u64;
         let raw = match self {
             SizeClaim::Ig(v) => vec![v as u64, v as u64 + (header_len + TRAILER_LEN) as u64],
@@ -104,7 +104,7 @@ impl SizeClaim {
 /// well-formed `IG` or `MZ` (length 4) or `BC` (length 2) subfield. Malformed
 /// subfield lists are ignored, as gzip ignores FEXTRA: such members are
 /// decoded serially.
-pub fn size_claim(extra: &[u8]) -> Option<SizeClaim> {
+pub(crate) fn size_claim(extra: &[u8]) -> Option<SizeClaim> {
     let mut rest = extra;
     let mut found = None;
     while !rest.is_empty() {
@@ -138,7 +138,7 @@ pub fn size_claim(extra: &[u8]) -> Option<SizeClaim> {
 
 /// Why a header is not a gzip member header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderError {
+pub(crate) enum HeaderError {
     /// The first two bytes are not 1f 8b.
     NotGzip,
     Method(u8),
@@ -165,10 +165,10 @@ impl std::fmt::Display for HeaderError {
 
 /// A parsed member header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// Bytes from the magic to the first deflate byte.
-    pub len: u64,
-    pub claim: Option<SizeClaim>,
+    pub(crate) len: u64,
+    pub(crate) claim: Option<SizeClaim>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +186,7 @@ enum Field {
 /// holds at most the 10 fixed bytes and the FEXTRA content (≤ 64 KiB), so
 /// arbitrarily long names cost nothing.
 #[derive(Debug)]
-pub struct HeaderParser {
+pub(crate) struct HeaderParser {
     field: Field,
     flags: u8,
     /// Fixed header, XLEN, or header CRC bytes collected so far.
@@ -204,7 +204,7 @@ impl Default for HeaderParser {
 }
 
 impl HeaderParser {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         HeaderParser {
             field: Field::Fixed,
             flags: 0,
@@ -216,14 +216,9 @@ impl HeaderParser {
         }
     }
 
-    /// Bytes consumed so far.
-    pub fn consumed(&self) -> u64 {
-        self.len
-    }
-
     /// Feeds `data`; returns how many bytes belong to the header and, once
     /// it is complete, the header. Bytes past the header are not consumed.
-    pub fn feed(&mut self, data: &[u8]) -> Result<(usize, Option<Header>), HeaderError> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(usize, Option<Header>), HeaderError> {
         let mut i = 0;
         while i < data.len() && self.field != Field::Done {
             let rest = &data[i..];

@@ -88,7 +88,7 @@ pub(crate) fn copy_selected<R: ReadAt + Sync>(
 
 /// `convert::copy_image` sharing data with the qcow2 by reflink: for
 /// `convert_native` when both files are on one file system that has them.
-pub fn copy_image_cloning<R: ReadAt + Sync>(
+pub(crate) fn copy_image_cloning<R: ReadAt + Sync>(
     img: &Image<R>,
     raw: &File,
     cloner: &Cloner,

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 
 use super::clone::copy_image_cloning;
-pub use super::copy::{copy_image, MemSink, NullSink, WriteAt};
+use super::copy::{copy_image, MemSink};
 use super::Image;
 use util::fs::{self as fsutil, TempFile};
 use util::progress::{Progress, Style};

@@ -35,7 +35,7 @@ impl WriteAt for File {
 }
 
 /// An in-memory raw image of a fixed size.
-pub struct MemSink(pub Mutex<Vec<u8>>);
+pub(crate) struct MemSink(pub Mutex<Vec<u8>>);
 
 impl WriteAt for MemSink {
     fn write_at_all(&self, buf: &[u8], off: u64) -> std::io::Result<()> {

@@ -175,7 +175,7 @@ pub fn compress_zstd(
             format!("zstd level {} is out of range (1-22)", opts.level),
         ));
     }
-    if opts.block_size == 0 || opts.block_size > mgzip::member::MAX_BLOCK {
+    if opts.block_size == 0 || opts.block_size > mgzip::MAX_BLOCK {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("zstd block size {} is out of range", opts.block_size),

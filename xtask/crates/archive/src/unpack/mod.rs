@@ -10,12 +10,12 @@
 //! (checksum files), `compression` (the formats), `tar` (the walker),
 //! `image` (which member is the image), `write` (the writer).
 
-pub mod compression;
+mod compression;
 mod image;
-pub mod sums;
+mod sums;
 mod tar;
 mod write;
-pub mod xz;
+mod xz;
 
 use std::cell::Cell;
 use std::io::{self, Cursor, Read};
@@ -24,10 +24,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub use compression::Compression;
-use qcow2::convert::ConvertStats;
+use qcow2::ConvertStats;
 pub use sums::{expected_sha256, parse_sums, SumEntry};
 use util::fmt::{hex, human_bytes};
 use util::io::{drain, read_full};
+pub use xz::XzMtDecoder;
 
 pub use crate::error::REDO;
 use crate::error::{local, unsupported, Error};
