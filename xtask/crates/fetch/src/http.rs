@@ -345,7 +345,7 @@ impl Http {
 
     /// GET an asset, optionally bytes `from..=to`. The caller checks the
     /// status: 200, 206, or an error class.
-    pub fn asset_get(
+    pub(crate) fn asset_get(
         &self,
         url: &str,
         range: Option<(u64, u64)>,
@@ -383,7 +383,7 @@ impl Http {
 
     /// Turns a ureq error into a retry decision with a message naming the
     /// host, or the proxy when it is the proxy that cannot be reached.
-    pub fn classify(&self, err: &ureq::Error, url: &str) -> Failure {
+    pub(crate) fn classify(&self, err: &ureq::Error, url: &str) -> Failure {
         let host = authority(url);
         if let Some(why) = refused_certificate(err) {
             return Failure::Fatal(format!(

@@ -160,7 +160,7 @@ pub fn parse_digest(field: Option<&str>, asset: &str) -> Result<Option<[u8; 32]>
 /// once it is downloaded (`.NAME.sha256` beside it): a later run that finds
 /// the file checks it against this, so changed bytes are never used. A
 /// file without its seal is fetched again.
-pub fn seal_path(dest: &Path) -> PathBuf {
+pub(crate) fn seal_path(dest: &Path) -> PathBuf {
     let name = dest.file_name().unwrap_or_default().to_string_lossy();
     dest.with_file_name(format!(".{name}.sha256"))
 }

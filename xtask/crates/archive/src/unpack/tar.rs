@@ -16,7 +16,7 @@ const MAX_PAX: u64 = 1024 * 1024;
 
 /// How a member is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberKind {
+pub(crate) enum MemberKind {
     Regular,
     Directory,
     Symlink,
@@ -42,7 +42,7 @@ impl MemberKind {
         }
     }
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             MemberKind::Regular => "file",
             MemberKind::Directory => "directory",
@@ -58,7 +58,7 @@ impl MemberKind {
 
 /// One member: its name (PAX and GNU long names applied), kind and size.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub name: String,
     pub kind: MemberKind,
     pub size: u64,
@@ -67,7 +67,7 @@ pub struct Entry {
 /// The entries of a tar stream, one at a time. The data of the entry last
 /// returned is read with [`Entries::data`], or skipped by the next call to
 /// [`Entries::next_entry`].
-pub struct Entries<'a, 'c> {
+pub(crate) struct Entries<'a, 'c> {
     src: &'a mut dyn Read,
     ctx: &'a Ctx<'c>,
     first: Option<[u8; 512]>,
@@ -93,7 +93,7 @@ impl<'a, 'c> Entries<'a, 'c> {
 
     /// The next member, or None at the end of the archive (the zero blocks,
     /// or a clean end of the stream between members, as GNU tar accepts).
-    pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+    pub(crate) fn next_entry(&mut self) -> Result<Option<Entry>> {
         if let Some((data, pad)) = self.pending.take() {
             self.skip_exact(data + pad)?;
         }
@@ -201,7 +201,7 @@ impl<'a, 'c> Entries<'a, 'c> {
     /// it. Padding after it is skipped by the next [`Entries::next_entry`],
     /// and a stream that ends in the padding of a complete member is
     /// tolerated, as a missing end-of-archive marker is.
-    pub fn data(&mut self) -> EntryData<'_, 'a, 'c> {
+    pub(crate) fn data(&mut self) -> EntryData<'_, 'a, 'c> {
         EntryData { entries: self }
     }
 
@@ -277,7 +277,7 @@ impl<'a, 'c> Entries<'a, 'c> {
 }
 
 /// The data of one entry, read through.
-pub struct EntryData<'e, 'a, 'c> {
+pub(crate) struct EntryData<'e, 'a, 'c> {
     entries: &'e mut Entries<'a, 'c>,
 }
 
@@ -313,7 +313,7 @@ impl Read for EntryData<'_, '_, '_> {
 
 /// A tar header checksum: the byte sum with the checksum field read as
 /// spaces. Old tars summed signed bytes; accept either.
-pub fn checksum_ok(block: &[u8]) -> bool {
+pub(crate) fn checksum_ok(block: &[u8]) -> bool {
     let header = tar::Header::from_byte_slice(&block[..512]);
     let Ok(want) = header.cksum() else {
         return false;
