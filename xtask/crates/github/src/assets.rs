@@ -77,7 +77,7 @@ impl fmt::Display for Os {
 
 /// No single asset is larger: GitHub caps assets at 2 GiB, and a mirror's
 /// whole uncompressed image of a 16 GiB disk is well under this.
-pub const MAX_ASSET: u64 = 256 << 30;
+pub(crate) const MAX_ASSET: u64 = 256 << 30;
 /// A checksum file is a line or two; a larger one is not a checksum file.
 pub const MAX_SUMS: u64 = 1 << 20;
 
@@ -106,9 +106,6 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// How many assets [`Selection::all`] yields before the disk parts.
-    pub const SMALL: usize = 3;
-
     pub fn total_size(&self) -> u64 {
         self.all().map(|a| a.size).sum()
     }
@@ -336,25 +333,7 @@ pub fn select(release: &Release, os: Os, arch: Arch) -> Result<Selection> {
 
 pub type Disk = (Vec<Asset>, DiskForm, String);
 
-/// The disk archive (its parts in order, its form, its name) and the sums of
-/// one os/arch set, for a set that has no kernel or client (a directory of
-/// parts `pack` wrote, a CI artifact); a missing part is an error that says
-/// `fix`.
-pub fn select_disk_and_sums(
-    release: &Release,
-    os: Os,
-    arch: Arch,
-    fix: &str,
-) -> Result<(Disk, Asset)> {
-    select_set(
-        release,
-        &disk_base(os, arch),
-        &format!(" for {os}/{arch}"),
-        fix,
-    )
-}
-
-/// [`select_disk_and_sums`] for the set of any `base` (`BASE.tar.gz.aa`…
+/// The disk and the sums of the set of any `base` (`BASE.tar.gz.aa`…
 /// and `BASE.sums`: a CI artifact's un-renamed `disk-image.qcow2`); `what`
 /// ends the error that says which of the two is missing.
 pub fn select_set(release: &Release, base: &str, what: &str, fix: &str) -> Result<(Disk, Asset)> {

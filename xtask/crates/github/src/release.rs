@@ -62,7 +62,7 @@ pub struct Resolved {
     pub note: Option<String>,
 }
 
-pub fn releases_url(http: &Http, repo: &str) -> String {
+pub(crate) fn releases_url(http: &Http, repo: &str) -> String {
     format!("{}/repos/{repo}/releases", http.api_base())
 }
 
@@ -148,7 +148,7 @@ pub fn parse_release(
 
 /// A release asked for by tag must answer with that tag: anything else is a
 /// server (or mirror) that is not telling the truth about what it serves.
-pub fn check_answered_tag(release: &Release, asked: &str, origin: &str) -> Result<()> {
+pub(crate) fn check_answered_tag(release: &Release, asked: &str, origin: &str) -> Result<()> {
     if release.tag_name != asked {
         bail!(
             "{} answered with release {} when asked for {asked}; the server is not serving \
@@ -237,7 +237,7 @@ fn list_loops(url: &str, why: &str) {
 }
 
 /// The `rel="next"` target of a `Link` header.
-pub fn next_link(link: &str) -> Option<String> {
+pub(crate) fn next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
         let is_next = params

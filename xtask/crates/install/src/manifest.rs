@@ -148,7 +148,7 @@ impl Manifest {
 
     /// Records the sizes and modification times of the files `names`, just
     /// installed.
-    pub fn with_installed_times(mut self, out: &Path, names: &[&str]) -> Result<Manifest> {
+    pub(crate) fn with_installed_times(mut self, out: &Path, names: &[&str]) -> Result<Manifest> {
         for f in self
             .files
             .iter_mut()

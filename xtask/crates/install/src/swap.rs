@@ -17,7 +17,7 @@ use util::fs as fsutil;
 /// user, QEMU and gem5 write to installed files, and that must not change
 /// the cache. (`io::copy` between files is `copy_file_range`, which shares
 /// the blocks where the file system has reflinks.)
-pub fn install_copy(src: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn install_copy(src: &Path, dest: &Path) -> Result<()> {
     let tmp = fsutil::partial_path(dest);
     let mut from =
         fsutil::open_regular(src).with_context(|| format!("cannot open {}", src.display()))?;

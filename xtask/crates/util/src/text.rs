@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::{Mutex, OnceLock};
 
 /// How much of one piece of outside text a message shows.
-pub const SHOWN_MAX: usize = 200;
+pub(crate) const SHOWN_MAX: usize = 200;
 
 fn secrets() -> &'static Mutex<Vec<String>> {
     static SECRETS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
@@ -26,7 +26,7 @@ pub fn register_secret(secret: &str) {
 }
 
 /// `s` with every registered secret replaced by `***`.
-pub fn redact(s: &str) -> String {
+pub(crate) fn redact(s: &str) -> String {
     let list = secrets().lock().unwrap_or_else(|e| e.into_inner());
     let mut out = s.to_string();
     for secret in list.iter() {
