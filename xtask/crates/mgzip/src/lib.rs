@@ -135,7 +135,7 @@ enum Unit {
 impl<R: Read> ParallelGzDecoder<R> {
     /// A decoder using one worker per core.
     pub fn new(inner: R) -> Self {
-        Self::with_threads(inner, util::cores::threads(0))
+        Self::with_threads(inner, util::threads(0))
     }
 
     /// A decoder using `threads` workers; 0 decodes everything on the

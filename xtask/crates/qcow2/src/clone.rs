@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use super::copy::{copy_compressed, copy_data, groups, next_batch, write_nonzero, WriteAt, BATCH};
 use super::{Extent, Image, ReadAt};
-use util::reflink::Cloner;
+use util::Cloner;
 
 /// A `WriteAt` over the raw image for one piece of guest data whose bytes sit
 /// at `host_minus_guest` + guest offset in the qcow2: clones where it can.

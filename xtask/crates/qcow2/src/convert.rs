@@ -13,7 +13,7 @@ use super::copy::{copy_image, MemSink};
 use super::Image;
 use util::fs::{self as fsutil, TempFile};
 use util::progress::{Progress, Style};
-use util::reflink::Cloner;
+use util::Cloner;
 
 /// What a conversion did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

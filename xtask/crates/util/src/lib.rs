@@ -6,15 +6,17 @@
 #[macro_use]
 pub mod say;
 
-pub mod cores;
+mod cores;
 mod error;
 pub mod fmt;
 pub mod fs;
 pub mod io;
 pub mod lock;
 pub mod progress;
-pub mod reflink;
+mod reflink;
 pub mod text;
 pub mod time;
 
+pub use cores::threads;
 pub use error::{find_in_chain, Error};
+pub use reflink::Cloner;

@@ -22,7 +22,7 @@ const XZ_MEMLIMIT_THREADING: u64 = 512 << 20;
 impl<R: Read> XzMtDecoder<R> {
     /// `threads`: 0 means one per core.
     pub fn new(inner: R, threads: usize) -> io::Result<Self> {
-        let threads = u32::try_from(util::cores::threads(threads)).unwrap_or(u32::MAX);
+        let threads = u32::try_from(util::threads(threads)).unwrap_or(u32::MAX);
         let mut d = XzMtDecoder {
             dec: None,
             threads,

@@ -37,7 +37,7 @@ use super::{Decoder, Image, Kind, ReadAt};
 use run::{Done, Run, Sink};
 use util::fmt::human_bytes;
 use util::fs::free_space_of;
-use util::reflink::Cloner;
+use util::Cloner;
 
 /// L2 tables tracked in the stream (16 + 16 bytes each); more go to `finish`.
 pub(super) const MAX_TABLES: usize = 1 << 17;
