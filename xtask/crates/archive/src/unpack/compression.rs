@@ -102,7 +102,10 @@ impl Compression {
     /// A decoder of `input`; None for a format this tool does not read.
     /// Multi-member gzip and multi-stream xz are read whole: `GzDecoder`
     /// would stop silently after the first member.
-    pub(crate) fn decoder<'a>(self, input: impl Read + 'a) -> Option<io::Result<Box<dyn Read + 'a>>> {
+    pub(crate) fn decoder<'a>(
+        self,
+        input: impl Read + 'a,
+    ) -> Option<io::Result<Box<dyn Read + 'a>>> {
         let dec: io::Result<Box<dyn Read + 'a>> = match self {
             // Members that carry their sizes (what `pack` writes) inflate
             // on every core; any other gzip streams serially.

@@ -171,7 +171,10 @@ fn write_member(
     // download is the download's fault, of a good one the image's.
     let raw = raw.map(|(raw_temp, conv)| {
         let stats = conv.finish(temp.file());
-        (raw_temp, stats.map(Into::into).map_err(|e| format!("{e:#}")))
+        (
+            raw_temp,
+            stats.map(Into::into).map_err(|e| format!("{e:#}")),
+        )
     });
     Ok(Written {
         temp,
@@ -235,7 +238,8 @@ impl Seen {
             "path with `..`"
         };
         if self.refused.len() < LIST_MAX {
-            self.refused.push(format!("{} ({why})", clean(&e.name, 200)));
+            self.refused
+                .push(format!("{} ({why})", clean(&e.name, 200)));
         }
     }
 
