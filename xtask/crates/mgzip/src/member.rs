@@ -223,54 +223,9 @@ impl HeaderParser {
         while i < data.len() && self.field != Field::Done {
             let rest = &data[i..];
             let used = match self.field {
-                Field::Fixed => {
-                    let n = rest.len().min(10 - self.small.len());
-                    self.small.extend_from_slice(&rest[..n]);
-                    // Reject early, so a stray byte after the last member
-                    // is reported where it is.
-                    if self.small.len() >= 2 && self.small[..2] != [0x1f, 0x8b] {
-                        return Err(HeaderError::NotGzip);
-                    }
-                    if self.small.len() == 1 && self.small[0] != 0x1f {
-                        return Err(HeaderError::NotGzip);
-                    }
-                    if self.small.len() == 10 {
-                        if self.small[2] != 8 {
-                            return Err(HeaderError::Method(self.small[2]));
-                        }
-                        self.flags = self.small[3];
-                        if self.flags & FRESERVED != 0 {
-                            return Err(HeaderError::ReservedFlags(self.flags));
-                        }
-                        self.small.clear();
-                        self.field = self.after(Field::Fixed);
-                    }
-                    n
-                }
-                Field::Xlen => {
-                    let n = rest.len().min(2 - self.small.len());
-                    self.small.extend_from_slice(&rest[..n]);
-                    if self.small.len() == 2 {
-                        self.extra_left =
-                            u16::from_le_bytes([self.small[0], self.small[1]]) as usize;
-                        self.small.clear();
-                        self.field = if self.extra_left == 0 {
-                            self.after(Field::Extra)
-                        } else {
-                            Field::Extra
-                        };
-                    }
-                    n
-                }
-                Field::Extra => {
-                    let n = rest.len().min(self.extra_left);
-                    self.extra.extend_from_slice(&rest[..n]);
-                    self.extra_left -= n;
-                    if self.extra_left == 0 {
-                        self.field = self.after(Field::Extra);
-                    }
-                    n
-                }
+                Field::Fixed => self.fixed(rest)?,
+                Field::Xlen => self.xlen(rest),
+                Field::Extra => self.extra(rest),
                 Field::Name | Field::Comment => match rest.iter().position(|&b| b == 0) {
                     Some(z) => {
                         self.field = self.after(self.field);
@@ -279,17 +234,8 @@ impl HeaderParser {
                     None => rest.len(),
                 },
                 Field::Hcrc => {
-                    let n = rest.len().min(2 - self.small.len());
                     // The CRC covers the header up to, not including, itself.
-                    self.small.extend_from_slice(&rest[..n]);
-                    if self.small.len() == 2 {
-                        let stored = u16::from_le_bytes([self.small[0], self.small[1]]);
-                        let computed = (self.crc.sum() & 0xffff) as u16;
-                        if stored != computed {
-                            return Err(HeaderError::HeaderCrc { stored, computed });
-                        }
-                        self.field = Field::Done;
-                    }
+                    let n = self.hcrc(rest)?;
                     self.len += n as u64;
                     i += n;
                     continue;
@@ -300,22 +246,92 @@ impl HeaderParser {
             self.len += used as u64;
             i += used;
         }
-        if self.field == Field::Done {
-            let claim = if self.flags & FEXTRA != 0 {
-                size_claim(&self.extra)
-            } else {
-                None
-            };
-            Ok((
-                i,
-                Some(Header {
-                    len: self.len,
-                    claim,
-                }),
-            ))
-        } else {
-            Ok((i, None))
+        if self.field != Field::Done {
+            return Ok((i, None));
         }
+        let claim = if self.flags & FEXTRA != 0 {
+            size_claim(&self.extra)
+        } else {
+            None
+        };
+        let header = Header {
+            len: self.len,
+            claim,
+        };
+        Ok((i, Some(header)))
+    }
+
+    /// Collects `small` bytes of a fixed-size field (up to `len` of them)
+    /// from `rest`; how many it took.
+    fn collect(&mut self, rest: &[u8], len: usize) -> usize {
+        let n = rest.len().min(len - self.small.len());
+        self.small.extend_from_slice(&rest[..n]);
+        n
+    }
+
+    /// The 10 fixed bytes: magic, method, flags.
+    fn fixed(&mut self, rest: &[u8]) -> Result<usize, HeaderError> {
+        let n = self.collect(rest, 10);
+        // Reject early, so a stray byte after the last member is reported
+        // where it is.
+        if self.small.len() >= 2 && self.small[..2] != [0x1f, 0x8b] {
+            return Err(HeaderError::NotGzip);
+        }
+        if self.small.len() == 1 && self.small[0] != 0x1f {
+            return Err(HeaderError::NotGzip);
+        }
+        if self.small.len() == 10 {
+            if self.small[2] != 8 {
+                return Err(HeaderError::Method(self.small[2]));
+            }
+            self.flags = self.small[3];
+            if self.flags & FRESERVED != 0 {
+                return Err(HeaderError::ReservedFlags(self.flags));
+            }
+            self.small.clear();
+            self.field = self.after(Field::Fixed);
+        }
+        Ok(n)
+    }
+
+    /// XLEN: the length of the extra field.
+    fn xlen(&mut self, rest: &[u8]) -> usize {
+        let n = self.collect(rest, 2);
+        if self.small.len() == 2 {
+            self.extra_left = u16::from_le_bytes([self.small[0], self.small[1]]) as usize;
+            self.small.clear();
+            self.field = if self.extra_left == 0 {
+                self.after(Field::Extra)
+            } else {
+                Field::Extra
+            };
+        }
+        n
+    }
+
+    /// The extra field's content, kept for its size claim.
+    fn extra(&mut self, rest: &[u8]) -> usize {
+        let n = rest.len().min(self.extra_left);
+        self.extra.extend_from_slice(&rest[..n]);
+        self.extra_left -= n;
+        if self.extra_left == 0 {
+            self.field = self.after(Field::Extra);
+        }
+        n
+    }
+
+    /// The header CRC16, checked against the bytes before it.
+    fn hcrc(&mut self, rest: &[u8]) -> Result<usize, HeaderError> {
+        let n = self.collect(rest, 2);
+        if self.small.len() == 2 {
+            let stored = u16::from_le_bytes([self.small[0], self.small[1]]);
+            let computed = (self.crc.sum() & 0xffff) as u16;
+            if stored != computed {
+                return Err(HeaderError::HeaderCrc { stored, computed });
+            }
+            self.field = Field::Done;
+        }
+        Ok(n)
     }
 
     /// The field that follows `f`, given the flags.

@@ -458,12 +458,15 @@ impl<R: ReadAt> Image<R> {
         scratch.resize(csize as usize, 0);
         self.read_padded(scratch, e.host)?;
         dec.decompress(self.hdr.compression, scratch, out)
-            .with_context(|| {
-                format!(
-                    "{}: cannot decompress the cluster at guest offset {:#x} (host {:#x}); the file is damaged",
-                    self.name, e.guest, e.host
-                )
-            })
+            .with_context(|| self.cluster_error(e))
+    }
+
+    /// The error for a compressed cluster that does not inflate.
+    pub(crate) fn cluster_error(&self, e: &Extent) -> String {
+        format!(
+            "{}: cannot decompress the cluster at guest offset {:#x} (host {:#x}); the file is damaged",
+            self.name, e.guest, e.host
+        )
     }
 }
 

@@ -144,8 +144,25 @@ fn unpack_inner(
     req: &Request,
     space_check: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<Unpacked> {
-    let (source, dest, expected) = (req.source, req.dest, req.expected);
-    let state = tracked.state;
+    let source = req.source;
+    let out = decode(tracked, req, space_check)?;
+    // A decoder may stop at the end of its last stream; the parts reader only
+    // checks a part's digest when it reaches that part's end.
+    drain(tracked).map_err(|e| input_error(source, e))?;
+    if let Some(want) = req.expected.filter(|want| *want != out.sha256) {
+        return Err(mismatch(req, &out, &want));
+    }
+    commit(out, req)
+}
+
+/// Recognises the compression by its magic bytes and writes the image
+/// through its decoder, read to the end.
+fn decode(
+    tracked: &mut Tracked<'_, &mut (impl Read + Send)>,
+    req: &Request,
+    space_check: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<image::Written> {
+    let source = req.source;
     let mut magic = [0u8; 6];
     let n = read_full(tracked, &mut magic).map_err(|e| input_error(source, e))?;
     if n == 0 {
@@ -155,28 +172,50 @@ fn unpack_inner(
     let ctx = Ctx {
         source,
         kind,
-        state,
+        state: tracked.state,
     };
-    let out = {
-        let head = Cursor::new(&magic[..n]).chain(&mut *tracked);
-        let Some(dec) = kind.decoder(head) else {
-            return Err(unsupported(format!(
-                "{source} is {}-compressed, which this tool does not read; \
-                 pick a release with a .gz, .xz or .zst image",
-                kind.name()
-            )));
-        };
-        let mut dec = dec.map_err(|e| ctx.read_error(e))?;
-        let out = image::extract(&mut *dec, &ctx, req, space_check)?;
-        // The tar ends before the stream does (record padding), and the
-        // decoder checks its CRC only at the end of each member/stream.
-        drain(&mut *dec).map_err(|e| ctx.read_error(e))?;
-        out
+    let head = Cursor::new(&magic[..n]).chain(&mut *tracked);
+    let Some(dec) = kind.decoder(head) else {
+        return Err(unsupported(format!(
+            "{source} is {}-compressed, which this tool does not read; \
+             pick a release with a .gz, .xz or .zst image",
+            kind.name()
+        )));
     };
-    // A decoder may stop at the end of its last stream; the parts reader only
-    // checks a part's digest when it reaches that part's end.
-    drain(tracked).map_err(|e| input_error(source, e))?;
+    let mut dec = dec.map_err(|e| ctx.read_error(e))?;
+    let out = image::extract(&mut *dec, &ctx, req, space_check)?;
+    // The tar ends before the stream does (record padding), and the
+    // decoder checks its CRC only at the end of each member/stream.
+    drain(&mut *dec).map_err(|e| ctx.read_error(e))?;
+    Ok(out)
+}
 
+/// The image's sha256 is not `want`. The fault may be in any part: no
+/// place to point at.
+fn mismatch(req: &Request, out: &image::Written, want: &[u8; 32]) -> anyhow::Error {
+    let source = req.source;
+    let what = if out.member.is_empty() {
+        "the image".to_string()
+    } else {
+        format!("the image ({})", util::text::clean(&out.member, 200))
+    };
+    let (got, want) = (hex(&out.sha256), hex(want));
+    let msg = match req.mismatch_advice {
+        None => format!(
+            "{source}: {what} has SHA-256 {got} but the published checksum is {want}; \
+             the download is corrupt: {REDO}"
+        ),
+        Some(advice) => format!(
+            "{source}: {what} has SHA-256 {got} but the checksum file gives {want}; {advice}"
+        ),
+    };
+    anyhow::Error::new(Error::BadContent { at: None, msg })
+}
+
+/// Puts the checked image (and the raw image, unless the converter refused
+/// the qcow2) under their final names.
+fn commit(out: image::Written, req: &Request) -> Result<Unpacked> {
+    let source = req.source;
     let image::Written {
         temp,
         size,
@@ -184,33 +223,6 @@ fn unpack_inner(
         member,
         raw,
     } = out;
-    if let Some(want) = expected {
-        if want != sha256 {
-            let what = if member.is_empty() {
-                "the image".to_string()
-            } else {
-                format!("the image ({})", util::text::clean(&member, 200))
-            };
-            // The fault may be in any part: no place to point at.
-            return Err(anyhow::Error::new(Error::BadContent {
-                at: None,
-                msg: match req.mismatch_advice {
-                    None => format!(
-                        "{source}: {what} has SHA-256 {} but the published checksum is {}; \
-                         the download is corrupt: {REDO}",
-                        hex(&sha256),
-                        hex(&want)
-                    ),
-                    Some(advice) => format!(
-                        "{source}: {what} has SHA-256 {} but the checksum file gives {}; \
-                         {advice}",
-                        hex(&sha256),
-                        hex(&want)
-                    ),
-                },
-            }));
-        }
-    }
     temp.commit()
         .with_context(|| format!("{source}: cannot put the image in place"))
         .map_err(local)?;
@@ -225,7 +237,7 @@ fn unpack_inner(
         None => None,
     };
     Ok(Unpacked {
-        path: dest.to_path_buf(),
+        path: req.dest.to_path_buf(),
         size,
         sha256,
         member,
