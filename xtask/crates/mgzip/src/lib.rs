@@ -40,8 +40,6 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
-use flate2::Decompress;
-
 mod input;
 mod member;
 mod pool;
@@ -96,12 +94,13 @@ pub struct DecodeStats {
 /// that precedes them. After an error every read fails. Dropping the
 /// decoder stops its threads.
 pub struct ParallelGzDecoder<R: Read> {
-    input: Input<R>,
+    /// The input; lent to the serial decoder while it inflates a member.
+    input: Option<Input<R>>,
     threads: usize,
     pool: Option<Pool>,
     /// Worker threads could not be started: decode serially.
     no_pool: bool,
-    units: VecDeque<Unit>,
+    units: VecDeque<Unit<R>>,
     raw_in_flight: u64,
     bufs_in_flight: u64,
     /// Output being handed out: `out[out_pos..out_len]`.
@@ -118,18 +117,17 @@ pub struct ParallelGzDecoder<R: Read> {
     /// its first `skip` output bytes not handed on again.
     force_serial: bool,
     skip: u64,
-    inflate: Decompress,
     failed: Option<(io::ErrorKind, String)>,
     done: bool,
     stats: DecodeStats,
 }
 
 /// A piece of the stream, in order.
-enum Unit {
+enum Unit<R> {
     Job(Job),
     /// The next member, decoded on the calling thread; nothing of it has
     /// been consumed by the scanner.
-    Serial(SerialMember),
+    Serial(SerialMember<R>),
 }
 
 impl<R: Read> ParallelGzDecoder<R> {
@@ -142,7 +140,7 @@ impl<R: Read> ParallelGzDecoder<R> {
     /// calling thread.
     pub fn with_threads(inner: R, threads: usize) -> Self {
         ParallelGzDecoder {
-            input: Input::new(inner),
+            input: Some(Input::new(inner)),
             threads,
             pool: None,
             no_pool: threads == 0,
@@ -157,7 +155,6 @@ impl<R: Read> ParallelGzDecoder<R> {
             next_member: 0,
             force_serial: false,
             skip: 0,
-            inflate: Decompress::new(false),
             failed: None,
             done: false,
             stats: DecodeStats::default(),
@@ -186,7 +183,7 @@ impl<R: Read> ParallelGzDecoder<R> {
                     return Err(io::Error::other("gzip decoder: nothing scheduled"));
                 }
                 Some(Unit::Serial(m)) => {
-                    let (n, state) = m.read(&mut self.input, &mut self.inflate, buf)?;
+                    let (n, state) = m.read(&mut self.input, buf)?;
                     match state {
                         SerialState::More => {}
                         SerialState::MemberDone => {
@@ -276,7 +273,7 @@ impl<R: Read> ParallelGzDecoder<R> {
                 });
             }
         }
-        self.input.push_front(segs);
+        self.input().push_front(segs);
         self.next_member = job.first_member + i as u64;
         self.force_serial = true;
     }
@@ -307,7 +304,7 @@ impl<R: Read> ParallelGzDecoder<R> {
                 Scan::Job { raw, members } => {
                     if let Err(raw) = self.submit(raw, members) {
                         // No workers: put the bytes back, go serial.
-                        self.input.push_front(vec![Segment {
+                        self.input().push_front(vec![Segment {
                             start: 0,
                             end: raw.len(),
                             data: raw,
@@ -325,11 +322,9 @@ impl<R: Read> ParallelGzDecoder<R> {
         let index = self.next_member;
         self.next_member += 1;
         let skip = std::mem::take(&mut self.skip);
-        self.units.push_back(Unit::Serial(SerialMember::new(
-            index,
-            self.input.offset,
-            skip,
-        )));
+        let start = self.input().offset;
+        self.units
+            .push_back(Unit::Serial(SerialMember::new(index, start, skip)));
     }
 
     /// Hands a job to the workers (started on first use). Gives the bytes
@@ -392,6 +387,15 @@ impl<R: Read> ParallelGzDecoder<R> {
         self.spare
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(PIECE + 1))
+    }
+
+    /// The input, when the serial decoder is not holding it: it holds it
+    /// only while its unit, the last queued, is at the front, and then
+    /// nothing scans, pushes back or falls back.
+    fn input(&mut self) -> &mut Input<R> {
+        self.input
+            .as_mut()
+            .expect("the input is back once a serial member ends")
     }
 
     /// Stops the workers and drops queued work.
