@@ -30,7 +30,7 @@ pub(super) struct SerialMember<R> {
     /// Output bytes not to hand on: a worker handed them on already.
     skip: u64,
     /// The member being inflated, holding the input.
-    dec: Option<GzDecoder<Input<R>>>,
+    dec: Option<Box<GzDecoder<Input<R>>>>,
 }
 
 impl<R: Read> SerialMember<R> {
@@ -63,7 +63,7 @@ impl<R: Read> SerialMember<R> {
                 *input = Some(inp);
                 return checked.map(|_| (0, SerialState::StreamEnd));
             }
-            self.dec = Some(GzDecoder::new(inp));
+            self.dec = Some(Box::new(GzDecoder::new(inp)));
         }
         let name = self.name();
         let Some(dec) = self.dec.as_mut() else {
