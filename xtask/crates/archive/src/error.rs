@@ -16,7 +16,13 @@ pub enum Error {
     /// stream) the fault showed, when it could be placed: the decoders
     /// read ahead, so the bytes that hold it may lie some way before.
     #[error("{msg}")]
-    BadContent { at: Option<u64>, msg: String },
+    BadContent {
+        /// Input bytes read when it showed; None when it showed only at the
+        /// end (a CRC), so it may lie anywhere.
+        at: Option<u64>,
+        /// What is wrong, and what to do.
+        msg: String,
+    },
     /// The archive decodes, but holds what this tool does not read: another
     /// compression format, two images or none, a member larger than any
     /// file can be. That is the archive as it was made, so fetching it

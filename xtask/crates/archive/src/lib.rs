@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Release archives: what `unpack` reads (the compression formats, the tar
 //! walker, the sums, an image unpacked and checked in one pass) and what
 //! `pack` writes (the release tar, compressed on every core, split into

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The download engine: fetches a list of assets over several connections,
 //! large ones as parallel Range segments scheduled in file order, into hidden
 //! `.name.partial` files that survive interruption. Each asset is read back
@@ -39,7 +40,9 @@ pub use url::{check_strict, check_url, Checked};
 /// as a local path, whatever its scheme.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
+    /// A URL from a release (or a redirect).
     Url(String),
+    /// A file in a mirror directory the user named.
     Local(PathBuf),
 }
 
@@ -56,8 +59,11 @@ impl Origin {
 /// One asset to fetch.
 #[derive(Clone, Debug)]
 pub struct Wanted {
+    /// The asset's name, said in messages.
     pub name: String,
+    /// Where its bytes come from.
     pub from: Origin,
+    /// Its size, as the release says.
     pub size: u64,
     /// From the release's `digest` field, when it has one.
     pub sha256: Option<[u8; 32]>,
@@ -83,7 +89,12 @@ pub enum Error {
     /// `asset` did not match the release's digest, and its file is deleted:
     /// fetching it once more may help (the full run does, once).
     #[error("{msg}")]
-    DigestMismatch { asset: String, msg: String },
+    DigestMismatch {
+        /// The asset's name.
+        asset: String,
+        /// Both digests, and what to do.
+        msg: String,
+    },
 }
 
 impl Error {

@@ -11,20 +11,28 @@ use archive::unpack::Compression;
 use util::fmt::human_bytes;
 use util::text::Shown;
 
+/// The machine architecture a set is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Arch {
+    /// x86-64.
     Amd64,
+    /// AArch64.
     Arm64,
 }
 
+/// The Ubuntu release of the disk image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Os {
+    /// Ubuntu 20.04.
     Focal,
+    /// Ubuntu 22.04.
     Jammy,
 }
 
 impl Arch {
+    /// Every architecture, in the order listed.
     pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+    /// The architecture named `s` (`amd64`, `arm64`); an error lists the names.
     pub fn parse(s: &str) -> Result<Arch> {
         match s {
             "amd64" => Ok(Arch::Amd64),
@@ -35,6 +43,7 @@ impl Arch {
             ),
         }
     }
+    /// The name assets and flags use.
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::Amd64 => "amd64",
@@ -44,7 +53,9 @@ impl Arch {
 }
 
 impl Os {
+    /// Every Ubuntu release, in the order listed.
     pub const ALL: [Os; 2] = [Os::Focal, Os::Jammy];
+    /// The release named `s` (`focal`, `jammy`); an error lists the names.
     pub fn parse(s: &str) -> Result<Os> {
         match s {
             "focal" => Ok(Os::Focal),
@@ -55,6 +66,7 @@ impl Os {
             ),
         }
     }
+    /// The name assets and flags use.
     pub fn as_str(self) -> &'static str {
         match self {
             Os::Focal => "focal",
@@ -95,17 +107,22 @@ pub enum DiskForm {
 /// The assets of one os/arch set.
 #[derive(Clone, Debug)]
 pub struct Selection {
+    /// The kernel.
     pub kernel: Asset,
+    /// The test client.
     pub client: Asset,
     /// In archive order: concatenated, they are the disk archive.
     pub disk: Vec<Asset>,
+    /// What form the disk comes in.
     pub disk_form: DiskForm,
     /// The archive's name without any split suffix.
     pub disk_archive: String,
+    /// The sums file that gives the image's sha256.
     pub sums: Asset,
 }
 
 impl Selection {
+    /// Bytes of every asset together.
     pub fn total_size(&self) -> u64 {
         self.all().map(|a| a.size).sum()
     }
@@ -119,12 +136,15 @@ impl Selection {
     }
 }
 
+/// The kernel's asset name: `vmlinux-OS-ARCH`.
 pub fn kernel_name(os: Os, arch: Arch) -> String {
     format!("vmlinux-{os}-{arch}")
 }
+/// The test client's asset name: `test-client-ARCH`.
 pub fn client_name(arch: Arch) -> String {
     format!("test-client-{arch}")
 }
+/// The disk image's base name: `disk-image-OS-ARCH.qcow2`.
 pub fn disk_base(os: Os, arch: Arch) -> String {
     format!("disk-image-{os}-{arch}.qcow2")
 }
@@ -135,6 +155,7 @@ pub fn disk_base_of(archive: &str) -> String {
         None => archive.to_string(),
     }
 }
+/// The sums file's asset name: `BASE.sums`.
 pub fn sums_name(os: Os, arch: Arch) -> String {
     format!("{}.sums", disk_base(os, arch))
 }
@@ -331,6 +352,7 @@ pub fn select(release: &Release, os: Os, arch: Arch) -> Result<Selection> {
     }
 }
 
+/// A disk archive: its parts in order, its form, its name.
 pub type Disk = (Vec<Asset>, DiskForm, String);
 
 /// The disk and the sums of the set of any `base` (`BASE.tar.gz.aa`…

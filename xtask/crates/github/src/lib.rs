@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! GitHub and mirrors: what its answers mean (`api`), release JSON and
 //! lookup (`release`), which assets
 //! make up one os/arch set (`assets`), where a release comes from — the API

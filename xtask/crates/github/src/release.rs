@@ -11,6 +11,7 @@ use super::api;
 use fetch::{header, Http};
 use util::text::Shown;
 
+/// A GitHub release, as the API (or a mirror's `release.json`) gives it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Release {
     /// The API's id (uploads and edits name the release by it).
@@ -19,29 +20,41 @@ pub struct Release {
     /// `https://uploads.github.com/repos/o/r/releases/1/assets{?name,label}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_url: Option<String>,
+    /// The tag, e.g. `v1.0`.
     pub tag_name: String,
+    /// The title.
     #[serde(default)]
     pub name: Option<String>,
+    /// A draft is never used.
     #[serde(default)]
     pub draft: bool,
+    /// Whether it is marked a pre-release.
     #[serde(default)]
     pub prerelease: bool,
+    /// When it was published (RFC 3339).
     #[serde(default)]
     pub published_at: Option<String>,
+    /// Its assets.
     #[serde(default)]
     pub assets: Vec<Asset>,
 }
 
+/// One asset of a release.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Asset {
+    /// The API's id (absent in a mirror).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
+    /// The file name.
     pub name: String,
+    /// The size in bytes.
     pub size: u64,
+    /// Where to download it.
     pub browser_download_url: String,
     /// `sha256:<hex>`; absent or null on assets uploaded before 2025.
     #[serde(default)]
     pub digest: Option<String>,
+    /// `uploaded` when complete; another state is not usable.
     #[serde(default)]
     pub state: Option<String>,
 }
@@ -56,9 +69,11 @@ impl Asset {
 
 /// A release as looked up, with a note when `latest` had to fall back.
 pub struct Resolved {
+    /// The release.
     pub release: Release,
     /// The JSON the API sent, kept for mirrors.
     pub json: String,
+    /// A note to say about how it was resolved, if any.
     pub note: Option<String>,
 }
 

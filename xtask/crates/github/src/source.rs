@@ -20,9 +20,13 @@ pub const RELEASE_JSON: &str = "release.json";
 /// A `latest` file names one tag.
 const MAX_LATEST: u64 = 256;
 
+/// Where releases come from.
 pub enum Source {
+    /// GitHub's API.
     GitHub,
+    /// A mirror directory on this machine.
     Dir(PathBuf),
+    /// A mirror served over HTTP(S).
     Url(String),
 }
 

@@ -168,6 +168,7 @@ impl UploadUrl {
 
 /// How one upload ended.
 pub enum Sent {
+    /// The asset is uploaded.
     Done(Asset),
     /// Worth another try after the release is looked at again (a cut
     /// connection, a 5xx): GitHub may have kept a `starter` asset.

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The output directory's house rules: where the installed files and the
 //! working directory live (`layout`), what is installed (`manifest`), and
 //! how files get there — by rename only, a set with its install pending in

@@ -35,6 +35,7 @@ pub enum Move {
     /// A copy of a file that stays where it is (kernel and client, from the
     /// cache or the working directory).
     Copy(PathBuf),
+    /// Renamed from this path (on the same file system).
     Rename(PathBuf),
     /// The installed file is removed (the raw image of a replaced qcow2,
     /// with `--no-raw`).

@@ -1,12 +1,15 @@
+#![warn(missing_docs)]
 //! Gzip on every core: [`ParallelGzDecoder`] (members that carry their
 //! sizes are inflated on worker threads, everything else serially, as
 //! flate2's `MultiGzDecoder` does). The parts: `member` (the format),
 //! `input` (push-back and look-ahead), `scan` (members into jobs), `pool`
-//! (the workers), `serial` (the reference decoder).
+//! (the workers), `serial` (flate2's gzip decoder, member by member). The
+//! format of the members `pack` writes is public too: [`member_header`] and
+//! its constants.
 //!
 //! How the gzip decoder works. The calling thread *scans*: it looks at the
 //! next member's header without consuming it; if the header claims a size
-//! (Mgzip `IG`, Python mgzip `MZ` or BGZF `BC`, see [`member`]) within
+//! (Mgzip `IG`, Python mgzip `MZ` or BGZF `BC`) within
 //! the caps and budgets, it reads the whole member and hands it (batched
 //! with its neighbours when members are small) to a worker, which inflates
 //! it into a buffer of exactly ISIZE bytes and checks that the deflate data
@@ -26,9 +29,10 @@
 //! decode cleanly — a size that is too big, too small, past the end,
 //! corrupt data, a bad CRC — is put back, with every byte read after it,
 //! in front of the input and decoded again *serially*, on the calling
-//! thread, streaming. The serial decoder is the reference: it accepts and
-//! rejects what flate2's `MultiGzDecoder` does, gives the same bytes, and
-//! produces every error message, with the byte offset. So a wrong claim
+//! thread, streaming. The serial decoder is flate2's own (one member at a
+//! time), so the stream is accepted and rejected as `MultiGzDecoder` does,
+//! and it produces every error message, naming the member and the byte
+//! offset in the input where the fault showed. So a wrong claim
 //! costs time, never correctness, and a claim never drives an allocation
 //! above [`MAX_PARALLEL_MEMBER`] (members with more compressed bytes are
 //! streamed serially) or a [`PIECE`] of output. When a member in pieces
@@ -161,6 +165,7 @@ impl<R: Read> ParallelGzDecoder<R> {
         }
     }
 
+    /// What the decoder did so far.
     pub fn stats(&self) -> DecodeStats {
         self.stats
     }

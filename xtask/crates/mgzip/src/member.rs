@@ -45,6 +45,7 @@ const FRESERVED: u8 = !(FTEXT | FHCRC | FEXTRA | FNAME | FCOMMENT);
 /// compressor and in the parallel decoder alike (peak RSS 13 vs 38 MB
 /// compressing, 23 vs 36 MB decoding, 1 vs 4 MiB).
 pub const DEFAULT_LEVEL: u32 = 6;
+/// Input bytes a member holds unless told otherwise.
 pub const DEFAULT_BLOCK: usize = 1 << 20;
 /// Members must fit the u32 size field with room for the deflate bound.
 pub const MAX_BLOCK: usize = 1 << 30;

@@ -18,6 +18,7 @@ use util::Cloner;
 /// What a conversion did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvertStats {
+    /// The guest size: the raw image's length.
     pub virtual_size: u64,
     /// Guest bytes actually written (allocated, not all-zero).
     pub data_bytes: u64,

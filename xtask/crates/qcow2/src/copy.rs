@@ -25,6 +25,7 @@ const BUFFERS: usize = 3;
 
 /// Where the raw bytes go: a file (positioned writes), or memory for fuzzing.
 pub trait WriteAt: Sync {
+    /// Writes all of `buf` at `off`.
     fn write_at_all(&self, buf: &[u8], off: u64) -> std::io::Result<()>;
 }
 

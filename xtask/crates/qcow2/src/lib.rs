@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! qcow2 reading: the header checks and the opened [`Image`]; the walk over
 //! the active L1/L2 tables that yields where each allocated guest range lives
 //! in the file (`extents`); cluster decompression (`decoder`); the copy to a
@@ -32,6 +33,7 @@ pub(crate) use decoder::Decoder;
 pub(crate) use extents::{Extent, Extents, Kind};
 pub use stream::{StreamConvert, StreamStats};
 
+/// The first four bytes of a qcow2 image.
 pub const MAGIC: [u8; 4] = *b"QFI\xfb";
 
 /// Incompatible feature bits (header bytes 72..80).
@@ -82,6 +84,7 @@ fn guest_size(header_size: u64) -> u64 {
 
 /// Random access to the image bytes: a `File`, or a byte slice for fuzzing.
 pub trait ReadAt {
+    /// The size in bytes.
     fn size(&self) -> io::Result<u64>;
     /// Fills `buf` from `off`; reading past the end is an error.
     fn read_exact_at_(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
@@ -121,9 +124,12 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
 }
 
+/// How compressed clusters are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClusterCompression {
+    /// Raw deflate (the default).
     Deflate,
+    /// zstd (compression_type 1).
     Zstd,
 }
 
@@ -134,7 +140,9 @@ pub enum ClusterCompression {
 /// data file, not dirty or corrupt, no unknown incompatible feature.
 #[derive(Clone, Debug)]
 pub struct Header {
+    /// 2 or 3.
     pub version: u32,
+    /// log2 of the cluster size, 9..=21.
     pub cluster_bits: u32,
     /// The guest size: the header's size rounded down to 512, as QEMU reads it.
     pub virtual_size: u64,
@@ -144,11 +152,15 @@ pub struct Header {
     pub(crate) l1_table_offset: u64,
     /// Where the refcount table is, and how many clusters it takes.
     pub refcount_table_offset: u64,
+    /// Clusters the refcount table takes.
     pub refcount_table_clusters: u32,
     /// How many snapshots the snapshot table holds, and where it is.
     pub nb_snapshots: u32,
+    /// Where the snapshot table is.
     pub snapshots_offset: u64,
+    /// How compressed clusters are compressed.
     pub compression: ClusterCompression,
+    /// Whether L2 entries carry subcluster bitmaps.
     pub extended_l2: bool,
 }
 
@@ -196,6 +208,7 @@ impl Header {
         self.size.checked_add(self.size / 32)?.checked_add(64 << 20)
     }
 
+    /// Bytes in a cluster.
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
     }
@@ -364,6 +377,7 @@ pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
 }
 
 impl Image<File> {
+    /// Opens the regular file at `path` and checks its header.
     pub fn open(path: &Path) -> Result<Image<File>> {
         // Only a regular file: a FIFO at the image's name would hang us.
         let file = util::fs::open_input(path)
@@ -395,12 +409,14 @@ impl<R: ReadAt> Image<R> {
     pub fn virtual_size(&self) -> u64 {
         self.hdr.virtual_size
     }
+    /// The checked header.
     pub fn header(&self) -> &Header {
         &self.hdr
     }
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
+    /// The file's size in bytes.
     pub fn file_len(&self) -> u64 {
         self.file_len
     }

@@ -156,6 +156,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Whether a regular file is at `path` (a link there is not one).
 pub fn is_regular(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
 }
@@ -281,10 +282,12 @@ impl TempFile {
         })
     }
 
+    /// The open file.
     pub fn file(&mut self) -> &mut File {
         self.file.as_mut().expect("file is open until commit")
     }
 
+    /// The temporary name.
     pub fn path(&self) -> &Path {
         &self.tmp
     }
@@ -398,6 +401,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     Err(err).with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
 }
 
+/// fsyncs the directory `dir` (`.` when empty), so renames in it survive a power loss.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")

@@ -18,15 +18,19 @@ use super::fs::{clear_non_regular, ensure_own_dir};
 /// entry), and keep writers and pruning out.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
+    /// One holder, who writes.
     Exclusive,
+    /// Any number of holders, who only read.
     Shared,
 }
 
 /// How to lock: what to call the place in messages, and whether to wait.
 pub struct How<'a> {
+    /// Exclusive or shared.
     pub kind: Kind,
     /// Said in messages: `another run on {what}`.
     pub what: &'a str,
+    /// Wait for another run's lock; else fail with [`Error::Busy`](crate::Error::Busy).
     pub wait: bool,
     /// The directory is the tool's own (`.downloads/`, a cache entry): it is
     /// made before each try, a link at its name being junk. Otherwise it is

@@ -16,7 +16,9 @@ use std::thread;
 /// What a compressor did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PackStats {
+    /// Bytes read.
     pub input_bytes: u64,
+    /// Bytes written.
     pub output_bytes: u64,
     /// Gzip members, zstd frames; for xz, 0 (liblzma does not say).
     pub blocks: u64,

@@ -11,11 +11,15 @@ use util::fmt::hex;
 /// releases have been renamed, and `split` parts carry no hint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// gzip, single or multi-member.
     Gzip,
+    /// xz, single or multi-stream.
     Xz,
+    /// zstd.
     Zstd,
     /// Recognised only to say so in errors; not read.
     Bzip2,
+    /// No compression recognised.
     None,
 }
 
@@ -84,6 +88,7 @@ impl Compression {
             .map_or(Compression::None, |f| f.compression)
     }
 
+    /// The name said in messages: `gzip`, `xz`, ….
     pub fn name(self) -> &'static str {
         self.row().name
     }

@@ -39,8 +39,11 @@ use crate::error::{local, unsupported, Error};
 /// The image written by [`unpack_qcow2`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpacked {
+    /// Where the image is: the request's `dest`.
     pub path: PathBuf,
+    /// Its size in bytes.
     pub size: u64,
+    /// Its SHA-256, hashed as it was written.
     pub sha256: [u8; 32],
     /// The tar member it came from; empty for a bare (possibly compressed)
     /// qcow2.
@@ -54,6 +57,7 @@ pub struct Unpacked {
 pub struct Request<'a> {
     /// Names the input in messages.
     pub source: &'a str,
+    /// The final name of the image.
     pub dest: &'a Path,
     /// The sums file's sha256 of the image.
     pub expected: Option<[u8; 32]>,

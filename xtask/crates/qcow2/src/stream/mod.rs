@@ -51,6 +51,7 @@ pub(super) const NOT_READ: u64 = u64::MAX;
 /// What a conversion did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamStats {
+    /// The guest size: the raw image's length.
     pub virtual_size: u64,
     /// Guest bytes written or shared (allocated and not all-zero).
     pub data_bytes: u64,
