@@ -1,10 +1,10 @@
-#![warn(missing_docs)]
 //! The download engine: fetches a list of assets over several connections,
 //! large ones as parallel Range segments scheduled in file order, into hidden
 //! `.name.partial` files that survive interruption. Each asset is read back
 //! through an [`AssetReader`] as soon as a contiguous prefix has arrived; the
 //! reader hashes what it hands out and, at the end, checks size and digest and
 //! only then renames the file to its final name.
+#![warn(missing_docs)]
 
 #[macro_use]
 extern crate util;

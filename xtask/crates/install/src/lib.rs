@@ -1,8 +1,8 @@
-#![warn(missing_docs)]
 //! The output directory's house rules: where the installed files and the
 //! working directory live (`layout`), what is installed (`manifest`), and
 //! how files get there — by rename only, a set with its install pending in
 //! the manifest first (`swap`).
+#![warn(missing_docs)]
 
 pub mod layout;
 pub mod manifest;

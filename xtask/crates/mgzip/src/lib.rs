@@ -1,4 +1,3 @@
-#![warn(missing_docs)]
 //! Gzip on every core: [`ParallelGzDecoder`] (members that carry their
 //! sizes are inflated on worker threads, everything else serially, as
 //! flate2's `MultiGzDecoder` does). The parts: `member` (the format),
@@ -38,6 +37,7 @@
 //! streamed serially) or a [`PIECE`] of output. When a member in pieces
 //! fails after some were handed on, the serial decoder skips that many
 //! bytes of it: they are the same bytes, as inflating is deterministic.
+#![warn(missing_docs)]
 
 use std::collections::VecDeque;
 use std::io::{self, Read};

@@ -1,4 +1,3 @@
-#![warn(missing_docs)]
 //! qcow2 reading: the header checks and the opened [`Image`]; the walk over
 //! the active L1/L2 tables that yields where each allocated guest range lives
 //! in the file (`extents`); cluster decompression (`decoder`); the copy to a
@@ -9,6 +8,7 @@
 //! Everything read from the file is untrusted: sizes and offsets are checked
 //! against the file length and fixed caps before anything is allocated, and a
 //! bad value is an error naming the file, never a panic.
+#![warn(missing_docs)]
 
 mod clone;
 mod compare;
