@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use qcow2::convert::{convert_bytes, convert_native};
 use qcow2::{compare_with_raw, Image};
+use qcow2::{convert_bytes, convert_native};
 use sha2::{Digest, Sha256};
 
 /// A unique directory under the system temp dir, removed on drop.

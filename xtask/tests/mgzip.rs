@@ -13,10 +13,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use archive::pack::blocks::{self as par_pack, XzOptions, ZstdOptions};
-use archive::pack::gzip::{self as mgzip_pack, GzipOptions};
-use archive::unpack::xz::XzMtDecoder;
-use mgzip::member as mgzip_format;
+use archive::pack::GzipOptions;
+use archive::pack::{self as par_pack, XzOptions, ZstdOptions};
+use archive::unpack::XzMtDecoder;
 use mgzip::{DecodeStats, ParallelGzDecoder, MAX_PARALLEL_MEMBER};
 
 // ---------------------------------------------------------------------------
@@ -156,7 +155,7 @@ fn compress(data: &[u8], block: usize, threads: usize) -> Vec<u8> {
         threads,
         ..Default::default()
     };
-    mgzip_pack::compress(data, &mut out, &opts).unwrap();
+    par_pack::compress_gzip(data, &mut out, &opts).unwrap();
     out
 }
 
@@ -343,7 +342,7 @@ fn compression_is_deterministic_and_checks_its_options() {
             block_size: 300_000,
             threads: 2,
         };
-        let st = mgzip_pack::compress(&data[..], &mut out, &o).unwrap();
+        let st = par_pack::compress_gzip(&data[..], &mut out, &o).unwrap();
         assert_eq!(st.input_bytes, data.len() as u64);
         assert_eq!(st.output_bytes, out.len() as u64);
         assert_eq!(st.blocks, 4);
@@ -368,7 +367,7 @@ fn compression_is_deterministic_and_checks_its_options() {
         },
     ];
     for o in bad {
-        let e = mgzip_pack::compress(&data[..], io::sink(), &o).unwrap_err();
+        let e = par_pack::compress_gzip(&data[..], io::sink(), &o).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{o:?}: {e}");
     }
 }
@@ -393,7 +392,7 @@ fn compression_passes_on_read_and_write_errors() {
         threads: 2,
         ..Default::default()
     };
-    let e = mgzip_pack::compress(
+    let e = par_pack::compress_gzip(
         FailsAfter {
             data: &data,
             ok: 1 << 20,
@@ -413,7 +412,7 @@ fn compression_passes_on_read_and_write_errors() {
             Ok(())
         }
     }
-    let e = mgzip_pack::compress(&data[..], Full, &o).unwrap_err();
+    let e = par_pack::compress_gzip(&data[..], Full, &o).unwrap_err();
     assert!(e.to_string().contains("disk full"), "{e}");
 }
 
@@ -695,7 +694,7 @@ fn large_members_are_handed_on_in_pieces() {
         crc.update(&zeros);
     }
     let body = e.finish().unwrap();
-    let mut gz = mgzip_format::member_header((20 + body.len() + 8) as u32, 1).to_vec();
+    let mut gz = mgzip::member_header((20 + body.len() + 8) as u32, 1).to_vec();
     gz.extend(&body);
     gz.extend(crc.sum().to_le_bytes());
     gz.extend((len as u32).to_le_bytes());

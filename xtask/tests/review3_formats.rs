@@ -11,9 +11,9 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use archive::pack::gzip::{compress, GzipOptions};
+use archive::pack::{compress_gzip as compress, GzipOptions};
 use common::*;
-use mgzip::member::member_header;
+use mgzip::member_header;
 use mgzip::{ParallelGzDecoder, PIECE};
 use testkit::{make_qcow2, pack_disk, upstream_assets, Compression, ReleaseSpec, Server, TempDir};
 

@@ -12,9 +12,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use qcow2::convert::{convert_bytes, convert_native};
-use qcow2::stream::{StreamConvert, StreamStats};
 use qcow2::Image;
+use qcow2::{convert_bytes, convert_native};
+use qcow2::{StreamConvert, StreamStats};
 use sha2::{Digest, Sha256};
 
 /// A unique directory under `base`, removed on drop.

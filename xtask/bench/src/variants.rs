@@ -24,7 +24,7 @@ use util::io::Chain;
 /// files read in order as one stream, the output thrown away. N = 0 keeps
 /// it on one thread; the default is one worker per core.
 pub fn decode_child(args: &[String]) -> Result<()> {
-    let mut threads = util::cores::threads(0);
+    let mut threads = util::threads(0);
     let mut files = Vec::new();
     let mut plain_flate2 = false;
     let mut it = args.iter();

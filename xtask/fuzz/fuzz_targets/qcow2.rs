@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qcow2::convert::{convert_bytes, copy_image, NullSink};
+use qcow2::{convert_bytes, copy_image, NullSink};
 use qcow2::Image;
 
 fuzz_target!(|data: &[u8]| {

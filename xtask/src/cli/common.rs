@@ -84,7 +84,7 @@ fn api(g: &Given) -> Result<String> {
         None if GITHUB_API.takes(g.cmd) => (env::default_api()?, "GITHUB_API_URL"),
         None => (DEFAULT_API.to_string(), "--github-api"),
     };
-    fetch::url::check_url(&api, from).map_err(usage)?;
+    fetch::check_url(&api, from).map_err(usage)?;
     Ok(api.trim_end_matches('/').to_string())
 }
 

@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use super::args::usage;
 use crate::commands::session::DEFAULT_API;
-use fetch::http::Token;
+use fetch::Token;
 use util::progress::Style;
 
 /// Where resources go unless `--output` says otherwise: `$RESOURCES`, else the
@@ -41,7 +41,7 @@ pub fn default_output() -> Result<PathBuf> {
 pub fn default_api() -> Result<String> {
     match std::env::var("GITHUB_API_URL") {
         Ok(url) if !url.is_empty() => {
-            fetch::url::check_url(&url, "GITHUB_API_URL")
+            fetch::check_url(&url, "GITHUB_API_URL")
                 .map_err(|e| usage(format!("{e}; fix or unset it, or pass --github-api URL")))?;
             Ok(url)
         }
@@ -109,7 +109,7 @@ pub fn default_source() -> Result<Option<String>> {
     };
     let fix = "fix or unset it, or pass --source";
     if s.contains("://") {
-        fetch::url::check_url(&s, VAR).map_err(|e| usage(format!("{e}; {fix}")))?;
+        fetch::check_url(&s, VAR).map_err(|e| usage(format!("{e}; {fix}")))?;
     } else if !Path::new(&s).is_dir() {
         return Err(usage(format!(
             "{VAR}=`{}` is not a directory (a mirror made by `cargo xtask resources mirror`) \

@@ -9,10 +9,6 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::commands::session::{BadSums, VerifyFailed};
-use archive::unpack::{BadContent, BadImage, Unsupported};
-use fetch::{Cause, DigestMismatch, Failed};
-use util::fs::{NoSpace, UsersFiles};
-use util::lock::Busy;
 
 use super::Usage;
 
@@ -57,14 +53,31 @@ impl Class {
 /// The class of `err`: of the causes in its chain, the one most specific
 /// to what the user must do (a full disk over the network error it caused).
 pub fn class(err: &anyhow::Error) -> Class {
-    err.chain()
-        .flat_map(|c| {
-            let inner = c
-                .downcast_ref::<io::Error>()
-                .and_then(|e| e.get_ref())
-                .map(|i| of(i as &(dyn std::error::Error + 'static)));
-            [Some(of(c)), inner].into_iter().flatten()
-        })
+    let util = util::Error::find(err).map(|e| match e {
+        util::Error::Busy(_) => Class::Busy,
+        util::Error::UsersFiles(_) => Class::UsersFiles,
+        util::Error::NoSpace(_) => Class::NoSpace,
+    });
+    let fetch = fetch::Error::find(err).map(|e| match e {
+        fetch::Error::Network(_) => Class::Network,
+        fetch::Error::DigestMismatch { .. } => Class::Integrity,
+        fetch::Error::Local(_) => Class::Other,
+    });
+    let archive = archive::Error::find(err).map(|e| match e {
+        archive::Error::Local(_) => Class::Other,
+        _ => Class::Integrity,
+    });
+    let app = err.chain().flat_map(|c| {
+        let inner = c
+            .downcast_ref::<io::Error>()
+            .and_then(|e| e.get_ref())
+            .map(|i| of(i as &(dyn std::error::Error + 'static)));
+        [Some(of(c)), inner].into_iter().flatten()
+    });
+    [util, fetch, archive]
+        .into_iter()
+        .flatten()
+        .chain(app)
         .max_by_key(|c| rank(*c))
         .unwrap_or(Class::Other)
 }
@@ -82,28 +95,14 @@ fn rank(c: Class) -> u8 {
     }
 }
 
+/// The app's own error types, and a full disk said by the system.
 fn of(e: &(dyn std::error::Error + 'static)) -> Class {
     if e.is::<Usage>() {
         Class::Usage
-    } else if e.is::<Busy>() {
-        Class::Busy
-    } else if e.is::<UsersFiles>() {
-        Class::UsersFiles
-    } else if e.is::<NoSpace>() || is_full(e) {
+    } else if is_full(e) {
         Class::NoSpace
-    } else if e.is::<DigestMismatch>()
-        || e.is::<BadContent>()
-        || e.is::<Unsupported>()
-        || e.is::<BadImage>()
-        || e.is::<BadSums>()
-        || e.is::<VerifyFailed>()
-    {
+    } else if e.is::<BadSums>() || e.is::<VerifyFailed>() {
         Class::Integrity
-    } else if e
-        .downcast_ref::<Failed>()
-        .is_some_and(|f| f.cause == Cause::Network)
-    {
-        Class::Network
     } else {
         Class::Other
     }

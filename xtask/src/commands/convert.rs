@@ -14,7 +14,7 @@ use super::session::Session;
 use super::Command;
 use install::layout::{CLIENT, KERNEL, QCOW2, RAW};
 use install::manifest::{self, FileEntry, Manifest};
-use qcow2::convert::convert_file;
+use qcow2::convert_file;
 use util::fmt::human_bytes;
 use util::fs::TempFile;
 use util::progress::Style;

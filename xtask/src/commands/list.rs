@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::session::Session;
 use super::Command;
-use fetch::http::Http;
+use fetch::Http;
 use github::assets::{self, Arch, Os};
 use github::release::{for_each_release, Release};
 use github::source::Source;

@@ -17,7 +17,7 @@ use github::support::support;
 use install::layout::{self, CLIENT, KERNEL, LAST_TAG, NAMES, QCOW2, RAW};
 use install::manifest::{FileEntry, Manifest};
 use install::swap::Move;
-use qcow2::convert::convert_file;
+use qcow2::convert_file;
 use util::fmt::{hex, human_bytes};
 use util::fs as fsutil;
 use util::text::Shown;
@@ -92,7 +92,7 @@ fn install_plan(s: &mut Session, states: &[(String, State)], started: Instant) -
     let verdicts = stock(s, states)?;
     let made = match make(s, &verdicts) {
         Ok(made) => made,
-        Err(e) if fetch::digest_mismatch(&e).is_some() => {
+        Err(e) if fetch::Error::find(&e).is_some_and(|f| f.mismatched_asset().is_some()) => {
             // The release may have changed since the cache stored it.
             s.plan().store.forget_release();
             return Err(e);

@@ -36,10 +36,12 @@ const MAX_RETRY_AFTER: u64 = 60;
 #[derive(Clone)]
 pub struct Token {
     value: String,
+    /// The environment variable it came from, said in messages instead of the value.
     pub var: &'static str,
 }
 
 impl Token {
+    /// A token read from the variable `var`.
     pub fn new(value: String, var: &'static str) -> Token {
         Token { value, var }
     }
@@ -54,8 +56,11 @@ impl fmt::Debug for Token {
 /// What the client needs, resolved by the command line.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The API's base URL.
     pub api: String,
+    /// Connections asset downloads may use at once.
     pub connections: usize,
+    /// Sent to the API host only, never to another host.
     pub token: Option<Token>,
     /// How long a connection may stay silent.
     pub timeout: Duration,
@@ -63,6 +68,7 @@ pub struct Config {
     pub proxy: Option<ureq::Proxy>,
 }
 
+/// The HTTP client: API requests with retries and the token, asset requests for the download engine.
 pub struct Http {
     pub(super) agent: Agent,
     pub(super) api: String,
@@ -80,8 +86,11 @@ pub struct Http {
 
 /// A finished API call whose status the caller interprets.
 pub struct ApiResponse {
+    /// The HTTP status.
     pub status: u16,
+    /// The answer's headers.
     pub headers: HeaderMap,
+    /// The body, read within a cap.
     pub body: String,
 }
 
@@ -104,6 +113,7 @@ impl fmt::Display for Failure {
 }
 
 impl Http {
+    /// A client for `cfg`.
     pub fn new(cfg: &Config) -> Http {
         let timeout = cfg.timeout;
         let config = Agent::config_builder()
@@ -140,10 +150,12 @@ impl Http {
         }
     }
 
+    /// The API's base URL, as configured.
     pub fn api_base(&self) -> &str {
         &self.api
     }
 
+    /// Whether a token is sent to the API.
     pub fn has_token(&self) -> bool {
         self.token.is_some()
     }
@@ -345,7 +357,7 @@ impl Http {
 
     /// GET an asset, optionally bytes `from..=to`. The caller checks the
     /// status: 200, 206, or an error class.
-    pub fn asset_get(
+    pub(crate) fn asset_get(
         &self,
         url: &str,
         range: Option<(u64, u64)>,
@@ -383,7 +395,7 @@ impl Http {
 
     /// Turns a ureq error into a retry decision with a message naming the
     /// host, or the proxy when it is the proxy that cannot be reached.
-    pub fn classify(&self, err: &ureq::Error, url: &str) -> Failure {
+    pub(crate) fn classify(&self, err: &ureq::Error, url: &str) -> Failure {
         let host = authority(url);
         if let Some(why) = refused_certificate(err) {
             return Failure::Fatal(format!(

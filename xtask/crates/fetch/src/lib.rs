@@ -4,17 +4,18 @@
 //! through an [`AssetReader`] as soon as a contiguous prefix has arrived; the
 //! reader hashes what it hands out and, at the end, checks size and digest and
 //! only then renames the file to its final name.
+#![warn(missing_docs)]
 
 #[macro_use]
 extern crate util;
 
-pub mod http;
+mod http;
 mod reader;
 mod segments;
 mod send;
 mod state;
 mod trust;
-pub mod url;
+mod url;
 mod worker;
 
 use std::io;
@@ -29,9 +30,10 @@ use util::fs as fsutil;
 use util::progress::{Progress, Style};
 use util::text::Shown;
 
-use http::Http;
+pub use http::{backoff, header, quota_spent, ApiResponse, Config, Failure, Http, Token};
 pub use reader::AssetReader;
 use state::{prepare, Inner, Shared};
+pub use url::{check_strict, check_url, Checked};
 
 /// Connections per host: more than 16 is impolite to a shared server.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -45,7 +47,9 @@ pub const DEFAULT_CONNECTIONS: usize = 16;
 /// as a local path, whatever its scheme.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
+    /// A URL from a release (or a redirect).
     Url(String),
+    /// A file in a mirror directory the user named.
     Local(PathBuf),
 }
 
@@ -62,8 +66,11 @@ impl Origin {
 /// One asset to fetch.
 #[derive(Clone, Debug)]
 pub struct Wanted {
+    /// The asset's name, said in messages.
     pub name: String,
+    /// Where its bytes come from.
     pub from: Origin,
+    /// Its size, as the release says.
     pub size: u64,
     /// From the release's `digest` field, when it has one.
     pub sha256: Option<[u8; 32]>,
@@ -75,51 +82,43 @@ pub struct Wanted {
     pub transient: bool,
 }
 
-/// An asset did not match the release's digest; its file is deleted. The
-/// full run fetches it once more before giving up.
-#[derive(Debug)]
-pub struct DigestMismatch {
-    pub asset: String,
-    msg: String,
+/// Why a download failed. The app's exit code and its one retry read the
+/// kind, never the text; [`Error::find`] finds it in an error chain.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    /// The network or a server failed, after the retries (exit code 3).
+    #[error("{0}")]
+    Network(String),
+    /// Something on this side: a file that cannot be written, a worker that
+    /// stopped, a run stopped after another failure.
+    #[error("{0}")]
+    Local(String),
+    /// `asset` did not match the release's digest, and its file is deleted:
+    /// fetching it once more may help (the full run does, once).
+    #[error("{msg}")]
+    DigestMismatch {
+        /// The asset's name.
+        asset: String,
+        /// Both digests, and what to do.
+        msg: String,
+    },
 }
 
-impl std::fmt::Display for DigestMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
+impl Error {
+    /// The first [`Error`] in `e`'s chain, inside `io::Error`s too (an
+    /// [`AssetReader`] can only fail with one).
+    pub fn find(e: &anyhow::Error) -> Option<&Error> {
+        util::find_in_chain(e)
     }
-}
-impl std::error::Error for DigestMismatch {}
 
-/// Why a download failed, for the exit code: the network or the server
-/// (after the retries), or something on this side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cause {
-    Network,
-    Local,
-}
-
-/// A download that failed: what to say, and why.
-#[derive(Clone, Debug)]
-pub struct Failed {
-    pub cause: Cause,
-    pub msg: String,
-}
-
-impl Failed {
-    pub(crate) fn new(cause: Cause, msg: impl Into<String>) -> Failed {
-        Failed {
-            cause,
-            msg: msg.into(),
+    /// The asset of a [`Error::DigestMismatch`].
+    pub fn mismatched_asset(&self) -> Option<&str> {
+        match self {
+            Error::DigestMismatch { asset, .. } => Some(asset),
+            _ => None,
         }
     }
 }
-
-impl std::fmt::Display for Failed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
-    }
-}
-impl std::error::Error for Failed {}
 
 /// Bytes received from the network by this process (asset bodies and API
 /// answers), for `--json`.
@@ -156,20 +155,7 @@ pub fn fetched(name: &str) -> bool {
 
 /// A failure of the network or of a server's answer (exit code 3).
 pub fn network(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Failed::new(Cause::Network, msg))
-}
-
-/// The asset of a [`DigestMismatch`] anywhere in `e`'s chain.
-pub fn digest_mismatch(e: &anyhow::Error) -> Option<String> {
-    e.chain().find_map(|c| {
-        if let Some(d) = c.downcast_ref::<DigestMismatch>() {
-            return Some(d.asset.clone());
-        }
-        c.downcast_ref::<io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<DigestMismatch>())
-            .map(|d| d.asset.clone())
-    })
+    anyhow::Error::new(Error::Network(msg.into()))
 }
 
 /// Parses the API's `sha256:<hex>` digest field.
@@ -192,7 +178,7 @@ pub fn parse_digest(field: Option<&str>, asset: &str) -> Result<Option<[u8; 32]>
 /// once it is downloaded (`.NAME.sha256` beside it): a later run that finds
 /// the file checks it against this, so changed bytes are never used. A
 /// file without its seal is fetched again.
-pub fn seal_path(dest: &Path) -> PathBuf {
+pub(crate) fn seal_path(dest: &Path) -> PathBuf {
     let name = dest.file_name().unwrap_or_default().to_string_lossy();
     dest.with_file_name(format!(".{name}.sha256"))
 }
@@ -325,9 +311,8 @@ pub fn start(
                     let run = std::panic::AssertUnwindSafe(|| worker::worker(&s));
                     if std::panic::catch_unwind(run).is_err() {
                         // A reader must not wait forever on a worker that died.
-                        s.abort_all(Failed::new(
-                            Cause::Local,
-                            "internal error: a download worker stopped; run again",
+                        s.abort_all(Error::Local(
+                            "internal error: a download worker stopped; run again".into(),
                         ));
                     }
                 })
@@ -392,7 +377,7 @@ impl Downloads {
     pub fn abort(&self, why: &str) {
         let mut g = self.shared.lock();
         if g.abort.is_none() {
-            g.abort = Some(Failed::new(Cause::Local, why));
+            g.abort = Some(Error::Local(why.into()));
         }
         drop(g);
         self.shared.changed.notify_all();

@@ -15,7 +15,7 @@ use util::fs as fsutil;
 use util::text::Shown;
 
 use super::state::{Mode, Shared};
-use super::{Cause, DigestMismatch, Failed};
+use super::Error;
 
 /// SHA-256 on a thread of its own, fed copies of what a reader hands out:
 /// hashing the parts would otherwise take a sixth of the decompressing
@@ -108,7 +108,7 @@ impl AssetReader {
     }
 
     fn fail(&self, msg: String) -> io::Error {
-        let why = Failed::new(Cause::Local, msg);
+        let why = Error::Local(msg);
         self.shared.fail(self.index, why.clone());
         io::Error::other(why)
     }
@@ -153,89 +153,107 @@ impl AssetReader {
     fn finish(&mut self) -> io::Result<()> {
         self.finished = true;
         let digest = self.hasher.finish();
-        let (wanted, mode, partial, segs_path) = {
-            // The bytes may all be there while a worker still records its
-            // segment: wait for the workers to be done with this asset.
-            let mut g = self.shared.lock();
-            loop {
-                let a = &g.assets[self.index];
-                if a.complete() {
-                    break;
-                }
-                if let Some(e) = a.error.clone().or_else(|| g.abort.clone()) {
-                    return Err(io::Error::other(e));
-                }
-                g = self
-                    .shared
-                    .changed
-                    .wait(g)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            let a = &g.assets[self.index];
-            (
-                a.wanted.clone(),
-                a.mode,
-                a.partial.clone(),
-                a.segs_path.clone(),
-            )
+        let done = self.complete()?;
+        self.check_digest(&done, &digest)?;
+        if done.mode != Mode::Cached {
+            self.commit(&done, &digest)?;
+        }
+        let note = if done.mode == Mode::Cached {
+            "already there, checked"
+        } else {
+            "done, checked"
         };
-        if let Some(want) = wanted.sha256 {
-            if want != digest {
-                let bad = if mode == Mode::Cached {
-                    wanted.dest.clone()
-                } else {
-                    partial.clone()
-                };
-                let _ = fs::remove_file(&bad);
-                let _ = fs::remove_file(&segs_path);
-                let _ = fs::remove_file(super::seal_path(&wanted.dest));
-                let msg = format!(
-                    "asset {}: sha256 mismatch: the release says {}, the download is {}; \
-                     the bad file was deleted, re-run to download it again",
-                    Shown(&wanted.name),
-                    hex(&want),
-                    hex(&digest)
-                );
-                self.shared
-                    .fail(self.index, Failed::new(Cause::Local, msg.clone()));
-                return Err(io::Error::other(DigestMismatch {
-                    asset: wanted.name.clone(),
-                    msg,
-                }));
-            }
-        }
-        if mode != Mode::Cached {
-            let r = if wanted.transient {
-                fs::rename(&partial, &wanted.dest).map_err(anyhow::Error::from)
-            } else {
-                File::open(&partial)
-                    .and_then(|f| f.sync_all())
-                    .map_err(anyhow::Error::from)
-                    .and_then(|()| fsutil::rename_durable(&partial, &wanted.dest))
-            };
-            if let Err(e) = r {
-                return Err(self.fail(format!("asset {}: {e:#}", wanted.name)));
-            }
-            let _ = fs::remove_file(&segs_path);
-            if wanted.sha256.is_none() {
-                // A later run checks the file against this (see `seal_path`).
-                let seal = super::seal_path(&wanted.dest);
-                if let Err(e) = fsutil::write_small(&seal, format!("{}\n", hex(&digest)).as_bytes())
-                {
-                    return Err(self.fail(format!("asset {}: {e:#}", wanted.name)));
-                }
-            }
-        }
-        self.shared.progress.item_done(
-            &wanted.name,
-            if mode == Mode::Cached {
-                "already there, checked"
-            } else {
-                "done, checked"
-            },
-        );
+        self.shared.progress.item_done(&done.wanted.name, note);
         Ok(())
     }
+
+    /// Waits until the workers are done with this asset: the bytes may all
+    /// be there while a worker still records its segment.
+    fn complete(&self) -> io::Result<Done> {
+        let mut g = self.shared.lock();
+        loop {
+            let a = &g.assets[self.index];
+            if a.complete() {
+                return Ok(Done {
+                    wanted: a.wanted.clone(),
+                    mode: a.mode,
+                    partial: a.partial.clone(),
+                    segs_path: a.segs_path.clone(),
+                });
+            }
+            if let Some(e) = a.error.clone().or_else(|| g.abort.clone()) {
+                return Err(io::Error::other(e));
+            }
+            g = self
+                .shared
+                .changed
+                .wait(g)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// A digest that does not match the release's deletes the file and
+    /// everything kept about it.
+    fn check_digest(&self, done: &Done, digest: &[u8; 32]) -> io::Result<()> {
+        let wanted = &done.wanted;
+        let Some(want) = wanted.sha256.filter(|want| want != digest) else {
+            return Ok(());
+        };
+        let bad = if done.mode == Mode::Cached {
+            &wanted.dest
+        } else {
+            &done.partial
+        };
+        let _ = fs::remove_file(bad);
+        let _ = fs::remove_file(&done.segs_path);
+        let _ = fs::remove_file(super::seal_path(&wanted.dest));
+        let msg = format!(
+            "asset {}: sha256 mismatch: the release says {}, the download is {}; \
+             the bad file was deleted, re-run to download it again",
+            Shown(&wanted.name),
+            hex(&want),
+            hex(digest)
+        );
+        self.shared.fail(self.index, Error::Local(msg.clone()));
+        Err(io::Error::other(Error::DigestMismatch {
+            asset: wanted.name.clone(),
+            msg,
+        }))
+    }
+
+    /// Renames the checked download to its final name (durably, unless it
+    /// is transient), and seals it when the release gives no digest.
+    fn commit(&self, done: &Done, digest: &[u8; 32]) -> io::Result<()> {
+        let (wanted, partial) = (&done.wanted, &done.partial);
+        let r = if wanted.transient {
+            fs::rename(partial, &wanted.dest).map_err(anyhow::Error::from)
+        } else {
+            File::open(partial)
+                .and_then(|f| f.sync_all())
+                .map_err(anyhow::Error::from)
+                .and_then(|()| fsutil::rename_durable(partial, &wanted.dest))
+        };
+        if let Err(e) = r {
+            return Err(self.fail(format!("asset {}: {e:#}", wanted.name)));
+        }
+        let _ = fs::remove_file(&done.segs_path);
+        if wanted.sha256.is_none() {
+            // A later run checks the file against this (see `seal_path`).
+            let seal = super::seal_path(&wanted.dest);
+            if let Err(e) = fsutil::write_small(&seal, format!("{}\n", hex(digest)).as_bytes()) {
+                return Err(self.fail(format!("asset {}: {e:#}", wanted.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What finishing an asset needs of its state, copied out of the lock.
+struct Done {
+    wanted: super::Wanted,
+    mode: Mode,
+    partial: std::path::PathBuf,
+    segs_path: std::path::PathBuf,
 }
 
 impl Read for AssetReader {

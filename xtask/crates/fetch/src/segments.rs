@@ -15,7 +15,7 @@ pub(super) const MAX_SEGMENT: u64 = 32 << 20;
 
 /// The segment size of an asset of `size` bytes; depends on nothing else,
 /// so an interrupted download resumes with the same segments.
-pub fn segment_size(size: u64) -> u64 {
+pub(crate) fn segment_size(size: u64) -> u64 {
     size.div_ceil(8)
         .next_multiple_of(1 << 20)
         .clamp(MIN_SEGMENT, MAX_SEGMENT)

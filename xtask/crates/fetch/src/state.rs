@@ -3,7 +3,7 @@
 //! asset's partial file; failures and the abort that stops every worker.
 
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
@@ -13,7 +13,7 @@ use util::progress::Progress;
 
 use super::http::Http;
 use super::segments::{read_segs, segment_size};
-use super::{Failed, Wanted};
+use super::{Error, Wanted};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum SegState {
@@ -48,7 +48,7 @@ pub(super) struct AssetState {
     pub(super) file: Option<Arc<File>>,
     pub(super) mode: Mode,
     pub(super) segs: Vec<Seg>,
-    pub(super) error: Option<Failed>,
+    pub(super) error: Option<Error>,
 }
 
 impl AssetState {
@@ -83,7 +83,7 @@ impl AssetState {
 
 pub(super) struct Inner {
     pub(super) assets: Vec<AssetState>,
-    pub(super) abort: Option<Failed>,
+    pub(super) abort: Option<Error>,
 }
 
 pub(super) struct Shared {
@@ -98,7 +98,7 @@ pub(super) struct Shared {
 impl Shared {
     /// Stops every worker and wakes every reader, with `msg` unless a
     /// failure came first.
-    pub(super) fn abort_all(&self, why: Failed) {
+    pub(super) fn abort_all(&self, why: Error) {
         let mut g = self.lock();
         if g.abort.is_none() {
             g.abort = Some(why);
@@ -111,7 +111,7 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn fail(&self, asset: usize, why: Failed) {
+    pub(super) fn fail(&self, asset: usize, why: Error) {
         let mut g = self.lock();
         if g.assets[asset].error.is_none() {
             g.assets[asset].error = Some(why.clone());
@@ -144,83 +144,99 @@ pub(super) fn prepare(mut wanted: Wanted) -> Result<AssetState> {
     for p in [&wanted.dest, &partial, &segs_path, &seal] {
         fsutil::clear_non_regular(p).with_context(|| format!("cannot clear {}", p.display()))?;
     }
-    if let Ok(meta) = fs::symlink_metadata(&wanted.dest) {
-        // Without a digest, only a sealed file can be checked: others go.
-        if wanted.sha256.is_none() {
-            wanted.sha256 = super::sealed(&wanted.dest);
-            if wanted.sha256.is_none() {
-                let _ = fs::remove_file(&wanted.dest);
-            }
-        }
-        if meta.is_file() && meta.len() == wanted.size && wanted.sha256.is_some() {
-            return Ok(AssetState {
-                wanted,
-                partial,
-                segs_path,
-                file: None,
-                mode: Mode::Cached,
-                segs: Vec::new(),
-                error: None,
-            });
-        }
-    }
-    let file = fsutil::open_or_create(&partial)
-        .with_context(|| format!("cannot open {}", partial.display()))?;
-    let len = file.metadata()?.len();
-    let size = wanted.size;
-    let seg = segment_size(size);
-    let (mode, segs) = if size <= seg {
-        // One stream, resumed from where the file ends.
-        let written = if len > size {
-            file.set_len(0)?;
-            0
-        } else {
-            len
-        };
-        let state = if written == size {
-            SegState::Done
-        } else {
-            SegState::Pending
-        };
-        let seg = Seg {
-            start: 0,
-            end: size,
-            written,
-            state,
-        };
-        (Mode::Single, vec![seg])
-    } else {
-        let mut segs: Vec<Seg> = (0..size.div_ceil(seg))
-            .map(|i| Seg {
-                start: i * seg,
-                end: ((i + 1) * seg).min(size),
-                written: 0,
-                state: SegState::Pending,
-            })
-            .collect();
-        let done = read_segs(&segs_path, size);
-        if len == size && !done.is_empty() {
-            for i in done {
-                if let Some(s) = segs.get_mut(i) {
-                    s.state = SegState::Done;
-                    s.written = s.end - s.start;
-                }
-            }
-        } else {
-            // No record of what is in the file: start it over.
-            file.set_len(0)?;
-            file.set_len(size)?;
-            let _ = fs::remove_file(&segs_path);
-        }
-        (Mode::Probe, segs)
-    };
-    Ok(AssetState {
+    let cached = finished(&mut wanted);
+    let mut state = AssetState {
         wanted,
         partial,
         segs_path,
-        file: Some(Arc::new(file)),
-        mode,
-        segs,
+        file: None,
+        mode: Mode::Cached,
+        segs: Vec::new(),
         error: None,
+    };
+    if cached {
+        return Ok(state);
+    }
+    let file = fsutil::open_or_create(&state.partial)
+        .with_context(|| format!("cannot open {}", state.partial.display()))?;
+    let (mode, segs) = if state.wanted.size <= segment_size(state.wanted.size) {
+        (Mode::Single, vec![one_stream(&file, state.wanted.size)?])
+    } else {
+        (
+            Mode::Probe,
+            segments(&file, state.wanted.size, &state.segs_path)?,
+        )
+    };
+    state.file = Some(Arc::new(file));
+    state.mode = mode;
+    state.segs = segs;
+    Ok(state)
+}
+
+/// Whether the final file of `wanted` is there from an earlier run, of its
+/// size and with a digest to check it against (the release's, or else its
+/// seal, which it takes). Without either it can not be checked: it goes.
+fn finished(wanted: &mut Wanted) -> bool {
+    let Ok(meta) = fs::symlink_metadata(&wanted.dest) else {
+        return false;
+    };
+    if wanted.sha256.is_none() {
+        wanted.sha256 = super::sealed(&wanted.dest);
+        if wanted.sha256.is_none() {
+            let _ = fs::remove_file(&wanted.dest);
+        }
+    }
+    meta.is_file() && meta.len() == wanted.size && wanted.sha256.is_some()
+}
+
+/// One stream, resumed from where the partial file ends.
+fn one_stream(file: &File, size: u64) -> Result<Seg> {
+    let len = file.metadata()?.len();
+    let written = if len > size {
+        file.set_len(0)?;
+        0
+    } else {
+        len
+    };
+    let state = if written == size {
+        SegState::Done
+    } else {
+        SegState::Pending
+    };
+    Ok(Seg {
+        start: 0,
+        end: size,
+        written,
+        state,
     })
+}
+
+/// The segments of an asset of `size` bytes, those the `.segs` record at
+/// `segs_path` lists done; with no record of what the file holds, it
+/// starts over.
+fn segments(file: &File, size: u64, segs_path: &Path) -> Result<Vec<Seg>> {
+    let len = file.metadata()?.len();
+    let seg = segment_size(size);
+    let mut segs: Vec<Seg> = (0..size.div_ceil(seg))
+        .map(|i| Seg {
+            start: i * seg,
+            end: ((i + 1) * seg).min(size),
+            written: 0,
+            state: SegState::Pending,
+        })
+        .collect();
+    let done = read_segs(segs_path, size);
+    if len == size && !done.is_empty() {
+        for i in done {
+            if let Some(s) = segs.get_mut(i) {
+                s.state = SegState::Done;
+                s.written = s.end - s.start;
+            }
+        }
+    } else {
+        file.set_len(0)?;
+        file.set_len(size)?;
+        let _ = fs::remove_file(segs_path);
+    }
+    Ok(segs)
 }

@@ -5,7 +5,7 @@
 use util::text::clean;
 
 /// `scheme://host[:port]` → `host[:port]`, lowercased, userinfo dropped.
-pub fn authority(url: &str) -> String {
+pub(crate) fn authority(url: &str) -> String {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let auth = &rest[..end];

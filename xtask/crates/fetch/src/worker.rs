@@ -5,7 +5,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
 
@@ -27,7 +27,7 @@ pub(super) struct Task {
 
 pub(super) fn worker(shared: &Shared) {
     loop {
-        let mut task = {
+        let task = {
             let mut g = shared.lock();
             loop {
                 if g.abort.is_some() {
@@ -42,12 +42,13 @@ pub(super) fn worker(shared: &Shared) {
                 }
             }
         };
-        match fetch(shared, &mut task) {
+        let asset = task.asset;
+        match Fetch::new(shared, task).run() {
             Ok(()) => {}
             // Another asset failed first; its message is the one to report.
             Err(Stop::Aborted) => return,
             Err(Stop::Failed(msg)) => {
-                shared.fail(task.asset, super::Failed::new(super::Cause::Network, msg));
+                shared.fail(asset, super::Error::Network(msg));
                 return;
             }
         }
@@ -95,173 +96,196 @@ pub(super) enum Stop {
     Failed(String),
 }
 
-/// Fetches one segment with retries.
-pub(super) fn fetch(shared: &Shared, task: &mut Task) -> std::result::Result<(), Stop> {
-    let (wanted, file, mode, start, end, segs_path) = {
+/// One segment being fetched: the asset's state copied out of the lock,
+/// and where the transfer is.
+struct Fetch<'s> {
+    shared: &'s Shared,
+    task: Task,
+    wanted: Wanted,
+    file: Arc<File>,
+    mode: Mode,
+    segs_path: PathBuf,
+    /// The segment's first byte (a whole-file fallback resets it to 0).
+    start: u64,
+    /// The next byte to fetch, and the end of the range.
+    pos: u64,
+    end: u64,
+}
+
+impl<'s> Fetch<'s> {
+    fn new(shared: &'s Shared, task: Task) -> Fetch<'s> {
         let g = shared.lock();
         let a = &g.assets[task.asset];
         let s = &a.segs[task.seg];
-        (
-            a.wanted.clone(),
-            Arc::clone(a.file.as_ref().expect("non-cached asset has a file")),
-            a.mode,
-            s.start,
-            s.end,
-            a.segs_path.clone(),
-        )
-    };
-    let mut tries = 0;
-    let mut pos = {
-        let g = shared.lock();
-        let s = &g.assets[task.asset].segs[task.seg];
-        s.start + s.written
-    };
-    let mut end = end;
-    let mut start = start;
-    loop {
-        if shared.lock().abort.is_some() {
-            return Err(Stop::Aborted);
-        }
-        let before = pos;
-        match stream(
-            shared, task, &wanted, &file, mode, start, &mut pos, &mut end,
-        ) {
-            Ok(()) => break,
-            Err(Failure::Fatal(m)) if shared.lock().abort.is_some() => {
-                let _ = m;
-                return Err(Stop::Aborted);
-            }
-            Err(Failure::Fatal(m)) => {
-                return Err(Stop::Failed(format!("asset {}: {m}", Shown(&wanted.name))))
-            }
-            Err(Failure::Transient(m)) => {
-                // Whole-file fallback may have reset the segment.
-                {
-                    let g = shared.lock();
-                    start = g.assets[task.asset].segs[task.seg].start;
-                }
-                if pos > before {
-                    tries = 0;
-                }
-                tries += 1;
-                if tries >= TRIES {
-                    return Err(Stop::Failed(format!(
-                        "asset {}: giving up after {TRIES} tries: {m}{}; re-run to resume from \
-                         what was downloaded",
-                        Shown(&wanted.name),
-                        shared.http.hint()
-                    )));
-                }
-                let wait = backoff(tries);
-                shared
-                    .progress
-                    .say(&retry_line(&wanted.name, wait, tries + 1, TRIES, &m));
-                thread::sleep(wait);
-            }
+        Fetch {
+            shared,
+            wanted: a.wanted.clone(),
+            file: Arc::clone(a.file.as_ref().expect("non-cached asset has a file")),
+            mode: a.mode,
+            segs_path: a.segs_path.clone(),
+            start: s.start,
+            pos: s.start + s.written,
+            end: s.end,
+            task,
         }
     }
-    let mut g = shared.lock();
-    let ranged = g.assets[task.asset].mode == Mode::Ranged;
-    drop(g);
-    if ranged {
-        // A durable record may only claim what is on disk.
+
+    fn aborted(&self) -> bool {
+        self.shared.lock().abort.is_some()
+    }
+
+    /// Fetches the segment with retries, then records it done.
+    fn run(mut self) -> std::result::Result<(), Stop> {
+        let mut tries = 0;
+        loop {
+            if self.aborted() {
+                return Err(Stop::Aborted);
+            }
+            let before = self.pos;
+            match self.stream() {
+                Ok(()) => break,
+                Err(Failure::Fatal(_)) if self.aborted() => return Err(Stop::Aborted),
+                Err(Failure::Fatal(m)) => {
+                    return Err(Stop::Failed(format!(
+                        "asset {}: {m}",
+                        Shown(&self.wanted.name)
+                    )))
+                }
+                Err(Failure::Transient(m)) => {
+                    // Whole-file fallback may have reset the segment.
+                    self.start =
+                        self.shared.lock().assets[self.task.asset].segs[self.task.seg].start;
+                    if self.pos > before {
+                        tries = 0;
+                    }
+                    tries += 1;
+                    self.wait_to_retry(tries, &m)?;
+                }
+            }
+        }
+        self.record()?;
+        let mut g = self.shared.lock();
+        let s = &mut g.assets[self.task.asset].segs[self.task.seg];
+        s.state = SegState::Done;
+        s.written = s.end - s.start;
+        drop(g);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Says the retry and waits before it; gives up after [`TRIES`].
+    fn wait_to_retry(&self, tries: u32, why: &str) -> std::result::Result<(), Stop> {
+        let name = &self.wanted.name;
+        if tries >= TRIES {
+            return Err(Stop::Failed(format!(
+                "asset {}: giving up after {TRIES} tries: {why}{}; re-run to resume from \
+                 what was downloaded",
+                Shown(name),
+                self.shared.http.hint()
+            )));
+        }
+        let wait = backoff(tries);
+        self.shared
+            .progress
+            .say(&retry_line(name, wait, tries + 1, TRIES, why));
+        thread::sleep(wait);
+        Ok(())
+    }
+
+    /// For a download in segments, the `.segs` record with this segment in
+    /// it; a durable record may only claim what is on disk.
+    fn record(&self) -> std::result::Result<(), Stop> {
+        let ranged = self.shared.lock().assets[self.task.asset].mode == Mode::Ranged;
+        if !ranged {
+            return Ok(());
+        }
+        let wanted = &self.wanted;
         let synced = if wanted.transient {
             Ok(())
         } else {
-            file.sync_data()
+            self.file.sync_data()
         };
         let recorded = synced.and_then(|()| {
-            let _one_writer = shared.record.lock().unwrap_or_else(|e| e.into_inner());
+            let _one_writer = self.shared.record.lock().unwrap_or_else(|e| e.into_inner());
             let mut done: Vec<usize> = {
-                let g = shared.lock();
-                let a = &g.assets[task.asset];
+                let g = self.shared.lock();
+                let a = &g.assets[self.task.asset];
                 (0..a.segs.len())
                     .filter(|&i| a.segs[i].state == SegState::Done)
                     .collect()
             };
-            done.push(task.seg);
-            write_record(&segs_path, wanted.size, &done, !wanted.transient)
+            done.push(self.task.seg);
+            write_record(&self.segs_path, wanted.size, &done, !wanted.transient)
         });
         recorded.map_err(|e| {
             Stop::Failed(format!(
                 "cannot record progress in {}: {e}",
-                segs_path.display()
+                self.segs_path.display()
             ))
-        })?;
+        })
     }
-    g = shared.lock();
-    let s = &mut g.assets[task.asset].segs[task.seg];
-    s.state = SegState::Done;
-    s.written = s.end - s.start;
-    drop(g);
-    shared.changed.notify_all();
-    Ok(())
-}
 
-/// One request: from `*pos` to `*end`, writing into `file` and publishing
-/// progress. Returns when the range is complete.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn stream(
-    shared: &Shared,
-    task: &mut Task,
-    wanted: &Wanted,
-    file: &File,
-    mode: Mode,
-    start: u64,
-    pos: &mut u64,
-    end: &mut u64,
-) -> std::result::Result<(), Failure> {
-    let mut body = match &wanted.from {
-        Origin::Local(path) => open_local(path, wanted, *pos)?,
-        Origin::Url(url) => open_http(shared, task, wanted, url, file, mode, start, pos, end)?,
-    };
-    let mut buf = vec![0u8; BUF];
-    while *pos < *end {
-        if shared.lock().abort.is_some() {
-            // The caller sees the abort and stops without blaming this asset.
-            return Err(Failure::Fatal(String::new()));
-        }
-        let want = ((*end - *pos) as usize).min(BUF);
-        let n = match body.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(Failure::Transient(format!(
-                    "{}: connection closed at byte {} of {}",
-                    wanted.from.place(),
-                    *pos,
-                    wanted.size
-                )))
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Failure::Transient(format!(
-                    "{}: {} at byte {} of {}",
-                    wanted.from.place(),
-                    util::text::clean(&e.to_string(), 200),
-                    *pos,
-                    wanted.size
-                )))
+    /// One request: from `pos` to `end`, writing into the file and
+    /// publishing progress. Returns when the range is complete.
+    fn stream(&mut self) -> std::result::Result<(), Failure> {
+        let mut body = match &self.wanted.from {
+            Origin::Local(path) => open_local(path, &self.wanted, self.pos)?,
+            Origin::Url(url) => {
+                let url = url.clone();
+                self.open_http(&url)?
             }
         };
-        file.write_all_at(&buf[..n], *pos).map_err(|e| {
+        let mut buf = vec![0u8; BUF];
+        while self.pos < self.end {
+            if self.aborted() {
+                // The caller sees the abort and stops without blaming this asset.
+                return Err(Failure::Fatal(String::new()));
+            }
+            let want = ((self.end - self.pos) as usize).min(BUF);
+            let n = match body.read(&mut buf[..want]) {
+                Ok(0) => return Err(self.broken("connection closed")),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.broken(&util::text::clean(&e.to_string(), 200))),
+            };
+            self.write(&buf[..n])?;
+        }
+        Ok(())
+    }
+
+    /// A transfer that broke off at `pos`, to be retried.
+    fn broken(&self, why: &str) -> Failure {
+        Failure::Transient(format!(
+            "{}: {why} at byte {} of {}",
+            self.wanted.from.place(),
+            self.pos,
+            self.wanted.size
+        ))
+    }
+
+    /// Writes `data` at `pos` and publishes it.
+    fn write(&mut self, data: &[u8]) -> std::result::Result<(), Failure> {
+        let wanted = &self.wanted;
+        let n = data.len() as u64;
+        self.file.write_all_at(data, self.pos).map_err(|e| {
             Failure::Fatal(format!(
                 "cannot write {}: {e}",
                 fsutil::partial_path(&wanted.dest).display()
             ))
         })?;
-        *pos += n as u64;
-        if matches!(wanted.from, super::Origin::Url(_)) {
-            super::count_asset(&wanted.name, n as u64);
+        self.pos += n;
+        if matches!(wanted.from, Origin::Url(_)) {
+            super::count_asset(&wanted.name, n);
         }
         {
-            let mut g = shared.lock();
-            let s = &mut g.assets[task.asset].segs[task.seg];
-            s.written = *pos - s.start;
+            let mut g = self.shared.lock();
+            let s = &mut g.assets[self.task.asset].segs[self.task.seg];
+            s.written = self.pos - s.start;
         }
-        shared.changed.notify_all();
-        shared.progress.advance(&wanted.name, wanted.size, n as u64);
+        self.shared.changed.notify_all();
+        self.shared.progress.advance(&wanted.name, wanted.size, n);
+        Ok(())
     }
-    Ok(())
 }
 
 /// Reads an asset from a local mirror directory: ranges are free. Only a
@@ -287,113 +311,105 @@ pub(super) fn open_local(
     Ok(Box::new(f))
 }
 
-/// Sends the request for `*pos..*end` and checks the answer; a server that
-/// ignores ranges switches the asset to one whole-file stream.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn open_http(
-    shared: &Shared,
-    task: &mut Task,
-    wanted: &Wanted,
-    url: &str,
-    file: &File,
-    mode: Mode,
-    start: u64,
-    pos: &mut u64,
-    end: &mut u64,
-) -> std::result::Result<Box<dyn Read>, Failure> {
-    let whole_from_zero = *pos == 0 && start == 0 && *end == wanted.size;
-    let range = if whole_from_zero && mode == Mode::Single {
-        None
-    } else {
-        Some((*pos, *end - 1))
-    };
-    let what = format!("asset {}", Shown(&wanted.name));
-    let resp = shared.http.asset_get(url, range, &what)?;
-    let status = resp.status().as_u16();
-    if status == 206 {
-        let cr = resp
-            .headers()
-            .get("content-range")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+impl Fetch<'_> {
+    /// Sends the request for `pos..end` and checks the answer; a server
+    /// that ignores ranges switches the asset to one whole-file stream.
+    fn open_http(&mut self, url: &str) -> std::result::Result<Box<dyn Read>, Failure> {
+        let size = self.wanted.size;
+        let whole_from_zero = self.pos == 0 && self.start == 0 && self.end == size;
+        let range = if whole_from_zero && self.mode == Mode::Single {
+            None
+        } else {
+            Some((self.pos, self.end - 1))
+        };
+        let what = format!("asset {}", Shown(&self.wanted.name));
+        let resp = self.shared.http.asset_get(url, range, &what)?;
+        if resp.status().as_u16() == 206 {
+            let cr = resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            self.check_range(url, cr)?;
+        } else {
+            // 200: the whole file from byte 0, whatever we asked for.
+            let len = resp
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(len) = len.filter(|&len| len != size) {
+                return Err(Failure::Fatal(format!(
+                    "{} is {len} bytes but the release says {size}; the release is inconsistent, \
+                     try again later or choose another --version",
+                    Shown(url),
+                )));
+            }
+            if !whole_from_zero {
+                self.go_whole(url).map_err(Failure::Fatal)?;
+                self.pos = 0;
+                self.end = size;
+            }
+        }
+        Ok(Box::new(resp.into_body().into_reader()))
+    }
+
+    /// A 206 answer's `Content-Range` must start where we asked and give
+    /// the release's size; the first one settles that the server honours
+    /// ranges.
+    fn check_range(&self, url: &str, cr: &str) -> std::result::Result<(), Failure> {
         match parse_content_range(cr) {
-            Some((a, _, total)) if a == *pos && total.is_none_or(|t| t == wanted.size) => {}
+            Some((a, _, total)) if a == self.pos && total.is_none_or(|t| t == self.wanted.size) => {
+            }
             _ => {
                 return Err(Failure::Fatal(format!(
                     "{} answered a range request for bytes {}- with `Content-Range: {}`; \
                      the file on the server does not match the release (size {})",
                     Shown(url),
-                    *pos,
+                    self.pos,
                     util::text::clean(cr, 80),
-                    wanted.size
+                    self.wanted.size
                 )))
             }
         }
-        if mode == Mode::Probe {
-            let mut g = shared.lock();
-            if g.assets[task.asset].mode == Mode::Probe {
-                g.assets[task.asset].mode = Mode::Ranged;
+        if self.mode == Mode::Probe {
+            let mut g = self.shared.lock();
+            if g.assets[self.task.asset].mode == Mode::Probe {
+                g.assets[self.task.asset].mode = Mode::Ranged;
             }
             drop(g);
-            shared.changed.notify_all();
+            self.shared.changed.notify_all();
         }
-    } else {
-        // 200: the whole file from byte 0, whatever we asked for.
-        if let Some(len) = resp
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if len != wanted.size {
-                return Err(Failure::Fatal(format!(
-                    "{} is {len} bytes but the release says {}; the release is inconsistent, \
-                     try again later or choose another --version",
-                    Shown(url),
-                    wanted.size
-                )));
-            }
-        }
-        if !whole_from_zero {
-            go_whole(shared, task, wanted, url, file).map_err(Failure::Fatal)?;
-            *pos = 0;
-            *end = wanted.size;
-        }
+        Ok(())
     }
-    Ok(Box::new(resp.into_body().into_reader()))
-}
 
-/// The server ignored our range: fetch this asset as one stream instead.
-pub(super) fn go_whole(
-    shared: &Shared,
-    task: &mut Task,
-    wanted: &Wanted,
-    url: &str,
-    file: &File,
-) -> std::result::Result<(), String> {
-    let mut g = shared.lock();
-    let a = &mut g.assets[task.asset];
-    // Only the first request of an asset may find out; later segments of a
-    // ranged download are already being written elsewhere in the file.
-    if a.mode == Mode::Ranged {
-        return Err(format!(
-            "{} stopped honouring range requests in the middle of the download; re-run",
-            Shown(url)
-        ));
+    /// The server ignored our range: fetch this asset as one stream instead.
+    fn go_whole(&mut self, url: &str) -> std::result::Result<(), String> {
+        let mut g = self.shared.lock();
+        let a = &mut g.assets[self.task.asset];
+        // Only the first request of an asset may find out; later segments of a
+        // ranged download are already being written elsewhere in the file.
+        if a.mode == Mode::Ranged {
+            return Err(format!(
+                "{} stopped honouring range requests in the middle of the download; re-run",
+                Shown(url)
+            ));
+        }
+        let _ = fs::remove_file(&a.segs_path);
+        self.file
+            .set_len(0)
+            .map_err(|e| format!("cannot truncate {}: {e}", a.partial.display()))?;
+        a.mode = Mode::Single;
+        a.segs = vec![Seg {
+            start: 0,
+            end: self.wanted.size,
+            written: 0,
+            state: SegState::InFlight,
+        }];
+        // The asset is one segment now, whichever segment this task was for.
+        self.task.seg = 0;
+        Ok(())
     }
-    let _ = fs::remove_file(&a.segs_path);
-    file.set_len(0)
-        .map_err(|e| format!("cannot truncate {}: {e}", a.partial.display()))?;
-    a.mode = Mode::Single;
-    a.segs = vec![Seg {
-        start: 0,
-        end: wanted.size,
-        written: 0,
-        state: SegState::InFlight,
-    }];
-    // The asset is one segment now, whichever segment this task was for.
-    task.seg = 0;
-    Ok(())
 }
 
 /// `bytes A-B/TOTAL` (TOTAL may be `*`).

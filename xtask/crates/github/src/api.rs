@@ -2,12 +2,12 @@
 //! time it resets), a refused token, or anything else unexpected, each as a
 //! message that says what to do.
 
-use fetch::http::{header, quota_spent, ApiResponse, Http};
 use fetch::network;
+use fetch::{header, quota_spent, ApiResponse, Http};
 use util::text::Shown;
 
 /// The error for a rate-limited or unauthorised API answer, if it is one.
-pub fn api_refusal(resp: &ApiResponse, url: &str, http: &Http) -> Option<anyhow::Error> {
+pub(crate) fn api_refusal(resp: &ApiResponse, url: &str, http: &Http) -> Option<anyhow::Error> {
     if quota_spent(resp) {
         let reset = header(&resp.headers, "x-ratelimit-reset")
             .and_then(|s| s.trim().parse::<i64>().ok())
@@ -35,7 +35,7 @@ pub fn api_refusal(resp: &ApiResponse, url: &str, http: &Http) -> Option<anyhow:
     None
 }
 
-pub fn unexpected(resp: &ApiResponse, url: &str) -> anyhow::Error {
+pub(crate) fn unexpected(resp: &ApiResponse, url: &str) -> anyhow::Error {
     network(format!(
         "{} answered HTTP {}: {}",
         Shown(url),

@@ -11,20 +11,28 @@ use archive::unpack::Compression;
 use util::fmt::human_bytes;
 use util::text::Shown;
 
+/// The machine architecture a set is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Arch {
+    /// x86-64.
     Amd64,
+    /// AArch64.
     Arm64,
 }
 
+/// The Ubuntu release of the disk image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Os {
+    /// Ubuntu 20.04.
     Focal,
+    /// Ubuntu 22.04.
     Jammy,
 }
 
 impl Arch {
+    /// Every architecture, in the order listed.
     pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+    /// The architecture named `s` (`amd64`, `arm64`); an error lists the names.
     pub fn parse(s: &str) -> Result<Arch> {
         match s {
             "amd64" => Ok(Arch::Amd64),
@@ -35,6 +43,7 @@ impl Arch {
             ),
         }
     }
+    /// The name assets and flags use.
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::Amd64 => "amd64",
@@ -44,7 +53,9 @@ impl Arch {
 }
 
 impl Os {
+    /// Every Ubuntu release, in the order listed.
     pub const ALL: [Os; 2] = [Os::Focal, Os::Jammy];
+    /// The release named `s` (`focal`, `jammy`); an error lists the names.
     pub fn parse(s: &str) -> Result<Os> {
         match s {
             "focal" => Ok(Os::Focal),
@@ -55,6 +66,7 @@ impl Os {
             ),
         }
     }
+    /// The name assets and flags use.
     pub fn as_str(self) -> &'static str {
         match self {
             Os::Focal => "focal",
@@ -77,7 +89,7 @@ impl fmt::Display for Os {
 
 /// No single asset is larger: GitHub caps assets at 2 GiB, and a mirror's
 /// whole uncompressed image of a 16 GiB disk is well under this.
-pub const MAX_ASSET: u64 = 256 << 30;
+pub(crate) const MAX_ASSET: u64 = 256 << 30;
 /// A checksum file is a line or two; a larger one is not a checksum file.
 pub const MAX_SUMS: u64 = 1 << 20;
 
@@ -95,20 +107,22 @@ pub enum DiskForm {
 /// The assets of one os/arch set.
 #[derive(Clone, Debug)]
 pub struct Selection {
+    /// The kernel.
     pub kernel: Asset,
+    /// The test client.
     pub client: Asset,
     /// In archive order: concatenated, they are the disk archive.
     pub disk: Vec<Asset>,
+    /// What form the disk comes in.
     pub disk_form: DiskForm,
     /// The archive's name without any split suffix.
     pub disk_archive: String,
+    /// The sums file that gives the image's sha256.
     pub sums: Asset,
 }
 
 impl Selection {
-    /// How many assets [`Selection::all`] yields before the disk parts.
-    pub const SMALL: usize = 3;
-
+    /// Bytes of every asset together.
     pub fn total_size(&self) -> u64 {
         self.all().map(|a| a.size).sum()
     }
@@ -122,12 +136,15 @@ impl Selection {
     }
 }
 
+/// The kernel's asset name: `vmlinux-OS-ARCH`.
 pub fn kernel_name(os: Os, arch: Arch) -> String {
     format!("vmlinux-{os}-{arch}")
 }
+/// The test client's asset name: `test-client-ARCH`.
 pub fn client_name(arch: Arch) -> String {
     format!("test-client-{arch}")
 }
+/// The disk image's base name: `disk-image-OS-ARCH.qcow2`.
 pub fn disk_base(os: Os, arch: Arch) -> String {
     format!("disk-image-{os}-{arch}.qcow2")
 }
@@ -138,6 +155,7 @@ pub fn disk_base_of(archive: &str) -> String {
         None => archive.to_string(),
     }
 }
+/// The sums file's asset name: `BASE.sums`.
 pub fn sums_name(os: Os, arch: Arch) -> String {
     format!("{}.sums", disk_base(os, arch))
 }
@@ -334,27 +352,10 @@ pub fn select(release: &Release, os: Os, arch: Arch) -> Result<Selection> {
     }
 }
 
+/// A disk archive: its parts in order, its form, its name.
 pub type Disk = (Vec<Asset>, DiskForm, String);
 
-/// The disk archive (its parts in order, its form, its name) and the sums of
-/// one os/arch set, for a set that has no kernel or client (a directory of
-/// parts `pack` wrote, a CI artifact); a missing part is an error that says
-/// `fix`.
-pub fn select_disk_and_sums(
-    release: &Release,
-    os: Os,
-    arch: Arch,
-    fix: &str,
-) -> Result<(Disk, Asset)> {
-    select_set(
-        release,
-        &disk_base(os, arch),
-        &format!(" for {os}/{arch}"),
-        fix,
-    )
-}
-
-/// [`select_disk_and_sums`] for the set of any `base` (`BASE.tar.gz.aa`…
+/// The disk and the sums of the set of any `base` (`BASE.tar.gz.aa`…
 /// and `BASE.sums`: a CI artifact's un-renamed `disk-image.qcow2`); `what`
 /// ends the error that says which of the two is missing.
 pub fn select_set(release: &Release, base: &str, what: &str, fix: &str) -> Result<(Disk, Asset)> {

@@ -23,14 +23,17 @@ const USED: &str = ".used";
 /// entries, at most this many and this many bytes in all (the entry just
 /// used always stays).
 pub const KEEP_ENTRIES: usize = 3;
+/// … and at most this many bytes in all (see [`KEEP_ENTRIES`]).
 pub const KEEP_BYTES: u64 = 20 << 30;
 
+/// The download cache (`$VSWARM_CACHE_DIR`): one entry a release, locked while used.
 pub struct Cache {
     root: PathBuf,
 }
 
 /// One release's directory in the cache.
 pub struct Entry {
+    /// The entry's directory.
     pub dir: PathBuf,
     /// `OWNER/NAME TAG (SITE)`, for messages.
     pub label: String,
@@ -40,11 +43,17 @@ pub struct Entry {
 
 /// What `cache list` shows of an entry.
 pub struct EntryInfo {
+    /// The entry's directory.
     pub dir: PathBuf,
+    /// The site the release came from.
     pub site: String,
+    /// The repository, `owner/name`.
     pub repo: String,
+    /// The release tag.
     pub tag: String,
+    /// Bytes the entry holds.
     pub bytes: u64,
+    /// When a run last used it (pruning drops the oldest first).
     pub last_used: SystemTime,
 }
 
@@ -69,6 +78,7 @@ impl Cache {
         }
     }
 
+    /// The cache's directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -183,6 +193,7 @@ impl Entry {
         fsutil::read_small(&self.dir.join(RELEASE_JSON), MAX_JSON).ok()
     }
 
+    /// Keeps the release's JSON in the entry, so `--offline` can resolve it.
     pub fn store_release_json(&self, json: &str) -> Result<()> {
         fsutil::ensure_own_dir(&self.dir)?;
         // Runs reading the entry may store it at once: each writes a
@@ -194,6 +205,7 @@ impl Entry {
         fsutil::rename_durable(&mine, &self.dir.join(RELEASE_JSON))
     }
 
+    /// Forgets the kept release JSON (the release may have changed).
     pub fn forget_release_json(&self) {
         let _ = fs::remove_file(self.dir.join(RELEASE_JSON));
     }

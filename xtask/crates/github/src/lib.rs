@@ -4,6 +4,7 @@
 //! or a mirror directory or URL (`source`) — the per-user download cache,
 //! which is laid out as a mirror (`cache`), the documentation's support
 //! table (`support`), and writing releases and their assets (`upload`).
+#![warn(missing_docs)]
 
 #[macro_use]
 extern crate util;

@@ -8,9 +8,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::api;
-use fetch::http::{header, Http};
+use fetch::{header, Http};
 use util::text::Shown;
 
+/// A GitHub release, as the API (or a mirror's `release.json`) gives it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Release {
     /// The API's id (uploads and edits name the release by it).
@@ -19,29 +20,41 @@ pub struct Release {
     /// `https://uploads.github.com/repos/o/r/releases/1/assets{?name,label}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_url: Option<String>,
+    /// The tag, e.g. `v1.0`.
     pub tag_name: String,
+    /// The title.
     #[serde(default)]
     pub name: Option<String>,
+    /// A draft is never used.
     #[serde(default)]
     pub draft: bool,
+    /// Whether it is marked a pre-release.
     #[serde(default)]
     pub prerelease: bool,
+    /// When it was published (RFC 3339).
     #[serde(default)]
     pub published_at: Option<String>,
+    /// Its assets.
     #[serde(default)]
     pub assets: Vec<Asset>,
 }
 
+/// One asset of a release.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Asset {
+    /// The API's id (absent in a mirror).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
+    /// The file name.
     pub name: String,
+    /// The size in bytes.
     pub size: u64,
+    /// Where to download it.
     pub browser_download_url: String,
     /// `sha256:<hex>`; absent or null on assets uploaded before 2025.
     #[serde(default)]
     pub digest: Option<String>,
+    /// `uploaded` when complete; another state is not usable.
     #[serde(default)]
     pub state: Option<String>,
 }
@@ -63,13 +76,15 @@ impl Asset {
 
 /// A release as looked up, with a note when `latest` had to fall back.
 pub struct Resolved {
+    /// The release.
     pub release: Release,
     /// The JSON the API sent, kept for mirrors.
     pub json: String,
+    /// A note to say about how it was resolved, if any.
     pub note: Option<String>,
 }
 
-pub fn releases_url(http: &Http, repo: &str) -> String {
+pub(crate) fn releases_url(http: &Http, repo: &str) -> String {
     format!("{}/repos/{repo}/releases", http.api_base())
 }
 
@@ -155,7 +170,7 @@ pub fn parse_release(
 
 /// A release asked for by tag must answer with that tag: anything else is a
 /// server (or mirror) that is not telling the truth about what it serves.
-pub fn check_answered_tag(release: &Release, asked: &str, origin: &str) -> Result<()> {
+pub(crate) fn check_answered_tag(release: &Release, asked: &str, origin: &str) -> Result<()> {
     if release.tag_name != asked {
         bail!(
             "{} answered with release {} when asked for {asked}; the server is not serving \
@@ -244,7 +259,7 @@ fn list_loops(url: &str, why: &str) {
 }
 
 /// The `rel="next"` target of a `Link` header.
-pub fn next_link(link: &str) -> Option<String> {
+pub(crate) fn next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
         let is_next = params

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::release::{self, check_tag, Asset, Release, Resolved};
-use fetch::http::Http;
-use fetch::url;
+use fetch::Http;
 use fetch::Origin;
 use util::fs as fsutil;
 use util::text::Shown;
@@ -21,9 +20,13 @@ pub const RELEASE_JSON: &str = "release.json";
 /// A `latest` file names one tag.
 const MAX_LATEST: u64 = 256;
 
+/// Where releases come from.
 pub enum Source {
+    /// GitHub's API.
     GitHub,
+    /// A mirror directory on this machine.
     Dir(PathBuf),
+    /// A mirror served over HTTP(S).
     Url(String),
 }
 
@@ -136,7 +139,7 @@ impl Source {
         match self {
             Source::GitHub => {
                 let what = format!("asset {}", Shown(&asset.name));
-                url::check_url(&asset.browser_download_url, &what).map_err(|e| anyhow!(e))?;
+                fetch::check_url(&asset.browser_download_url, &what).map_err(|e| anyhow!(e))?;
                 Ok(Origin::Url(asset.browser_download_url.clone()))
             }
             Source::Dir(dir) => Ok(Origin::Local(dir.join(tag).join(&asset.name))),

@@ -5,12 +5,17 @@ use super::assets::{Arch, Os};
 
 /// Support status of one os/arch set, from the documentation's tables.
 pub struct Support {
+    /// The kernel version of the set.
     pub kernel: &'static str,
+    /// The Ubuntu version of the disk image.
     pub ubuntu: &'static str,
+    /// Whether the set is supported as stable.
     pub stable: bool,
+    /// Whether it runs under gem5 as well as QEMU.
     pub gem5: bool,
 }
 
+/// What the set for `os`/`arch` supports.
 pub fn support(os: Os, arch: Arch) -> Support {
     match (os, arch) {
         (Os::Focal, Arch::Amd64) => Support {

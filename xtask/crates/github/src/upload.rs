@@ -10,8 +10,7 @@ use serde_json::json;
 
 use super::api;
 use super::release::{for_each_release, releases_url, Asset, Release};
-use fetch::http::{ApiResponse, Failure, Http};
-use fetch::url;
+use fetch::{ApiResponse, Failure, Http};
 use util::text::Shown;
 
 /// The release tagged `tag`, drafts included, or None.
@@ -115,10 +114,10 @@ pub fn delete_asset(http: &Http, repo: &str, id: u64, name: &str) -> Result<()> 
 const UPLOAD_TEMPLATE: &str = "{?name,label}";
 
 /// A release's `upload_url`, read once: the base URL before its
-/// `{?name,label}` template, strictly checked (see [`url::check_strict`]).
+/// `{?name,label}` template, strictly checked (see [`fetch::check_strict`]).
 /// Every URL a file is sent to is built from it and checked again.
 pub struct UploadUrl {
-    base: url::Checked,
+    base: fetch::Checked,
 }
 
 impl UploadUrl {
@@ -134,8 +133,8 @@ impl UploadUrl {
                 Shown(upload_url)
             );
         };
-        let base =
-            url::check_strict(base, what).map_err(|e| anyhow!("{e}; {form}; nothing was sent"))?;
+        let base = fetch::check_strict(base, what)
+            .map_err(|e| anyhow!("{e}; {form}; nothing was sent"))?;
         if base.has_query {
             bail!(
                 "{what} `{}` has a query before its template; {form}; nothing was sent",
@@ -155,7 +154,7 @@ impl UploadUrl {
     /// what is returned is what is sent, on the base's origin.
     pub fn for_name(&self, name: &str) -> Result<String> {
         let target = format!("{}?name={}", self.base.url, query_encode(name));
-        let checked = url::check_strict(&target, "the upload URL").map_err(|e| anyhow!(e))?;
+        let checked = fetch::check_strict(&target, "the upload URL").map_err(|e| anyhow!(e))?;
         if checked.origin != self.base.origin {
             bail!(
                 "the upload URL {} is not on {}; refusing to send to it",
@@ -169,6 +168,7 @@ impl UploadUrl {
 
 /// How one upload ended.
 pub enum Sent {
+    /// The asset is uploaded.
     Done(Asset),
     /// Worth another try after the release is looked at again (a cut
     /// connection, a 5xx): GitHub may have kept a `starter` asset.

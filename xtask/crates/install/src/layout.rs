@@ -3,9 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+/// The kernel's name in the output directory.
 pub const KERNEL: &str = "kernel";
+/// The test client's name.
 pub const CLIENT: &str = "client";
+/// The qcow2 disk image's name.
 pub const QCOW2: &str = "disk-image.qcow2";
+/// The raw disk image's name.
 pub const RAW: &str = "disk-image.img";
 /// In the working directory: the release JSON a download used, so the later
 /// steps need no network.

@@ -3,6 +3,7 @@
 //! how files get there — by rename only, a set with its install pending in
 //! the manifest first (`swap`); and what an installed kernel or client must
 //! be (`elf`).
+#![warn(missing_docs)]
 
 pub mod elf;
 pub mod layout;

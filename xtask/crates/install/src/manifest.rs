@@ -14,6 +14,7 @@ use super::layout::NAMES;
 use util::fs as fsutil;
 use util::time::rfc3339_now;
 
+/// The manifest's name in the output directory.
 pub const FILE: &str = "manifest.json";
 /// Manifests are small; a larger file is not ours.
 const MAX_LEN: u64 = 1 << 20;
@@ -23,13 +24,19 @@ const MAX_LEN: u64 = 1 << 20;
 /// only when all four are listed and no install is pending.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
+    /// The manifest format version.
     pub format: u32,
+    /// The repository the set came from.
     pub repo: String,
+    /// The release tag.
     pub tag: String,
+    /// The architecture.
     pub arch: String,
+    /// The Ubuntu release.
     pub os: String,
     /// UTC, RFC 3339.
     pub installed_at: String,
+    /// The files installed.
     pub files: Vec<FileEntry>,
     /// Written before files are moved in and cleared after: the set being
     /// installed. A run killed meanwhile leaves it, so the next run knows
@@ -41,9 +48,12 @@ pub struct Manifest {
     pub no_raw: bool,
 }
 
+/// One installed file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileEntry {
+    /// Its name in the output directory.
     pub name: String,
+    /// Its size in bytes.
     pub size: u64,
     /// Hex. None for the raw image: it is checked against the qcow2's guest
     /// content instead (`verify --deep`), since hashing GiBs of holes costs
@@ -51,13 +61,18 @@ pub struct FileEntry {
     pub sha256: Option<String>,
     /// Nanoseconds since the Unix epoch.
     pub modified_ns: u128,
+    /// The release assets it was made from.
     pub sources: Vec<SourceAsset>,
 }
 
+/// A release asset a file was made from.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceAsset {
+    /// The asset's name.
     pub name: String,
+    /// Its size in bytes.
     pub size: u64,
+    /// The release's digest field for it, if it gave one.
     pub digest: Option<String>,
 }
 
@@ -92,6 +107,7 @@ pub fn store(out: &Path, m: &Manifest) -> Result<()> {
     fsutil::write_small(&out.join(FILE), json.as_bytes())
 }
 
+/// The size and modification time (ns) of the file at `path`.
 pub fn modified_ns(path: &Path) -> Result<(u64, u128)> {
     let meta = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
     let ns = meta
@@ -134,6 +150,7 @@ impl Manifest {
         }
     }
 
+    /// The entry of the file `name`, if installed.
     pub fn entry(&self, name: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.name == name)
     }
@@ -148,7 +165,7 @@ impl Manifest {
 
     /// Records the sizes and modification times of the files `names`, just
     /// installed.
-    pub fn with_installed_times(mut self, out: &Path, names: &[&str]) -> Result<Manifest> {
+    pub(crate) fn with_installed_times(mut self, out: &Path, names: &[&str]) -> Result<Manifest> {
         for f in self
             .files
             .iter_mut()

@@ -17,7 +17,7 @@ use util::fs as fsutil;
 /// user, QEMU and gem5 write to installed files, and that must not change
 /// the cache. (`io::copy` between files is `copy_file_range`, which shares
 /// the blocks where the file system has reflinks.)
-pub fn install_copy(src: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn install_copy(src: &Path, dest: &Path) -> Result<()> {
     let tmp = fsutil::partial_path(dest);
     let mut from =
         fsutil::open_regular(src).with_context(|| format!("cannot open {}", src.display()))?;
@@ -35,6 +35,7 @@ pub enum Move {
     /// A copy of a file that stays where it is (kernel and client, from the
     /// cache or the working directory).
     Copy(PathBuf),
+    /// Renamed from this path (on the same file system).
     Rename(PathBuf),
     /// The installed file is removed (the raw image of a replaced qcow2,
     /// with `--no-raw`).

@@ -27,6 +27,8 @@ pub(super) struct Input<R> {
     /// A read error met while reading ahead; returned once the bytes before
     /// it are used up.
     pub(super) err: Option<io::Error>,
+    /// The inner reader's error was returned: a decoder passes it on as it is.
+    pub(super) failed: bool,
     pub(super) scratch: Vec<u8>,
 }
 
@@ -41,6 +43,7 @@ impl<R: Read> Input<R> {
             offset: 0,
             eof: false,
             err: None,
+            failed: false,
             scratch: Vec::new(),
         }
     }
@@ -54,14 +57,14 @@ impl<R: Read> Input<R> {
             return Ok(&s.data[s.start..s.end]);
         }
         if self.pos == self.len {
-            if let Some(e) = self.err.take() {
-                return Err(e);
-            }
             self.pos = 0;
             self.len = 0;
-            self.fill_quiet(1);
+            if self.err.is_none() {
+                self.fill_quiet(1);
+            }
             if self.len == 0 {
                 if let Some(e) = self.err.take() {
+                    self.failed = true;
                     return Err(e);
                 }
             }
@@ -196,5 +199,27 @@ impl<R: Read> Input<R> {
                 self.pushback.push_front(s);
             }
         }
+    }
+}
+
+/// flate2's gzip decoder reads the member through these: it takes only
+/// what it uses, so the next member stays in the input.
+impl<R: Read> io::BufRead for Input<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        Input::fill_buf(self)
+    }
+
+    fn consume(&mut self, n: usize) {
+        Input::consume(self, n)
+    }
+}
+
+impl<R: Read> Read for Input<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let data = self.fill_buf()?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }

@@ -2,11 +2,13 @@
 //! sizes are inflated on worker threads, everything else serially, as
 //! flate2's `MultiGzDecoder` does). The parts: `member` (the format),
 //! `input` (push-back and look-ahead), `scan` (members into jobs), `pool`
-//! (the workers), `serial` (the reference decoder).
+//! (the workers), `serial` (flate2's gzip decoder, member by member). The
+//! format of the members `pack` writes is public too: [`member_header`] and
+//! its constants.
 //!
 //! How the gzip decoder works. The calling thread *scans*: it looks at the
 //! next member's header without consuming it; if the header claims a size
-//! (Mgzip `IG`, Python mgzip `MZ` or BGZF `BC`, see [`member`]) within
+//! (Mgzip `IG`, Python mgzip `MZ` or BGZF `BC`) within
 //! the caps and budgets, it reads the whole member and hands it (batched
 //! with its neighbours when members are small) to a worker, which inflates
 //! it into a buffer of exactly ISIZE bytes and checks that the deflate data
@@ -26,30 +28,30 @@
 //! decode cleanly — a size that is too big, too small, past the end,
 //! corrupt data, a bad CRC — is put back, with every byte read after it,
 //! in front of the input and decoded again *serially*, on the calling
-//! thread, streaming. The serial decoder is the reference: it accepts and
-//! rejects what flate2's `MultiGzDecoder` does, gives the same bytes, and
-//! produces every error message, with the byte offset. So a wrong claim
+//! thread, streaming. The serial decoder is flate2's own (one member at a
+//! time), so the stream is accepted and rejected as `MultiGzDecoder` does,
+//! and it produces every error message, naming the member and the byte
+//! offset in the input where the fault showed. So a wrong claim
 //! costs time, never correctness, and a claim never drives an allocation
 //! above [`MAX_PARALLEL_MEMBER`] (members with more compressed bytes are
 //! streamed serially) or a [`PIECE`] of output. When a member in pieces
 //! fails after some were handed on, the serial decoder skips that many
 //! bytes of it: they are the same bytes, as inflating is deterministic.
+#![warn(missing_docs)]
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
-use flate2::Decompress;
-
 mod input;
-pub mod member;
+mod member;
 mod pool;
 mod scan;
 mod serial;
 
 use input::{Input, Segment};
-use member::TRAILER_LEN;
+pub use member::{member_header, DEFAULT_BLOCK, DEFAULT_LEVEL, HEADER_LEN, MAX_BLOCK, TRAILER_LEN};
 use pool::{Job, Pieces, Pool, Work};
 use scan::{Members, Scan};
 use serial::{SerialMember, SerialState};
@@ -96,12 +98,13 @@ pub struct DecodeStats {
 /// that precedes them. After an error every read fails. Dropping the
 /// decoder stops its threads.
 pub struct ParallelGzDecoder<R: Read> {
-    input: Input<R>,
+    /// The input; lent to the serial decoder while it inflates a member.
+    input: Option<Input<R>>,
     threads: usize,
     pool: Option<Pool>,
     /// Worker threads could not be started: decode serially.
     no_pool: bool,
-    units: VecDeque<Unit>,
+    units: VecDeque<Unit<R>>,
     raw_in_flight: u64,
     bufs_in_flight: u64,
     /// Output being handed out: `out[out_pos..out_len]`.
@@ -118,31 +121,30 @@ pub struct ParallelGzDecoder<R: Read> {
     /// its first `skip` output bytes not handed on again.
     force_serial: bool,
     skip: u64,
-    inflate: Decompress,
     failed: Option<(io::ErrorKind, String)>,
     done: bool,
     stats: DecodeStats,
 }
 
 /// A piece of the stream, in order.
-enum Unit {
+enum Unit<R> {
     Job(Job),
     /// The next member, decoded on the calling thread; nothing of it has
     /// been consumed by the scanner.
-    Serial(SerialMember),
+    Serial(SerialMember<R>),
 }
 
 impl<R: Read> ParallelGzDecoder<R> {
     /// A decoder using one worker per core.
     pub fn new(inner: R) -> Self {
-        Self::with_threads(inner, util::cores::threads(0))
+        Self::with_threads(inner, util::threads(0))
     }
 
     /// A decoder using `threads` workers; 0 decodes everything on the
     /// calling thread.
     pub fn with_threads(inner: R, threads: usize) -> Self {
         ParallelGzDecoder {
-            input: Input::new(inner),
+            input: Some(Input::new(inner)),
             threads,
             pool: None,
             no_pool: threads == 0,
@@ -157,13 +159,13 @@ impl<R: Read> ParallelGzDecoder<R> {
             next_member: 0,
             force_serial: false,
             skip: 0,
-            inflate: Decompress::new(false),
             failed: None,
             done: false,
             stats: DecodeStats::default(),
         }
     }
 
+    /// What the decoder did so far.
     pub fn stats(&self) -> DecodeStats {
         self.stats
     }
@@ -186,7 +188,7 @@ impl<R: Read> ParallelGzDecoder<R> {
                     return Err(io::Error::other("gzip decoder: nothing scheduled"));
                 }
                 Some(Unit::Serial(m)) => {
-                    let (n, state) = m.read(&mut self.input, &mut self.inflate, buf)?;
+                    let (n, state) = m.read(&mut self.input, buf)?;
                     match state {
                         SerialState::More => {}
                         SerialState::MemberDone => {
@@ -276,7 +278,7 @@ impl<R: Read> ParallelGzDecoder<R> {
                 });
             }
         }
-        self.input.push_front(segs);
+        self.input().push_front(segs);
         self.next_member = job.first_member + i as u64;
         self.force_serial = true;
     }
@@ -307,7 +309,7 @@ impl<R: Read> ParallelGzDecoder<R> {
                 Scan::Job { raw, members } => {
                     if let Err(raw) = self.submit(raw, members) {
                         // No workers: put the bytes back, go serial.
-                        self.input.push_front(vec![Segment {
+                        self.input().push_front(vec![Segment {
                             start: 0,
                             end: raw.len(),
                             data: raw,
@@ -325,11 +327,9 @@ impl<R: Read> ParallelGzDecoder<R> {
         let index = self.next_member;
         self.next_member += 1;
         let skip = std::mem::take(&mut self.skip);
-        self.units.push_back(Unit::Serial(SerialMember::new(
-            index,
-            self.input.offset,
-            skip,
-        )));
+        let start = self.input().offset;
+        self.units
+            .push_back(Unit::Serial(SerialMember::new(index, start, skip)));
     }
 
     /// Hands a job to the workers (started on first use). Gives the bytes
@@ -392,6 +392,15 @@ impl<R: Read> ParallelGzDecoder<R> {
         self.spare
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(PIECE + 1))
+    }
+
+    /// The input, when the serial decoder is not holding it: it holds it
+    /// only while its unit, the last queued, is at the front, and then
+    /// nothing scans, pushes back or falls back.
+    fn input(&mut self) -> &mut Input<R> {
+        self.input
+            .as_mut()
+            .expect("the input is back once a serial member ends")
     }
 
     /// Stops the workers and drops queued work.

@@ -45,6 +45,7 @@ const FRESERVED: u8 = !(FTEXT | FHCRC | FEXTRA | FNAME | FCOMMENT);
 /// compressor and in the parallel decoder alike (peak RSS 13 vs 38 MB
 /// compressing, 23 vs 36 MB decoding, 1 vs 4 MiB).
 pub const DEFAULT_LEVEL: u32 = 6;
+/// Input bytes a member holds unless told otherwise.
 pub const DEFAULT_BLOCK: usize = 1 << 20;
 /// Members must fit the u32 size field with room for the deflate bound.
 pub const MAX_BLOCK: usize = 1 << 30;
@@ -75,7 +76,7 @@ pub fn member_header(total: u32, level: u32) -> [u8; HEADER_LEN] {
 
 /// What a member's FEXTRA field says about its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SizeClaim {
+pub(crate) enum SizeClaim {
     /// Mgzip `IG`: the member's total size (gzp), or perhaps the deflate
     /// data's size (Python `mgzip`'s convention). The reader tries both.
     Ig(u32),
@@ -89,7 +90,7 @@ impl SizeClaim {
     /// Possible total member sizes, most likely first, given the header's
     /// length. Sizes too small to hold the header, the shortest deflate
     /// stream and the trailer are dropped.
-    pub fn totals(self, header_len: usize) -> Vec<u64> {
+    pub(crate) fn totals(self, header_len: usize) -> Vec<u64> {
         let min = (header_len + 2 + TRAILER_LEN) as u64;
         let raw = match self {
             SizeClaim::Ig(v) => vec![v as u64, v as u64 + (header_len + TRAILER_LEN) as u64],
@@ -104,7 +105,7 @@ impl SizeClaim {
 /// well-formed `IG` or `MZ` (length 4) or `BC` (length 2) subfield. Malformed
 /// subfield lists are ignored, as gzip ignores FEXTRA: such members are
 /// decoded serially.
-pub fn size_claim(extra: &[u8]) -> Option<SizeClaim> {
+pub(crate) fn size_claim(extra: &[u8]) -> Option<SizeClaim> {
     let mut rest = extra;
     let mut found = None;
     while !rest.is_empty() {
@@ -138,7 +139,7 @@ pub fn size_claim(extra: &[u8]) -> Option<SizeClaim> {
 
 /// Why a header is not a gzip member header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderError {
+pub(crate) enum HeaderError {
     /// The first two bytes are not 1f 8b.
     NotGzip,
     Method(u8),
@@ -165,10 +166,10 @@ impl std::fmt::Display for HeaderError {
 
 /// A parsed member header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// Bytes from the magic to the first deflate byte.
-    pub len: u64,
-    pub claim: Option<SizeClaim>,
+    pub(crate) len: u64,
+    pub(crate) claim: Option<SizeClaim>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +187,7 @@ enum Field {
 /// holds at most the 10 fixed bytes and the FEXTRA content (≤ 64 KiB), so
 /// arbitrarily long names cost nothing.
 #[derive(Debug)]
-pub struct HeaderParser {
+pub(crate) struct HeaderParser {
     field: Field,
     flags: u8,
     /// Fixed header, XLEN, or header CRC bytes collected so far.
@@ -204,7 +205,7 @@ impl Default for HeaderParser {
 }
 
 impl HeaderParser {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         HeaderParser {
             field: Field::Fixed,
             flags: 0,
@@ -216,66 +217,16 @@ impl HeaderParser {
         }
     }
 
-    /// Bytes consumed so far.
-    pub fn consumed(&self) -> u64 {
-        self.len
-    }
-
     /// Feeds `data`; returns how many bytes belong to the header and, once
     /// it is complete, the header. Bytes past the header are not consumed.
-    pub fn feed(&mut self, data: &[u8]) -> Result<(usize, Option<Header>), HeaderError> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(usize, Option<Header>), HeaderError> {
         let mut i = 0;
         while i < data.len() && self.field != Field::Done {
             let rest = &data[i..];
             let used = match self.field {
-                Field::Fixed => {
-                    let n = rest.len().min(10 - self.small.len());
-                    self.small.extend_from_slice(&rest[..n]);
-                    // Reject early, so a stray byte after the last member
-                    // is reported where it is.
-                    if self.small.len() >= 2 && self.small[..2] != [0x1f, 0x8b] {
-                        return Err(HeaderError::NotGzip);
-                    }
-                    if self.small.len() == 1 && self.small[0] != 0x1f {
-                        return Err(HeaderError::NotGzip);
-                    }
-                    if self.small.len() == 10 {
-                        if self.small[2] != 8 {
-                            return Err(HeaderError::Method(self.small[2]));
-                        }
-                        self.flags = self.small[3];
-                        if self.flags & FRESERVED != 0 {
-                            return Err(HeaderError::ReservedFlags(self.flags));
-                        }
-                        self.small.clear();
-                        self.field = self.after(Field::Fixed);
-                    }
-                    n
-                }
-                Field::Xlen => {
-                    let n = rest.len().min(2 - self.small.len());
-                    self.small.extend_from_slice(&rest[..n]);
-                    if self.small.len() == 2 {
-                        self.extra_left =
-                            u16::from_le_bytes([self.small[0], self.small[1]]) as usize;
-                        self.small.clear();
-                        self.field = if self.extra_left == 0 {
-                            self.after(Field::Extra)
-                        } else {
-                            Field::Extra
-                        };
-                    }
-                    n
-                }
-                Field::Extra => {
-                    let n = rest.len().min(self.extra_left);
-                    self.extra.extend_from_slice(&rest[..n]);
-                    self.extra_left -= n;
-                    if self.extra_left == 0 {
-                        self.field = self.after(Field::Extra);
-                    }
-                    n
-                }
+                Field::Fixed => self.fixed(rest)?,
+                Field::Xlen => self.xlen(rest),
+                Field::Extra => self.extra(rest),
                 Field::Name | Field::Comment => match rest.iter().position(|&b| b == 0) {
                     Some(z) => {
                         self.field = self.after(self.field);
@@ -284,17 +235,8 @@ impl HeaderParser {
                     None => rest.len(),
                 },
                 Field::Hcrc => {
-                    let n = rest.len().min(2 - self.small.len());
                     // The CRC covers the header up to, not including, itself.
-                    self.small.extend_from_slice(&rest[..n]);
-                    if self.small.len() == 2 {
-                        let stored = u16::from_le_bytes([self.small[0], self.small[1]]);
-                        let computed = (self.crc.sum() & 0xffff) as u16;
-                        if stored != computed {
-                            return Err(HeaderError::HeaderCrc { stored, computed });
-                        }
-                        self.field = Field::Done;
-                    }
+                    let n = self.hcrc(rest)?;
                     self.len += n as u64;
                     i += n;
                     continue;
@@ -305,22 +247,92 @@ impl HeaderParser {
             self.len += used as u64;
             i += used;
         }
-        if self.field == Field::Done {
-            let claim = if self.flags & FEXTRA != 0 {
-                size_claim(&self.extra)
-            } else {
-                None
-            };
-            Ok((
-                i,
-                Some(Header {
-                    len: self.len,
-                    claim,
-                }),
-            ))
-        } else {
-            Ok((i, None))
+        if self.field != Field::Done {
+            return Ok((i, None));
         }
+        let claim = if self.flags & FEXTRA != 0 {
+            size_claim(&self.extra)
+        } else {
+            None
+        };
+        let header = Header {
+            len: self.len,
+            claim,
+        };
+        Ok((i, Some(header)))
+    }
+
+    /// Collects `small` bytes of a fixed-size field (up to `len` of them)
+    /// from `rest`; how many it took.
+    fn collect(&mut self, rest: &[u8], len: usize) -> usize {
+        let n = rest.len().min(len - self.small.len());
+        self.small.extend_from_slice(&rest[..n]);
+        n
+    }
+
+    /// The 10 fixed bytes: magic, method, flags.
+    fn fixed(&mut self, rest: &[u8]) -> Result<usize, HeaderError> {
+        let n = self.collect(rest, 10);
+        // Reject early, so a stray byte after the last member is reported
+        // where it is.
+        if self.small.len() >= 2 && self.small[..2] != [0x1f, 0x8b] {
+            return Err(HeaderError::NotGzip);
+        }
+        if self.small.len() == 1 && self.small[0] != 0x1f {
+            return Err(HeaderError::NotGzip);
+        }
+        if self.small.len() == 10 {
+            if self.small[2] != 8 {
+                return Err(HeaderError::Method(self.small[2]));
+            }
+            self.flags = self.small[3];
+            if self.flags & FRESERVED != 0 {
+                return Err(HeaderError::ReservedFlags(self.flags));
+            }
+            self.small.clear();
+            self.field = self.after(Field::Fixed);
+        }
+        Ok(n)
+    }
+
+    /// XLEN: the length of the extra field.
+    fn xlen(&mut self, rest: &[u8]) -> usize {
+        let n = self.collect(rest, 2);
+        if self.small.len() == 2 {
+            self.extra_left = u16::from_le_bytes([self.small[0], self.small[1]]) as usize;
+            self.small.clear();
+            self.field = if self.extra_left == 0 {
+                self.after(Field::Extra)
+            } else {
+                Field::Extra
+            };
+        }
+        n
+    }
+
+    /// The extra field's content, kept for its size claim.
+    fn extra(&mut self, rest: &[u8]) -> usize {
+        let n = rest.len().min(self.extra_left);
+        self.extra.extend_from_slice(&rest[..n]);
+        self.extra_left -= n;
+        if self.extra_left == 0 {
+            self.field = self.after(Field::Extra);
+        }
+        n
+    }
+
+    /// The header CRC16, checked against the bytes before it.
+    fn hcrc(&mut self, rest: &[u8]) -> Result<usize, HeaderError> {
+        let n = self.collect(rest, 2);
+        if self.small.len() == 2 {
+            let stored = u16::from_le_bytes([self.small[0], self.small[1]]);
+            let computed = (self.crc.sum() & 0xffff) as u16;
+            if stored != computed {
+                return Err(HeaderError::HeaderCrc { stored, computed });
+            }
+            self.field = Field::Done;
+        }
+        Ok(n)
     }
 
     /// The field that follows `f`, given the flags.

@@ -80,17 +80,17 @@ impl<R: Read> ParallelGzDecoder<R> {
         if raw.capacity() < start + total as usize {
             raw.reserve_exact(BATCH.max(start + total as usize) - start);
         }
-        if self.input.read_into(raw, total as usize) < total as usize {
+        if self.input().read_into(raw, total as usize) < total as usize {
             // It claims more than is there: the serial decoder will tell.
             self.unread_tail(raw, start);
             return Next::NotParallel;
         }
         let mut end = start + total as usize;
-        if !self.input.at_boundary() {
+        if !self.input().at_boundary() {
             // Python's mgzip stores the deflate data's size, not the total.
             if let Some(&alt) = totals.get(1).filter(|&&t| t <= MAX_PARALLEL_MEMBER) {
                 let more = (alt - total) as usize;
-                if self.input.read_into(raw, more) == more && self.input.at_boundary() {
+                if self.input().read_into(raw, more) == more && self.input().at_boundary() {
                     end = start + alt as usize;
                 } else {
                     self.unread_tail(raw, end);
@@ -122,7 +122,7 @@ impl<R: Read> ParallelGzDecoder<R> {
         let tail = raw.split_off(from);
         if !tail.is_empty() {
             let end = tail.len();
-            self.input.push_front(vec![Segment {
+            self.input().push_front(vec![Segment {
                 data: Arc::new(tail),
                 start: 0,
                 end,
@@ -135,7 +135,7 @@ impl<R: Read> ParallelGzDecoder<R> {
     fn peek_header(&mut self) -> Option<Header> {
         let mut want = 64;
         loop {
-            let data = self.input.peek(want);
+            let data = self.input().peek(want);
             if data.is_empty() {
                 return None;
             }

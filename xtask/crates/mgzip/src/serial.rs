@@ -1,13 +1,19 @@
-//! The serial decoder: one member, streaming, with exact error positions.
-//! It is the reference the parallel path falls back to: it accepts and
-//! rejects what flate2's `MultiGzDecoder` does.
+//! The serial decoder: one member at a time, inflated by flate2's own gzip
+//! decoder (`bufread::GzDecoder`, which takes exactly one member from a
+//! `BufRead` and checks its CRC32 and length), for members without a
+//! usable size claim and for those a worker could not decode. The input is
+//! lent to it for the member and given back at its end. Its errors are
+//! said with the member and the input offset where they showed; before
+//! flate2 reads a header, the header is looked at in place so that a stream
+//! that ends there, or a header that is not gzip's, is said exactly.
 
 use std::io::{self, Read};
 
-use flate2::{Crc, Decompress, DecompressError, FlushDecompress, Status};
+use flate2::bufread::GzDecoder;
 
 use super::input::Input;
-use super::member::{HeaderError, HeaderParser, TRAILER_LEN};
+use super::member::{HeaderError, HeaderParser};
+use super::MAX_PEEK;
 
 pub(super) enum SerialState {
     More,
@@ -16,103 +22,72 @@ pub(super) enum SerialState {
     StreamEnd,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    Header,
-    Body,
-    Trailer,
-}
-
-pub(super) struct SerialMember {
+pub(super) struct SerialMember<R> {
     /// 0-based member number, for messages.
-    pub(super) index: u64,
-    pub(super) start: u64,
-    pub(super) phase: Phase,
-    pub(super) crc: Crc,
-    /// Output bytes not to hand on: a worker handed them on already. They
-    /// are inflated into `aside` (allocated only then).
-    pub(super) skip: u64,
-    pub(super) aside: Vec<u8>,
+    index: u64,
+    /// Where the member starts in the stream.
+    start: u64,
+    /// Output bytes not to hand on: a worker handed them on already.
+    skip: u64,
+    /// The member being inflated, holding the input.
+    dec: Option<Box<GzDecoder<Input<R>>>>,
 }
 
-impl SerialMember {
+impl<R: Read> SerialMember<R> {
     pub(super) fn new(index: u64, start: u64, skip: u64) -> Self {
         SerialMember {
             index,
             start,
-            phase: Phase::Header,
-            crc: Crc::new(),
             skip,
-            aside: Vec::new(),
+            dec: None,
         }
     }
 
-    pub(super) fn name(&self) -> String {
+    fn name(&self) -> String {
         format!("gzip member #{} (at byte {})", self.index + 1, self.start)
     }
 
-    /// Decodes into `buf`; returns the bytes produced and where it is.
-    pub(super) fn read<R: Read>(
+    /// Decodes into `buf` (not empty); returns the bytes produced and where
+    /// it is. `input` is taken for the member and put back at its end.
+    pub(super) fn read(
         &mut self,
-        input: &mut Input<R>,
-        d: &mut Decompress,
+        input: &mut Option<Input<R>>,
         buf: &mut [u8],
     ) -> io::Result<(usize, SerialState)> {
-        if self.phase == Phase::Header {
-            self.start = input.offset;
-            if input.fill_buf()?.is_empty() {
-                if self.index == 0 {
-                    return Err(eof("the gzip stream is empty".into()));
-                }
-                return Ok((0, SerialState::StreamEnd));
+        if self.dec.is_none() {
+            let Some(mut inp) = input.take() else {
+                return Err(io::Error::other("gzip decoder: the input is lent out"));
+            };
+            let checked = self.check_header(&mut inp);
+            if !matches!(checked, Ok(Header::Member)) {
+                *input = Some(inp);
+                return checked.map(|_| (0, SerialState::StreamEnd));
             }
-            self.read_header(input)?;
-            d.reset(false);
-            self.crc.reset();
-            self.phase = Phase::Body;
+            self.dec = Some(Box::new(GzDecoder::new(inp)));
         }
-        if self.phase == Phase::Body {
-            loop {
-                let at = input.offset;
-                let data = input.fill_buf()?;
-                if data.is_empty() {
-                    return Err(eof(format!(
-                        "the gzip stream ends early at byte {at}, inside the compressed data of {}",
-                        self.name()
-                    )));
-                }
-                let (r, used, inflated, made) = self.inflate_step(d, data, buf);
-                input.consume(used);
-                match r {
-                    Ok(Status::StreamEnd) => {
-                        self.phase = Phase::Trailer;
-                        // Output made with the stream end goes out first;
-                        // the trailer is read on the next call.
-                        if made > 0 {
-                            return Ok((made, SerialState::More));
-                        }
-                        break;
-                    }
-                    Ok(_) if made > 0 => return Ok((made, SerialState::More)),
-                    Ok(_) if used > 0 || inflated > 0 => {}
-                    Ok(_) => {
-                        return Err(corrupt(format!(
-                            "{} is corrupt: the deflate data stalls at byte {}",
-                            self.name(),
-                            at
-                        )))
-                    }
-                    Err(e) => {
-                        return Err(corrupt(format!(
-                            "{} is corrupt: invalid deflate data at byte {} ({e})",
-                            self.name(),
-                            at + used as u64
-                        )))
-                    }
-                }
+        let name = self.name();
+        let Some(dec) = self.dec.as_mut() else {
+            return Err(io::Error::other("gzip decoder: no member"));
+        };
+        let mut aside = [0u8; 16 << 10];
+        loop {
+            let skipping = self.skip > 0;
+            let dst = if skipping {
+                let n = self.skip.min(aside.len() as u64) as usize;
+                &mut aside[..n]
+            } else {
+                &mut *buf
+            };
+            match dec.read(dst) {
+                Ok(0) => break,
+                Ok(n) if skipping => self.skip -= n as u64,
+                Ok(n) => return Ok((n, SerialState::More)),
+                Err(e) => return Err(explain(e, &name, dec.get_ref())),
             }
         }
-        self.read_trailer(input)?;
+        if let Some(dec) = self.dec.take() {
+            *input = Some(dec.into_inner());
+        }
         if self.skip > 0 {
             return Err(io::Error::other(format!(
                 "{}: internal error: it decodes to less than was already handed on",
@@ -122,109 +97,84 @@ impl SerialMember {
         Ok((0, SerialState::MemberDone))
     }
 
-    /// One inflate call from `data` into `buf`, or aside while bytes a
-    /// worker handed on already are skipped: the result, the input bytes
-    /// used, the bytes inflated and how many of them are in `buf`.
-    fn inflate_step(
-        &mut self,
-        d: &mut Decompress,
-        data: &[u8],
-        buf: &mut [u8],
-    ) -> (Result<Status, DecompressError>, usize, usize, usize) {
-        let (in0, out0) = (d.total_in(), d.total_out());
-        let skipping = self.skip > 0;
-        let mut aside = std::mem::take(&mut self.aside);
-        let dst = if skipping {
-            aside.resize(64 << 10, 0);
-            let n = self.skip.min(aside.len() as u64) as usize;
-            &mut aside[..n]
-        } else {
-            buf
-        };
-        let r = d.decompress(data, dst, FlushDecompress::None);
-        let used = (d.total_in() - in0) as usize;
-        let inflated = (d.total_out() - out0) as usize;
-        self.crc.update(&dst[..inflated]);
-        self.aside = aside;
-        if skipping {
-            self.skip -= inflated as u64;
-            return (r, used, inflated, 0);
+    /// Looks at the next header in place: the end of the stream, or a
+    /// header flate2 may read (one longer than `MAX_PEEK` it reads alone).
+    fn check_header(&mut self, input: &mut Input<R>) -> io::Result<Header> {
+        self.start = input.offset;
+        if input.fill_buf()?.is_empty() {
+            if self.index == 0 {
+                return Err(eof("the gzip stream is empty".into()));
+            }
+            return Ok(Header::StreamEnd);
         }
-        (r, used, inflated, inflated)
-    }
-
-    pub(super) fn read_header<R: Read>(&mut self, input: &mut Input<R>) -> io::Result<()> {
-        let mut p = HeaderParser::new();
+        let mut want = 64;
         loop {
-            let at = input.offset;
-            let data = input.fill_buf()?;
-            if data.is_empty() {
-                return Err(eof(format!(
-                    "the gzip stream ends early at byte {at}, inside the header of {}",
-                    self.name()
-                )));
-            }
-            match p.feed(data) {
-                Ok((n, done)) => {
-                    input.consume(n);
-                    if done.is_some() {
-                        return Ok(());
-                    }
+            let data = input.peek(want);
+            let got = data.len();
+            match HeaderParser::new().feed(data) {
+                Ok((_, Some(_))) => return Ok(Header::Member),
+                Ok((_, None)) if got == want && want < MAX_PEEK => {
+                    want = (want * 16).min(MAX_PEEK);
                 }
-                Err(HeaderError::NotGzip) if self.index > 0 => {
-                    return Err(corrupt(format!(
-                        "unexpected data at byte {} after gzip member #{}: not a gzip header \
-                         (trailing garbage or a corrupt stream)",
-                        self.start, self.index
+                // A read error comes after the bytes before it: flate2
+                // meets it and it is passed on as it is.
+                Ok((_, None)) if got == want || input.err.is_some() => return Ok(Header::Member),
+                Ok((_, None)) => {
+                    return Err(eof(format!(
+                        "the gzip stream ends early at byte {}, inside the header of {}",
+                        self.start + got as u64,
+                        self.name()
                     )))
                 }
-                Err(HeaderError::NotGzip) => {
-                    return Err(corrupt(format!(
-                        "not gzip data: byte {} does not start with the gzip magic 1f 8b",
-                        self.start
-                    )))
-                }
-                Err(e) => return Err(corrupt(format!("{} has a bad header: {e}", self.name()))),
+                Err(e) => return Err(self.bad_header(e)),
             }
         }
     }
 
-    pub(super) fn read_trailer<R: Read>(&mut self, input: &mut Input<R>) -> io::Result<()> {
-        let mut t = [0u8; TRAILER_LEN];
-        let mut got = 0;
-        while got < TRAILER_LEN {
-            let at = input.offset;
-            let data = input.fill_buf()?;
-            if data.is_empty() {
-                return Err(eof(format!(
-                    "the gzip stream ends early at byte {at}, inside the trailer of {}",
-                    self.name()
-                )));
-            }
-            let n = data.len().min(TRAILER_LEN - got);
-            t[got..got + n].copy_from_slice(&data[..n]);
-            input.consume(n);
-            got += n;
-        }
-        let stored_crc = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
-        let stored_len = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
-        if stored_crc != self.crc.sum() {
-            return Err(corrupt(format!(
-                "{} is corrupt: the CRC32 of its data is {:08x} but its trailer says {stored_crc:08x}",
-                self.name(),
-                self.crc.sum()
-            )));
-        }
-        // ISIZE is the length mod 2^32.
-        if stored_len != self.crc.amount() {
-            return Err(corrupt(format!(
-                "{} is corrupt: it decodes to {} bytes (mod 2^32) but its trailer says {stored_len}",
-                self.name(),
-                self.crc.amount()
-            )));
-        }
-        Ok(())
+    fn bad_header(&self, e: HeaderError) -> io::Error {
+        corrupt(match e {
+            HeaderError::NotGzip if self.index > 0 => format!(
+                "unexpected data at byte {} after gzip member #{}: not a gzip header \
+                 (trailing garbage or a corrupt stream)",
+                self.start, self.index
+            ),
+            HeaderError::NotGzip => format!(
+                "not gzip data: byte {} does not start with the gzip magic 1f 8b",
+                self.start
+            ),
+            e => format!("{} has a bad header: {e}", self.name()),
+        })
     }
+}
+
+/// flate2's error `e`, said with the member and where the input was;
+/// an error of the input itself is passed on as it is.
+fn explain<R>(e: io::Error, name: &str, input: &Input<R>) -> io::Error {
+    if input.failed {
+        return e;
+    }
+    let at = input.offset;
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return eof(format!(
+            "the gzip stream ends early at byte {at}, inside {name}"
+        ));
+    }
+    corrupt(if e.to_string().contains("checksum") {
+        format!(
+            "{name} is corrupt: the CRC32 or the length of its data is not what its \
+             trailer says"
+        )
+    } else if e.to_string().contains("header") {
+        format!("{name} has a bad header: {e}")
+    } else {
+        format!("{name} is corrupt: invalid deflate data near byte {at} ({e})")
+    })
+}
+
+/// What the next header is.
+enum Header {
+    Member,
+    StreamEnd,
 }
 
 pub(super) fn corrupt(msg: String) -> io::Error {

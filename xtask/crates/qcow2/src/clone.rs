@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use super::copy::{copy_compressed, copy_data, groups, next_batch, write_nonzero, WriteAt, BATCH};
 use super::{Extent, Image, ReadAt};
-use util::reflink::Cloner;
+use util::Cloner;
 
 /// A `WriteAt` over the raw image for one piece of guest data whose bytes sit
 /// at `host_minus_guest` + guest offset in the qcow2: clones where it can.
@@ -88,7 +88,7 @@ pub(crate) fn copy_selected<R: ReadAt + Sync>(
 
 /// `convert::copy_image` sharing data with the qcow2 by reflink: for
 /// `convert_native` when both files are on one file system that has them.
-pub fn copy_image_cloning<R: ReadAt + Sync>(
+pub(crate) fn copy_image_cloning<R: ReadAt + Sync>(
     img: &Image<R>,
     raw: &File,
     cloner: &Cloner,

@@ -9,15 +9,16 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 
 use super::clone::copy_image_cloning;
-pub use super::copy::{copy_image, MemSink, NullSink, WriteAt};
+use super::copy::{copy_image, MemSink};
 use super::Image;
 use util::fs::{self as fsutil, TempFile};
 use util::progress::{Progress, Style};
-use util::reflink::Cloner;
+use util::Cloner;
 
 /// What a conversion did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvertStats {
+    /// The guest size: the raw image's length.
     pub virtual_size: u64,
     /// Guest bytes actually written (allocated, not all-zero).
     pub data_bytes: u64,

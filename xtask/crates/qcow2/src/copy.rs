@@ -25,6 +25,7 @@ const BUFFERS: usize = 3;
 
 /// Where the raw bytes go: a file (positioned writes), or memory for fuzzing.
 pub trait WriteAt: Sync {
+    /// Writes all of `buf` at `off`.
     fn write_at_all(&self, buf: &[u8], off: u64) -> std::io::Result<()>;
 }
 
@@ -35,7 +36,7 @@ impl WriteAt for File {
 }
 
 /// An in-memory raw image of a fixed size.
-pub struct MemSink(pub Mutex<Vec<u8>>);
+pub(crate) struct MemSink(pub Mutex<Vec<u8>>);
 
 impl WriteAt for MemSink {
     fn write_at_all(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
@@ -222,7 +223,6 @@ pub(crate) fn copy_compressed<R: ReadAt + Sync, W: WriteAt + ?Sized>(
     sparse: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64> {
-    const CHUNK: usize = 32;
     if comp.is_empty() {
         return Ok(0);
     }
@@ -230,64 +230,26 @@ pub(crate) fn copy_compressed<R: ReadAt + Sync, W: WriteAt + ?Sized>(
         .map_or(1, |n| n.get())
         .clamp(1, 4)
         .min(comp.len().div_ceil(CHUNK));
-    let next = AtomicUsize::new(0);
-    let written = AtomicU64::new(0);
-    let failed = AtomicBool::new(false);
-    let first_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let cs = img.header().cluster_size() as usize;
-    let work = || -> Result<()> {
-        let mut cluster = vec![0u8; cs];
-        let mut scratch = Vec::new();
-        let mut span_buf = Vec::new();
-        let mut dec = Decoder::default();
-        loop {
-            let i = next.fetch_add(CHUNK, Ordering::Relaxed);
-            if i >= comp.len() || failed.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let chunk = &comp[i..(i + CHUNK).min(comp.len())];
-            let csize = |e: &Extent| match e.kind {
-                Kind::Compressed { csize } => csize,
-                Kind::Data => 0,
-            };
-            let lo = chunk[0].host;
-            let hi = chunk.iter().map(|e| e.host + csize(e)).max().unwrap_or(lo);
-            // One read for the run when it is dense; else cluster by cluster.
-            let dense = hi - lo <= READ_MAX && hi - lo <= chunk.len() as u64 * cs as u64 * 2;
-            if dense {
-                span_buf.resize((hi - lo) as usize, 0);
-                img.read_padded(&mut span_buf, lo)?;
-            }
-            for e in chunk {
-                if dense {
-                    let at = (e.host - lo) as usize;
-                    let src = &span_buf[at..at + csize(e) as usize];
-                    dec.decompress(img.header().compression, src, &mut cluster)
-                        .with_context(|| {
-                            format!(
-                                "{}: cannot decompress the cluster at guest offset {:#x} (host {:#x}); the file is damaged",
-                                img.name(), e.guest, e.host
-                            )
-                        })?;
-                } else {
-                    img.decompress_extent(e, &mut scratch, &mut cluster, &mut dec)?;
-                }
-                let n = write_nonzero(out, &cluster[..e.len as usize], e.guest, sparse)
-                    .context("write failed")?;
-                written.fetch_add(n, Ordering::Relaxed);
-                progress(e.len);
-            }
-        }
+    let job = Inflate {
+        img,
+        out,
+        comp,
+        sparse,
+        progress,
+        next: AtomicUsize::new(0),
+        written: AtomicU64::new(0),
+        failed: AtomicBool::new(false),
     };
     if workers == 1 {
-        work()?;
-        return Ok(written.into_inner());
+        job.work()?;
+        return Ok(job.written.into_inner());
     }
+    let first_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
-                if let Err(e) = work() {
-                    failed.store(true, Ordering::Relaxed);
+                if let Err(e) = job.work() {
+                    job.failed.store(true, Ordering::Relaxed);
                     first_err
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -298,7 +260,84 @@ pub(crate) fn copy_compressed<R: ReadAt + Sync, W: WriteAt + ?Sized>(
     });
     match first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(written.into_inner()),
+        None => Ok(job.written.into_inner()),
+    }
+}
+
+/// Compressed clusters a worker takes at a time.
+const CHUNK: usize = 32;
+
+/// The compressed clusters to inflate, shared by the workers.
+struct Inflate<'a, R, W: ?Sized> {
+    img: &'a Image<R>,
+    out: &'a W,
+    comp: &'a [Extent],
+    sparse: bool,
+    progress: &'a (dyn Fn(u64) + Sync),
+    /// The next cluster no worker has taken.
+    next: AtomicUsize,
+    written: AtomicU64,
+    failed: AtomicBool,
+}
+
+/// One worker's buffers.
+struct Bufs {
+    cluster: Vec<u8>,
+    scratch: Vec<u8>,
+    span: Vec<u8>,
+    dec: Decoder,
+}
+
+impl<R: ReadAt + Sync, W: WriteAt + ?Sized> Inflate<'_, R, W> {
+    /// Takes chunks until none are left or a worker failed.
+    fn work(&self) -> Result<()> {
+        let mut bufs = Bufs {
+            cluster: vec![0u8; self.img.header().cluster_size() as usize],
+            scratch: Vec::new(),
+            span: Vec::new(),
+            dec: Decoder::default(),
+        };
+        loop {
+            let i = self.next.fetch_add(CHUNK, Ordering::Relaxed);
+            if i >= self.comp.len() || self.failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            self.chunk(&self.comp[i..(i + CHUNK).min(self.comp.len())], &mut bufs)?;
+        }
+    }
+
+    /// Inflates and writes the clusters of `chunk`: with one read for the
+    /// run when it is dense, else cluster by cluster.
+    fn chunk(&self, chunk: &[Extent], b: &mut Bufs) -> Result<()> {
+        let img = self.img;
+        let cs = img.header().cluster_size();
+        let csize = |e: &Extent| match e.kind {
+            Kind::Compressed { csize } => csize,
+            Kind::Data => 0,
+        };
+        let lo = chunk[0].host;
+        let hi = chunk.iter().map(|e| e.host + csize(e)).max().unwrap_or(lo);
+        let dense = hi - lo <= READ_MAX && hi - lo <= chunk.len() as u64 * cs * 2;
+        if dense {
+            b.span.resize((hi - lo) as usize, 0);
+            img.read_padded(&mut b.span, lo)?;
+        }
+        for e in chunk {
+            if dense {
+                let at = (e.host - lo) as usize;
+                let src = &b.span[at..at + csize(e) as usize];
+                b.dec
+                    .decompress(img.header().compression, src, &mut b.cluster)
+                    .with_context(|| img.cluster_error(e))?;
+            } else {
+                img.decompress_extent(e, &mut b.scratch, &mut b.cluster, &mut b.dec)?;
+            }
+            let n = write_nonzero(self.out, &b.cluster[..e.len as usize], e.guest, self.sparse)
+                .context("write failed")?;
+            self.written.fetch_add(n, Ordering::Relaxed);
+            (self.progress)(e.len);
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use super::ClusterCompression;
 
 /// Reusable decompression state (one per thread).
 #[derive(Default)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     deflate: Option<flate2::Decompress>,
     zstd: Option<zstd::stream::raw::Decoder<'static>>,
 }
@@ -16,7 +16,7 @@ impl Decoder {
     /// Fills all of `out` from `src` or fails, with QEMU's rules: the stream
     /// may end inside `src` (the descriptor counts whole sectors), but must
     /// produce exactly one cluster.
-    pub fn decompress(
+    pub(crate) fn decompress(
         &mut self,
         kind: ClusterCompression,
         src: &[u8],

@@ -6,20 +6,21 @@ use std::collections::VecDeque;
 
 use anyhow::{bail, Context, Result};
 
-use super::{be64, subcluster_runs, Image, ReadAt, L1_CHUNK, L2_COMPRESSED, L2_ZERO, OFFSET_MASK};
+use super::l2::decode_entry;
+use super::{be64, Image, ReadAt, L1_CHUNK, OFFSET_MASK};
 
 /// Where one allocated guest range lives in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Extent {
-    pub guest: u64,
-    pub host: u64,
+pub(crate) struct Extent {
+    pub(crate) guest: u64,
+    pub(crate) host: u64,
     /// Guest bytes (for a compressed cluster: the cluster, cut at the virtual size).
-    pub len: u64,
-    pub kind: Kind,
+    pub(crate) len: u64,
+    pub(crate) kind: Kind,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `len` bytes stored as-is at `host`.
     Data,
     /// One cluster compressed into `csize` bytes at `host` (cut at end of file).
@@ -29,7 +30,7 @@ pub enum Kind {
 /// Iterator over the allocated extents, in guest order, with adjacent data
 /// runs (contiguous in guest and host) merged. Memory is one L2 table and one
 /// L1 chunk, whatever the image size.
-pub struct Extents<'a, R> {
+pub(crate) struct Extents<'a, R> {
     img: &'a Image<R>,
     l1_next: u64,
     l1_buf: Vec<u64>,
@@ -61,7 +62,7 @@ impl<'a, R: ReadAt> Extents<'a, R> {
         }
     }
 
-    pub fn next_extent(&mut self) -> Result<Option<Extent>> {
+    pub(crate) fn next_extent(&mut self) -> Result<Option<Extent>> {
         loop {
             let Some(e) = self.raw_next()? else {
                 return Ok(self.held.take());
@@ -139,75 +140,15 @@ impl<'a, R: ReadAt> Extents<'a, R> {
     /// Turns L2 entry `i` of the current table into extents on the queue.
     fn decode(&mut self, i: u64) -> Result<()> {
         let img = self.img;
-        let hdr = &img.hdr;
-        let cs = hdr.cluster_size();
-        let guest = self.l2_guest + i * cs;
-        let glen = cs.min(hdr.virtual_size - guest);
-        let at = (i * hdr.l2_entry_bytes()) as usize;
-        let entry = be64(&self.l2, at);
-        let past_eof = |host: u64| {
-            anyhow::anyhow!(
-                "{}: the L2 entry for guest offset {guest:#x} points at {host:#x}, past the end of the file ({} bytes); the file is truncated, re-download it",
-                img.name,
-                img.file_len
-            )
-        };
-        if entry & L2_COMPRESSED != 0 {
-            let shift = 62 - (hdr.cluster_bits - 8);
-            let host = entry & ((1u64 << shift) - 1);
-            let sectors = ((entry >> shift) & ((1u64 << (hdr.cluster_bits - 8)) - 1)) + 1;
-            let csize = sectors * 512 - (host & 511);
-            if host >= img.file_len {
-                return Err(past_eof(host));
-            }
-            let csize = csize.min(img.file_len - host);
-            self.queue.push_back(Extent {
-                guest,
-                host,
-                len: glen,
-                kind: Kind::Compressed { csize },
-            });
-            return Ok(());
-        }
-        let host = entry & OFFSET_MASK;
-        if !host.is_multiple_of(cs) {
-            bail!("{}: the L2 entry for guest offset {guest:#x} points at an unaligned cluster ({host:#x}); the file is damaged", img.name);
-        }
-        if !hdr.extended_l2 {
-            if entry & L2_ZERO != 0 && hdr.version < 3 {
-                bail!("{}: the L2 entry for guest offset {guest:#x} has the zero flag, which a version 2 image cannot have (QEMU refuses it too: \"Zero cluster entry found in pre-v3 image\"); the file is damaged", img.name);
-            }
-            if entry & L2_ZERO != 0 || host == 0 {
-                return Ok(());
-            }
-            if host >= img.file_len {
-                return Err(past_eof(host));
-            }
-            self.queue.push_back(Extent {
-                guest,
-                host,
-                len: glen,
-                kind: Kind::Data,
-            });
-            return Ok(());
-        }
-        let bitmap = be64(&self.l2, at + 8);
-        let alloc = bitmap as u32;
-        let zero = (bitmap >> 32) as u32;
-        if alloc & zero != 0 || (alloc != 0 && host == 0) {
-            bail!("{}: invalid subcluster bitmap {bitmap:#018x} for guest offset {guest:#x}; the file is damaged, repair it with `qemu-img check -r all`", img.name);
-        }
-        for (start, len) in subcluster_runs(alloc, cs, glen) {
-            if host + start >= img.file_len {
-                return Err(past_eof(host + start));
-            }
-            self.queue.push_back(Extent {
-                guest: guest + start,
-                host: host + start,
-                len,
-                kind: Kind::Data,
-            });
-        }
-        Ok(())
+        let queue = &mut self.queue;
+        decode_entry(
+            &img.hdr,
+            img.file_len,
+            &self.l2,
+            self.l2_guest,
+            i,
+            &mut |e| queue.push_back(e),
+        )
+        .map_err(|bad| bad.error(&img.name, img.file_len))
     }
 }

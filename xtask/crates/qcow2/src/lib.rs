@@ -8,15 +8,16 @@
 //! Everything read from the file is untrusted: sizes and offsets are checked
 //! against the file length and fixed caps before anything is allocated, and a
 //! bad value is an error naming the file, never a panic.
+#![warn(missing_docs)]
 
 mod clone;
 mod compare;
-pub mod convert;
+mod convert;
 mod copy;
 mod decoder;
 mod extents;
-pub mod stream;
-mod tables;
+mod l2;
+mod stream;
 
 use std::fs::File;
 use std::io;
@@ -26,10 +27,13 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 pub use compare::compare_with_raw;
-pub use decoder::Decoder;
-pub use extents::{Extent, Extents, Kind};
-pub use tables::OtherTables;
+pub use convert::{convert_bytes, convert_file, convert_native, ConvertStats};
+pub use copy::{copy_image, NullSink, WriteAt};
+pub(crate) use decoder::Decoder;
+pub(crate) use extents::{Extent, Extents, Kind};
+pub use stream::{StreamConvert, StreamStats};
 
+/// The first four bytes of a qcow2 image.
 pub const MAGIC: [u8; 4] = *b"QFI\xfb";
 
 /// Incompatible feature bits (header bytes 72..80).
@@ -70,33 +74,6 @@ pub fn max_file_len(head: &[u8]) -> Option<u64> {
     vsize.checked_add(vsize / 32)?.checked_add(64 << 20)
 }
 
-/// The runs of allocated subclusters of an extended L2 entry whose
-/// allocation bits are `alloc`, as (offset in the cluster, length), cut at
-/// `glen` (the part of the cluster inside the virtual size). Subclusters
-/// outside the runs read as zeros.
-pub(crate) fn subcluster_runs(
-    alloc: u32,
-    cluster: u64,
-    glen: u64,
-) -> impl Iterator<Item = (u64, u64)> {
-    let sc = cluster / 32;
-    let mut bits = alloc;
-    std::iter::from_fn(move || {
-        if bits == 0 {
-            return None;
-        }
-        let a = bits.trailing_zeros();
-        let b = a + (bits >> a).trailing_ones();
-        bits &= !(((1u64 << b) - 1) as u32);
-        let start = u64::from(a) * sc;
-        if start >= glen {
-            bits = 0;
-            return None;
-        }
-        Some((start, (u64::from(b) * sc).min(glen) - start))
-    })
-}
-
 /// The guest size of an image whose header states `header_size`: QEMU
 /// counts whole 512-byte sectors (`total_sectors = size / 512`), so the
 /// bytes of a last partial sector are never read, and `qemu-img convert`
@@ -107,6 +84,7 @@ fn guest_size(header_size: u64) -> u64 {
 
 /// Random access to the image bytes: a `File`, or a byte slice for fuzzing.
 pub trait ReadAt {
+    /// The size in bytes.
     fn size(&self) -> io::Result<u64>;
     /// Fills `buf` from `off`; reading past the end is an error.
     fn read_exact_at_(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
@@ -146,28 +124,91 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
 }
 
+/// How compressed clusters are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClusterCompression {
+    /// Raw deflate (the default).
     Deflate,
+    /// zstd (compression_type 1).
     Zstd,
 }
 
-/// The header fields the reader uses, already checked.
+/// A qcow2 header, read and checked: what this tool reads of an image, and
+/// where the tables it does not read (refcounts, snapshots) lie, for a
+/// caller that checks QEMU would open the image. Only images this tool can
+/// convert pass: versions 2 and 3, no encryption, no backing or external
+/// data file, not dirty or corrupt, no unknown incompatible feature.
 #[derive(Clone, Debug)]
 pub struct Header {
+    /// 2 or 3.
     pub version: u32,
+    /// log2 of the cluster size, 9..=21.
     pub cluster_bits: u32,
     /// The guest size: the header's size rounded down to 512, as QEMU reads it.
     pub virtual_size: u64,
-    pub l1_size: u32,
-    pub l1_table_offset: u64,
-    pub incompatible: u64,
-    pub header_length: u32,
+    /// The size the header states (`virtual_size` before rounding).
+    size: u64,
+    pub(crate) l1_size: u32,
+    pub(crate) l1_table_offset: u64,
+    /// Where the refcount table is, and how many clusters it takes.
+    pub refcount_table_offset: u64,
+    /// Clusters the refcount table takes.
+    pub refcount_table_clusters: u32,
+    /// How many snapshots the snapshot table holds, and where it is.
+    pub nb_snapshots: u32,
+    /// Where the snapshot table is.
+    pub snapshots_offset: u64,
+    /// How compressed clusters are compressed.
     pub compression: ClusterCompression,
+    /// Whether L2 entries carry subcluster bitmaps.
     pub extended_l2: bool,
 }
 
+/// The header bytes read: the version 3 header with the compression type.
+const HEADER_READ: usize = 112;
+
 impl Header {
+    /// Reads and checks the header of `src`; `name` prefixes every error.
+    pub fn read<R: ReadAt + ?Sized>(src: &R, name: &str) -> Result<Header> {
+        let file_len = src
+            .size()
+            .with_context(|| format!("{name}: cannot read the file size"))?;
+        let mut h = [0u8; HEADER_READ];
+        let got = file_len.min(h.len() as u64) as usize;
+        src.read_exact_at_(&mut h[..got], 0)
+            .with_context(|| format!("{name}: cannot read the qcow2 header"))?;
+        let (version, cluster_bits, incompatible, header_length) =
+            check_layout(&h, got, file_len, name)?;
+        refuse_unsupported(src, &h, file_len, incompatible, name)?;
+        let compression = compression(&h, header_length, incompatible, name)?;
+        let extended_l2 = incompatible & INCOMPAT_EXTL2 != 0;
+        if extended_l2 && cluster_bits < 14 {
+            bail!("{name}: extended L2 entries with {}-byte clusters are invalid (need 16 KiB or more); the header is damaged", 1u64 << cluster_bits);
+        }
+        let size = be64(&h, 24);
+        Ok(Header {
+            version,
+            cluster_bits,
+            virtual_size: guest_size(size),
+            size,
+            l1_size: be32(&h, 36),
+            l1_table_offset: be64(&h, 40),
+            refcount_table_offset: be64(&h, 48),
+            refcount_table_clusters: be32(&h, 56),
+            nb_snapshots: be32(&h, 60),
+            snapshots_offset: be64(&h, 64),
+            compression,
+            extended_l2,
+        })
+    }
+
+    /// The most bytes a qcow2 file with this header can plausibly hold
+    /// (see [`max_file_len`]).
+    pub fn max_file_len(&self) -> Option<u64> {
+        self.size.checked_add(self.size / 32)?.checked_add(64 << 20)
+    }
+
+    /// Bytes in a cluster.
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
     }
@@ -178,13 +219,144 @@ impl Header {
             8
         }
     }
-    pub fn l2_entries(&self) -> u64 {
+    pub(crate) fn l2_entries(&self) -> u64 {
         self.cluster_size() / self.l2_entry_bytes()
     }
     /// Guest bytes one L1 entry covers.
     pub(crate) fn l1_span(&self) -> u64 {
         self.cluster_size() * self.l2_entries()
     }
+
+    /// Checks that the L1 table covers the stated size, within QEMU's cap,
+    /// and lies inside a file of `file_len` bytes; the entries that map
+    /// guest bytes (the rest are never read).
+    fn check_l1(&self, file_len: u64, name: &str) -> Result<u64> {
+        let size = self.size;
+        // The table must cover the size the header states, as QEMU checks.
+        let needed = size.div_ceil(self.l1_span());
+        if needed * 8 > MAX_L1_BYTES || u64::from(self.l1_size) * 8 > MAX_L1_BYTES {
+            bail!(
+                "{name}: the L1 table is too large (virtual size {size} bytes, l1_size {}); the header is damaged",
+                self.l1_size
+            );
+        }
+        if u64::from(self.l1_size) < needed {
+            bail!(
+                "{name}: the L1 table ({} entries) is too small for the virtual size {size} bytes; the header is damaged",
+                self.l1_size
+            );
+        }
+        let off = self.l1_table_offset;
+        if needed > 0
+            && (!off.is_multiple_of(self.cluster_size())
+                || off == 0
+                || off.checked_add(needed * 8).is_none_or(|end| end > file_len))
+        {
+            bail!(
+                "{name}: the L1 table offset {off:#x} points outside the file ({file_len} bytes); the file is truncated or damaged"
+            );
+        }
+        Ok(self.virtual_size.div_ceil(self.l1_span()))
+    }
+}
+
+/// The magic, version, cluster size and header length of header bytes `h`
+/// (`got` of them read from a file of `file_len`): (version, cluster_bits,
+/// incompatible features, header_length).
+fn check_layout(h: &[u8], got: usize, file_len: u64, name: &str) -> Result<(u32, u32, u64, u32)> {
+    if got < 72 || h[..4] != MAGIC {
+        bail!("{name}: not a qcow2 image (no qcow2 header); check the path or re-download it");
+    }
+    let version = be32(h, 4);
+    if version != 2 && version != 3 {
+        bail!("{name}: qcow2 version {version} is not supported (only 2 and 3)");
+    }
+    let cluster_bits = be32(h, 20);
+    if !(9..=21).contains(&cluster_bits) {
+        bail!("{name}: invalid cluster_bits {cluster_bits} in the qcow2 header (must be 9..=21); the file is damaged");
+    }
+    let (incompatible, header_length) = if version == 3 {
+        if got < 104 {
+            bail!("{name}: file ends inside the qcow2 header; it is truncated, re-download it");
+        }
+        (be64(h, 72), be32(h, 100))
+    } else {
+        (0, 72)
+    };
+    if version == 3 && (header_length < 104 || u64::from(header_length) > 1u64 << cluster_bits) {
+        bail!("{name}: invalid qcow2 header_length {header_length}; the file is damaged");
+    }
+    if u64::from(header_length) > file_len {
+        bail!("{name}: file ends inside the qcow2 header; it is truncated, re-download it");
+    }
+    Ok((version, cluster_bits, incompatible, header_length))
+}
+
+/// Refuses what this tool does not convert: encryption, a backing file,
+/// a dirty or corrupt image, an external data file, unknown features.
+fn refuse_unsupported<R: ReadAt + ?Sized>(
+    src: &R,
+    h: &[u8],
+    file_len: u64,
+    incompatible: u64,
+    name: &str,
+) -> Result<()> {
+    let crypt_method = be32(h, 32);
+    if crypt_method != 0 {
+        bail!("{name}: encrypted qcow2 images are not supported (crypt_method={crypt_method}); decrypt it with qemu-img convert first");
+    }
+    if be64(h, 8) != 0 {
+        let backing = backing_name(src, h, file_len);
+        bail!("{name}: qcow2 images with a backing file are not supported (backing file {backing}); flatten it with `qemu-img convert -O qcow2` first");
+    }
+    if incompatible & INCOMPAT_DIRTY != 0 {
+        bail!("{name}: the qcow2 image is marked dirty (not closed cleanly); repair it with `qemu-img check -r all` first");
+    }
+    if incompatible & INCOMPAT_CORRUPT != 0 {
+        bail!("{name}: the qcow2 image is marked corrupt; repair it with `qemu-img check -r all` or re-download it");
+    }
+    if incompatible & INCOMPAT_DATA_FILE != 0 {
+        bail!("{name}: qcow2 images with an external data file are not supported; convert it with qemu-img first");
+    }
+    let unknown = incompatible & !INCOMPAT_KNOWN;
+    if unknown != 0 {
+        bail!("{name}: the qcow2 image uses unknown incompatible features (bits {unknown:#x}); convert it with qemu-img instead (--with-qemu-img)");
+    }
+    Ok(())
+}
+
+/// The backing file's name for the refusal, read only when it lies inside
+/// the first cluster and is of a sane length.
+fn backing_name<R: ReadAt + ?Sized>(src: &R, h: &[u8], file_len: u64) -> String {
+    let (off, len) = (be64(h, 8), u64::from(be32(h, 16)));
+    let cluster_size = 1u64 << be32(h, 20);
+    let inside = off
+        .checked_add(len)
+        .is_some_and(|end| end <= file_len.min(cluster_size));
+    if len > 1023 || !inside {
+        return "(name out of bounds)".into();
+    }
+    let mut b = vec![0u8; len as usize];
+    match src.read_exact_at_(&mut b, off) {
+        Ok(()) => format!("`{}`", String::from_utf8_lossy(&b)),
+        Err(_) => "(name unreadable)".into(),
+    }
+}
+
+/// The cluster compression the header names.
+fn compression(
+    h: &[u8],
+    header_length: u32,
+    incompatible: u64,
+    name: &str,
+) -> Result<ClusterCompression> {
+    let ctype = if header_length > 104 { h[104] } else { 0 };
+    Ok(match ctype {
+        0 => ClusterCompression::Deflate,
+        1 if incompatible & INCOMPAT_COMPRESSION != 0 => ClusterCompression::Zstd,
+        1 => bail!("{name}: compression_type is zstd but the compression-type feature bit is clear; the header is damaged"),
+        t => bail!("{name}: unknown qcow2 compression_type {t}; convert it with qemu-img instead (--with-qemu-img)"),
+    })
 }
 
 /// An opened qcow2 image over any [`ReadAt`] source.
@@ -205,6 +377,7 @@ pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
 }
 
 impl Image<File> {
+    /// Opens the regular file at `path` and checks its header.
     pub fn open(path: &Path) -> Result<Image<File>> {
         // Only a regular file: a FIFO at the image's name would hang us.
         let file = util::fs::open_input(path)
@@ -214,134 +387,19 @@ impl Image<File> {
 }
 
 impl<R: ReadAt> Image<R> {
-    /// Parses and checks the header of `src`; `name` prefixes every error.
+    /// Parses and checks the header of `src` and its L1 table's place;
+    /// `name` prefixes every error.
     pub fn from_reader(src: R, name: &str) -> Result<Image<R>> {
+        let hdr = Header::read(&src, name)?;
         let file_len = src
             .size()
             .with_context(|| format!("{name}: cannot read the file size"))?;
-        let mut h = [0u8; 112];
-        let got = file_len.min(h.len() as u64) as usize;
-        src.read_exact_at_(&mut h[..got], 0)
-            .with_context(|| format!("{name}: cannot read the qcow2 header"))?;
-        if got < 72 || h[..4] != MAGIC {
-            bail!("{name}: not a qcow2 image (no qcow2 header); check the path or re-download it");
-        }
-        let version = be32(&h, 4);
-        if version != 2 && version != 3 {
-            bail!("{name}: qcow2 version {version} is not supported (only 2 and 3)");
-        }
-        let cluster_bits = be32(&h, 20);
-        if !(9..=21).contains(&cluster_bits) {
-            bail!("{name}: invalid cluster_bits {cluster_bits} in the qcow2 header (must be 9..=21); the file is damaged");
-        }
-        let cluster_size = 1u64 << cluster_bits;
-        let (incompatible, header_length) = if version == 3 {
-            if got < 104 {
-                bail!("{name}: file ends inside the qcow2 header; it is truncated, re-download it");
-            }
-            (be64(&h, 72), be32(&h, 100))
-        } else {
-            (0, 72)
-        };
-        if version == 3 && (header_length < 104 || u64::from(header_length) > cluster_size) {
-            bail!("{name}: invalid qcow2 header_length {header_length}; the file is damaged");
-        }
-        if u64::from(header_length) > file_len {
-            bail!("{name}: file ends inside the qcow2 header; it is truncated, re-download it");
-        }
-
-        let crypt_method = be32(&h, 32);
-        if crypt_method != 0 {
-            bail!("{name}: encrypted qcow2 images are not supported (crypt_method={crypt_method}); decrypt it with qemu-img convert first");
-        }
-        let backing_off = be64(&h, 8);
-        if backing_off != 0 {
-            let backing_len = u64::from(be32(&h, 16));
-            let backing = if backing_len <= 1023
-                && backing_off
-                    .checked_add(backing_len)
-                    .is_some_and(|end| end <= file_len.min(cluster_size))
-            {
-                let mut b = vec![0u8; backing_len as usize];
-                match src.read_exact_at_(&mut b, backing_off) {
-                    Ok(()) => format!("`{}`", String::from_utf8_lossy(&b)),
-                    Err(_) => "(name unreadable)".into(),
-                }
-            } else {
-                "(name out of bounds)".into()
-            };
-            bail!("{name}: qcow2 images with a backing file are not supported (backing file {backing}); flatten it with `qemu-img convert -O qcow2` first");
-        }
-        if incompatible & INCOMPAT_DIRTY != 0 {
-            bail!("{name}: the qcow2 image is marked dirty (not closed cleanly); repair it with `qemu-img check -r all` first");
-        }
-        if incompatible & INCOMPAT_CORRUPT != 0 {
-            bail!("{name}: the qcow2 image is marked corrupt; repair it with `qemu-img check -r all` or re-download it");
-        }
-        if incompatible & INCOMPAT_DATA_FILE != 0 {
-            bail!("{name}: qcow2 images with an external data file are not supported; convert it with qemu-img first");
-        }
-        let unknown = incompatible & !INCOMPAT_KNOWN;
-        if unknown != 0 {
-            bail!("{name}: the qcow2 image uses unknown incompatible features (bits {unknown:#x}); convert it with qemu-img instead (--with-qemu-img)");
-        }
-        let ctype = if header_length > 104 { h[104] } else { 0 };
-        let compression = match ctype {
-            0 => ClusterCompression::Deflate,
-            1 if incompatible & INCOMPAT_COMPRESSION != 0 => ClusterCompression::Zstd,
-            1 => bail!("{name}: compression_type is zstd but the compression-type feature bit is clear; the header is damaged"),
-            t => bail!("{name}: unknown qcow2 compression_type {t}; convert it with qemu-img instead (--with-qemu-img)"),
-        };
-        let extended_l2 = incompatible & INCOMPAT_EXTL2 != 0;
-        if extended_l2 && cluster_bits < 14 {
-            bail!("{name}: extended L2 entries with {cluster_size}-byte clusters are invalid (need 16 KiB or more); the header is damaged");
-        }
-
-        let header_size = be64(&h, 24);
-        let hdr = Header {
-            version,
-            cluster_bits,
-            virtual_size: guest_size(header_size),
-            l1_size: be32(&h, 36),
-            l1_table_offset: be64(&h, 40),
-            incompatible,
-            header_length,
-            compression,
-            extended_l2,
-        };
-        // The table must cover the size the header states, as QEMU checks.
-        let l1_needed = header_size.div_ceil(hdr.l1_span());
-        if l1_needed * 8 > MAX_L1_BYTES || u64::from(hdr.l1_size) * 8 > MAX_L1_BYTES {
-            bail!(
-                "{name}: the L1 table is too large (virtual size {header_size} bytes, l1_size {}); the header is damaged",
-                hdr.l1_size
-            );
-        }
-        if u64::from(hdr.l1_size) < l1_needed {
-            bail!(
-                "{name}: the L1 table ({} entries) is too small for the virtual size {header_size} bytes; the header is damaged",
-                hdr.l1_size
-            );
-        }
-        if l1_needed > 0
-            && (!hdr.l1_table_offset.is_multiple_of(cluster_size)
-                || hdr.l1_table_offset == 0
-                || hdr
-                    .l1_table_offset
-                    .checked_add(l1_needed * 8)
-                    .is_none_or(|end| end > file_len))
-        {
-            bail!(
-                "{name}: the L1 table offset {:#x} points outside the file ({file_len} bytes); the file is truncated or damaged",
-                hdr.l1_table_offset
-            );
-        }
+        let l1_needed = hdr.check_l1(file_len, name)?;
         Ok(Image {
             src,
             name: name.to_string(),
             file_len,
-            // Only the entries that map guest bytes are walked.
-            l1_needed: hdr.virtual_size.div_ceil(hdr.l1_span()),
+            l1_needed,
             hdr,
         })
     }
@@ -351,21 +409,23 @@ impl<R: ReadAt> Image<R> {
     pub fn virtual_size(&self) -> u64 {
         self.hdr.virtual_size
     }
+    /// The checked header.
     pub fn header(&self) -> &Header {
         &self.hdr
     }
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
+    /// The file's size in bytes.
     pub fn file_len(&self) -> u64 {
         self.file_len
     }
-    pub fn source(&self) -> &R {
+    pub(crate) fn source(&self) -> &R {
         &self.src
     }
 
     /// Walks the active tables in guest order.
-    pub fn extents(&self) -> Extents<'_, R> {
+    pub(crate) fn extents(&self) -> Extents<'_, R> {
         Extents::new(self)
     }
 
@@ -401,7 +461,7 @@ impl<R: ReadAt> Image<R> {
 
     /// Reads the compressed bytes of `e` into `scratch` and inflates them into
     /// `out` (one cluster). `dec` keeps decoder state between calls.
-    pub fn decompress_extent(
+    pub(crate) fn decompress_extent(
         &self,
         e: &Extent,
         scratch: &mut Vec<u8>,
@@ -414,12 +474,15 @@ impl<R: ReadAt> Image<R> {
         scratch.resize(csize as usize, 0);
         self.read_padded(scratch, e.host)?;
         dec.decompress(self.hdr.compression, scratch, out)
-            .with_context(|| {
-                format!(
-                    "{}: cannot decompress the cluster at guest offset {:#x} (host {:#x}); the file is damaged",
-                    self.name, e.guest, e.host
-                )
-            })
+            .with_context(|| self.cluster_error(e))
+    }
+
+    /// The error for a compressed cluster that does not inflate.
+    pub(crate) fn cluster_error(&self, e: &Extent) -> String {
+        format!(
+            "{}: cannot decompress the cluster at guest offset {:#x} (host {:#x}); the file is damaged",
+            self.name, e.guest, e.host
+        )
     }
 }
 

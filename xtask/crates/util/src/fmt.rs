@@ -1,6 +1,7 @@
 //! How numbers and bytes are written for people: sizes in binary units,
 //! digests in hex, and the hex a release or sums file gives read back.
 
+/// `n` bytes in binary units: `10 B`, `1.5 KiB`, `3.0 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -16,6 +17,7 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// `bytes` in lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

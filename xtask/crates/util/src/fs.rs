@@ -156,6 +156,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Whether a regular file is at `path` (a link there is not one).
 pub fn is_regular(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
 }
@@ -281,10 +282,12 @@ impl TempFile {
         })
     }
 
+    /// The open file.
     pub fn file(&mut self) -> &mut File {
         self.file.as_mut().expect("file is open until commit")
     }
 
+    /// The temporary name.
     pub fn path(&self) -> &Path {
         &self.tmp
     }
@@ -398,6 +401,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     Err(err).with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
 }
 
+/// fsyncs the directory `dir` (`.` when empty), so renames in it survive a power loss.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -442,34 +446,14 @@ pub fn free_space_of(f: &File) -> io::Result<u64> {
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
-/// The user's files stand where the run would write (exit code 5).
-#[derive(Debug)]
-pub struct UsersFiles(pub String);
-
-impl std::fmt::Display for UsersFiles {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for UsersFiles {}
-
+/// The refusal to write where the user's files stand (exit code 5).
 pub fn users_files(msg: String) -> anyhow::Error {
-    anyhow::Error::new(UsersFiles(msg))
+    anyhow::Error::new(crate::Error::UsersFiles(msg))
 }
 
-/// A disk too full for what must be written (exit code 7).
-#[derive(Debug)]
-pub struct NoSpace(pub String);
-
-impl std::fmt::Display for NoSpace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for NoSpace {}
-
+/// The refusal to write to a disk too full (exit code 7).
 pub fn no_space(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(NoSpace(msg.into()))
+    anyhow::Error::new(crate::Error::NoSpace(msg.into()))
 }
 
 /// Fails before anything big is written when `dir` has less than `needed` bytes free.

@@ -8,6 +8,7 @@ pub struct Chain<R> {
 }
 
 impl<R: Read> Chain<R> {
+    /// A reader of `parts`, in order.
     pub fn new(parts: Vec<R>) -> Self {
         Chain {
             parts: parts.into(),
@@ -75,6 +76,7 @@ pub struct HashedExact<'p, R> {
 }
 
 impl<'p, R: Read> HashedExact<'p, R> {
+    /// A reader of exactly `len` bytes of `inner`, telling `progress` as they pass.
     pub fn new(inner: R, len: u64, progress: &'p (dyn Fn(u64) + Sync)) -> Self {
         HashedExact {
             inner,
@@ -90,6 +92,7 @@ impl<'p, R: Read> HashedExact<'p, R> {
         self.left
     }
 
+    /// Whether `inner` ended before `len` bytes.
     pub fn ended_early(&self) -> bool {
         self.short
     }

@@ -2,16 +2,22 @@
 //! other layer: file-system rules (`fs`), numbers and hex for people
 //! (`fmt`), `Read` helpers (`io`), directory locks (`lock`), what is said on stdout and stderr (`say`), progress display, text from outside made
 //! safe to print (`text`), times (`time`), and shared blocks (`reflink`).
+#![warn(missing_docs)]
 
 #[macro_use]
 pub mod say;
 
-pub mod cores;
+mod cores;
+mod error;
 pub mod fmt;
 pub mod fs;
 pub mod io;
 pub mod lock;
 pub mod progress;
-pub mod reflink;
+mod reflink;
 pub mod text;
 pub mod time;
+
+pub use cores::threads;
+pub use error::{find_in_chain, Error};
+pub use reflink::Cloner;

@@ -2,7 +2,7 @@
 //! a cache entry): `flock` on the directory's own descriptor, so there is no
 //! lock file to plant, leave behind or swap. A run that finds a lock taken
 //! waits for it, saying once who holds it, as cargo does; `--no-wait` makes
-//! that an error of its own kind ([`Busy`]).
+//! that an error of its own kind ([`Error::Busy`](crate::Error::Busy)).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -14,30 +14,23 @@ use anyhow::{Context, Result};
 
 use super::fs::{clear_non_regular, ensure_own_dir};
 
-/// Another run holds the lock and we were told not to wait.
-#[derive(Debug)]
-pub struct Busy(pub String);
-
-impl std::fmt::Display for Busy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Busy {}
-
 /// Exclusive: the holder writes. Shared: holders only read (a complete cache
 /// entry), and keep writers and pruning out.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
+    /// One holder, who writes.
     Exclusive,
+    /// Any number of holders, who only read.
     Shared,
 }
 
 /// How to lock: what to call the place in messages, and whether to wait.
 pub struct How<'a> {
+    /// Exclusive or shared.
     pub kind: Kind,
     /// Said in messages: `another run on {what}`.
     pub what: &'a str,
+    /// Wait for another run's lock; else fail with [`Error::Busy`](crate::Error::Busy).
     pub wait: bool,
     /// The directory is the tool's own (`.downloads/`, a cache entry): it is
     /// made before each try, a link at its name being junk. Otherwise it is
@@ -64,7 +57,7 @@ impl Lock {
 }
 
 /// Locks the directory `dir` (made first when it is the tool's own). When
-/// another run holds it: waits, printing once who, or fails with [`Busy`].
+/// another run holds it: waits, printing once who, or fails with [`Error::Busy`](crate::Error::Busy).
 pub fn lock(dir: &Path, how: &How) -> Result<Lock> {
     let mut said = false;
     let flags = if how.own {
@@ -84,7 +77,7 @@ pub fn lock(dir: &Path, how: &How) -> Result<Lock> {
         if !try_flock(&file, how.kind, false).with_context(|| cannot(dir))? {
             let holder = holder_pid(&file).map_or(String::new(), |p| format!(" (pid {p})"));
             if !how.wait {
-                return Err(anyhow::Error::new(Busy(format!(
+                return Err(anyhow::Error::new(crate::Error::Busy(format!(
                     "another run is working on {}{holder}; wait for it to finish, or run \
                      again without --no-wait to wait for it",
                     how.what
@@ -187,12 +180,13 @@ mod tests {
         };
         let held = lock(&dir, &how).unwrap();
         let err = lock(&dir, &how).err().expect("busy");
-        let busy = err.downcast_ref::<Busy>().expect("a Busy error");
-        assert!(busy.0.contains("the test dir"), "{}", busy.0);
+        let Some(crate::Error::Busy(busy)) = crate::Error::find(&err) else {
+            panic!("not a Busy error: {err:#}");
+        };
+        assert!(busy.contains("the test dir"), "{busy}");
         assert!(
-            busy.0.contains(&format!("pid {}", std::process::id())),
-            "{}",
-            busy.0
+            busy.contains(&format!("pid {}", std::process::id())),
+            "{busy}"
         );
         let shared = How {
             kind: Kind::Shared,

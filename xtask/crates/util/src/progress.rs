@@ -21,6 +21,7 @@ const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// against the release's digests (and, for the disk, unpacked).
 const CHECKED: &str = "verified";
 
+/// The progress of one transfer of `total` bytes: bars on a terminal, else a plain line every few seconds.
 pub struct Progress {
     bars: Option<Bars>,
     plain: Mutex<Plain>,
@@ -111,10 +112,12 @@ fn bar_style(template: &str) -> ProgressStyle {
 pub struct Style {
     /// Bars on a terminal; else a plain line every few seconds.
     pub bars: bool,
+    /// Colours on the bars.
     pub colour: bool,
 }
 
 impl Style {
+    /// Plain lines, no colour: for logs and tests.
     pub const PLAIN: Style = Style {
         bars: false,
         colour: false,

@@ -22,6 +22,7 @@ pub fn set(quiet: bool, json: bool) {
     JSON.store(json, Ordering::Relaxed);
 }
 
+/// Whether `--quiet` was given.
 pub fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
@@ -83,6 +84,7 @@ pub fn reported() -> Vec<(&'static str, serde_json::Value)> {
     REPORT.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// Whether `--json` was given.
 pub fn json() -> bool {
     JSON.load(Ordering::Relaxed)
 }
@@ -92,23 +94,27 @@ pub fn kept() -> Vec<String> {
     KEPT.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// A line of results on stdout (not with `--quiet` or `--json`).
 #[macro_export]
 macro_rules! out {
     () => { $crate::say::out_line(format_args!("")) };
     ($($t:tt)*) => { $crate::say::out_line(format_args!($($t)*)) };
 }
 
+/// A line of progress on stderr (not with `--quiet`).
 #[macro_export]
 macro_rules! say {
     () => { $crate::say::err_line(format_args!("")) };
     ($($t:tt)*) => { $crate::say::err_line(format_args!($($t)*)) };
 }
 
+/// `note: …` on stderr, kept for the `--json` document.
 #[macro_export]
 macro_rules! note {
     ($($t:tt)*) => { $crate::say::note_line(format_args!($($t)*)) };
 }
 
+/// `warning: …` on stderr, kept for the `--json` document.
 #[macro_export]
 macro_rules! warning {
     ($($t:tt)*) => { $crate::say::warning_line(format_args!($($t)*)) };

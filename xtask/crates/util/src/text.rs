@@ -7,14 +7,14 @@ use std::fmt;
 use std::sync::{Mutex, OnceLock};
 
 /// How much of one piece of outside text a message shows.
-pub const SHOWN_MAX: usize = 200;
+pub(crate) const SHOWN_MAX: usize = 200;
 
 fn secrets() -> &'static Mutex<Vec<String>> {
     static SECRETS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     SECRETS.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// Remembers `secret` so that [`redact`] and [`clean`] never show it.
+/// Remembers `secret` so that [`clean`] and [`clean_message`] never show it.
 pub fn register_secret(secret: &str) {
     // Very short values would blank out ordinary words.
     if secret.len() >= 4 {
@@ -26,7 +26,7 @@ pub fn register_secret(secret: &str) {
 }
 
 /// `s` with every registered secret replaced by `***`.
-pub fn redact(s: &str) -> String {
+pub(crate) fn redact(s: &str) -> String {
     let list = secrets().lock().unwrap_or_else(|e| e.into_inner());
     let mut out = s.to_string();
     for secret in list.iter() {
@@ -92,7 +92,7 @@ fn is_control(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Displays outside text cleaned and cut to [`SHOWN_MAX`] characters.
+/// Displays outside text cleaned and cut to 200 characters.
 pub struct Shown<'a>(pub &'a str);
 
 impl fmt::Display for Shown<'_> {

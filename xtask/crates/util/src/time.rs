@@ -32,7 +32,7 @@ pub fn rfc3339_now() -> String {
     rfc3339(secs)
 }
 
-pub fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm).

@@ -13,13 +13,11 @@ use anyhow::{bail, Context, Result};
 use super::local::is_archive_name;
 use crate::commands::session::Session;
 use crate::commands::Command;
-use archive::pack::archive::{pack_image, Codec, Packed, MEMBER};
-use archive::pack::blocks::{XzOptions, ZstdOptions};
-use archive::pack::gzip::GzipOptions;
-use archive::pack::split::{Part, Splitter};
+use archive::pack::{pack_image, Codec, Packed, MEMBER};
+use archive::pack::{GzipOptions, Part, Splitter, XzOptions, ZstdOptions};
 use archive::unpack::Compression;
 use github::assets::{client_name, disk_base, kernel_name, split_suffix, sums_name, Arch, Os};
-use qcow2::{Image, OtherTables};
+use qcow2::{Header, Image};
 use util::fmt::{hex, human_bytes};
 use util::fs::{self as fsutil, TempFile};
 use util::progress::{Progress, Style};
@@ -354,17 +352,10 @@ fn check_disk(src: &fs::File, disk: &Path) -> Result<()> {
     image
         .allocated_bytes()
         .with_context(|| format!("{} is not a readable qcow2", disk.display()))?;
-    let tables = image
-        .other_tables()
-        .with_context(|| format!("cannot read {}", disk.display()))?;
-    check_tables(
-        &tables,
-        image.header().cluster_size(),
-        image.file_len(),
-        disk,
-    )?;
-    if tables
-        .max_file_len
+    let header = image.header();
+    check_tables(header, image.file_len(), disk)?;
+    if header
+        .max_file_len()
         .is_some_and(|max| image.file_len() > max)
     {
         bail!(
@@ -381,13 +372,17 @@ fn check_disk(src: &fs::File, disk: &Path) -> Result<()> {
 /// and the snapshot table must lie inside the file, within QEMU's limits
 /// (8 MiB of refcount table, 65536 snapshots), or `qemu-img` refuses the
 /// image that users would download.
-fn check_tables(t: &OtherTables, cluster: u64, file_len: u64, disk: &Path) -> Result<()> {
+fn check_tables(t: &Header, file_len: u64, disk: &Path) -> Result<()> {
+    let cluster = t.cluster_size();
     let inside = |off: u64, len: u64| {
         off != 0
             && off.is_multiple_of(cluster)
             && off.checked_add(len).is_some_and(|e| e <= file_len)
     };
-    let (rt_off, rt_clusters) = (t.refcount_table_offset, t.refcount_table_clusters);
+    let (rt_off, rt_clusters) = (
+        t.refcount_table_offset,
+        u64::from(t.refcount_table_clusters),
+    );
     let rt_len = rt_clusters.saturating_mul(cluster);
     if rt_clusters == 0 || rt_len > 8 << 20 || !inside(rt_off, rt_len) {
         bail!(
@@ -397,7 +392,7 @@ fn check_tables(t: &OtherTables, cluster: u64, file_len: u64, disk: &Path) -> Re
             disk.display()
         );
     }
-    let (snapshots, sn_off) = (t.snapshots, t.snapshots_offset);
+    let (snapshots, sn_off) = (t.nb_snapshots, t.snapshots_offset);
     if snapshots > 65536 || (snapshots > 0 && !inside(sn_off, 1)) {
         bail!(
             "{}: the snapshot table ({snapshots} snapshots at {sn_off:#x}) is too large or outside \

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::local::{is_archive_name, local_set_of, MAX_PART};
 use crate::commands::session::Session;
 use crate::commands::Command;
-use fetch::http::{backoff, Http};
+use fetch::{backoff, Http};
 use github::assets::check_name;
 use github::assets::{disk_base, sums_name, Arch, Os};
 use github::release::{Asset, Release};

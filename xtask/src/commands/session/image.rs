@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::plan::{BadSums, Pick, Plan};
 use super::Session;
-use archive::unpack::{self, BadContent};
+use archive::unpack;
 use fetch::{self, Downloads, Wanted};
 use github::release::Asset;
 use install::layout::QCOW2;
@@ -95,7 +95,7 @@ impl Session {
             tries += 1;
             let r = self.start(self.wanted(false, pick)?)?.finish_all();
             match r {
-                Err(e) if tries == 1 && fetch::digest_mismatch(&e).is_some() => {
+                Err(e) if tries == 1 && mismatched(&e).is_some() => {
                     say!(
                         "  {}; fetching it again",
                         util::text::clean(&format!("{e:#}"), 400)
@@ -187,7 +187,10 @@ impl Session {
         };
         // The content is judged only once the part it was read from has
         // had its digest checked.
-        let settled = if e.is::<BadContent>() || e.is::<unpack::Unsupported>() {
+        let settled = if matches!(
+            archive::Error::find(&e),
+            Some(archive::Error::BadContent { .. } | archive::Error::Unsupported(_))
+        ) {
             plan.settle(&dl, pick)
         } else {
             Settled::Unknown
@@ -202,7 +205,7 @@ impl Session {
         };
         let mut bad = plan.culprits(&e);
         // A digest mismatch already deleted its file.
-        bad.extend(fetch::digest_mismatch(&e));
+        bad.extend(mismatched(&e));
         if bad.is_empty() {
             return Err(if as_published { published(e) } else { e });
         }
@@ -279,7 +282,7 @@ impl Plan {
                 Ok(_) => Settled::AsPublished,
                 Err(e) => {
                     let e = anyhow::Error::new(e);
-                    match fetch::digest_mismatch(&e) {
+                    match mismatched(&e) {
                         Some(_) => Settled::Mismatch(e),
                         None => Settled::Unknown,
                     }
@@ -296,7 +299,7 @@ impl Plan {
     /// The fault may show some way after the bytes that hold it, so the
     /// parts up to 192 MiB before count too, and a fault seen only at the
     /// end (a CRC) puts every such part in doubt. An archive that decodes
-    /// into what this tool does not read ([`unpack::Unsupported`]) is no
+    /// into what this tool does not read ([`archive::Error::Unsupported`]) is no
     /// transfer's fault.
     fn culprits(&self, e: &anyhow::Error) -> Vec<String> {
         let suspect = |a: &Asset| !has_digest(a);
@@ -306,14 +309,14 @@ impl Plan {
                 .into_iter()
                 .collect();
         }
-        let Some(bad) = e.downcast_ref::<BadContent>() else {
+        let Some(archive::Error::BadContent { at, .. }) = archive::Error::find(e) else {
             return Vec::new();
         };
         let parts = &self.sel.disk;
         let total: u64 = parts.iter().map(|p| p.size).sum();
         // Near the end of the input the fault is most likely a trailer check
         // (a gzip CRC): it may lie anywhere before.
-        let placed = bad.at.filter(|at| at.saturating_add(192 << 20) < total);
+        let placed = at.filter(|at| at.saturating_add(192 << 20) < total);
         let first = match placed {
             None => 0,
             Some(at) => {
@@ -412,19 +415,28 @@ impl Plan {
 /// holds it as published. A bad archive is said as it is; a corrupt one
 /// without the advice to fetch again.
 fn published(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast_ref::<BadContent>() {
+    match archive::Error::find(&e) {
         // Still the archive's fault (exit code 4), now said as it is.
-        Some(bad) => anyhow::Error::new(BadContent {
-            at: bad.at,
-            msg: format!(
-                "{}; every part it was read from matched the release's sha256 digest, so the \
+        Some(bad @ archive::Error::BadContent { at, .. }) => {
+            anyhow::Error::new(archive::Error::BadContent {
+                at: *at,
+                msg: format!(
+                    "{}; every part it was read from matched the release's sha256 digest, so the \
                  release itself is damaged and fetching it again will not help: choose another \
                  --version",
-                bad.fault()
-            ),
-        }),
-        None => e,
+                    bad.fault()
+                ),
+            })
+        }
+        _ => e,
     }
+}
+
+/// The asset whose digest failed, if that is what `e` is about.
+fn mismatched(e: &anyhow::Error) -> Option<String> {
+    fetch::Error::find(e)
+        .and_then(fetch::Error::mismatched_asset)
+        .map(str::to_string)
 }
 
 fn has_digest(a: &Asset) -> bool {

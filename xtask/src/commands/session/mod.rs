@@ -20,7 +20,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use fetch::http::Http;
+use fetch::Http;
 use install::layout;
 use install::manifest::Manifest;
 use install::swap::{self, Move};

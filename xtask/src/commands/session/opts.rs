@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use fetch::http::{self, Token};
+use fetch::{Config, Token};
 use github::assets::{Arch, Os};
 use github::source::Source;
 use install::layout;
@@ -81,8 +81,8 @@ impl Opts {
 
 impl Opts {
     /// The HTTP client's settings, with `connections` connections.
-    pub fn http(&self, connections: usize) -> http::Config {
-        http::Config {
+    pub fn http(&self, connections: usize) -> Config {
+        Config {
             api: self.api.clone(),
             connections,
             token: self.token.clone(),

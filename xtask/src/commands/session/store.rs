@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 
 use super::Session;
-use fetch::http::Http;
+use fetch::Http;
 use github::assets::Selection;
 use github::cache::{self, Cache, Entry, KEEP_BYTES, KEEP_ENTRIES};
 use github::release::{parse_release, Asset, Resolved};
 use github::source::RELEASE_JSON;
 use util::fmt::human_bytes;
 use util::fs as fsutil;
-use util::lock::{Busy, Kind, Lock};
+use util::lock::{Kind, Lock};
 use util::text::clean;
 
 impl Session {
@@ -118,7 +118,12 @@ impl Session {
     fn lock_or_skip(&self, entry: &Entry, kind: Kind) -> Result<Option<Lock>> {
         match entry.lock(kind, self.opts.wait) {
             Ok(lock) => Ok(Some(lock)),
-            Err(e) if self.opts.offline || e.is::<Busy>() => Err(e),
+            Err(e)
+                if self.opts.offline
+                    || matches!(util::Error::find(&e), Some(util::Error::Busy(_))) =>
+            {
+                Err(e)
+            }
             Err(e) => {
                 note!(
                     "not using the download cache: {}",

@@ -14,8 +14,11 @@ pub const MEMBER: &str = "temp/disk-image.qcow2";
 /// The codec and its settings.
 #[derive(Debug, Clone, Copy)]
 pub enum Codec {
+    /// Gzip in Mgzip members (parallel decoding).
     Gzip(GzipOptions),
+    /// xz in blocks with their sizes.
     Xz(XzOptions),
+    /// zstd in independent frames.
     Zstd(ZstdOptions),
 }
 
@@ -24,6 +27,7 @@ pub enum Codec {
 pub struct Packed {
     /// Of the image bytes, for the `.sums` line.
     pub sha256: [u8; 32],
+    /// What the compressor did.
     pub stats: PackStats,
 }
 

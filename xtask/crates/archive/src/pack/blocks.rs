@@ -16,7 +16,9 @@ use std::thread;
 /// What a compressor did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PackStats {
+    /// Bytes read.
     pub input_bytes: u64,
+    /// Bytes written.
     pub output_bytes: u64,
     /// Gzip members, zstd frames; for xz, 0 (liblzma does not say).
     pub blocks: u64,
@@ -31,8 +33,8 @@ pub struct PackStats {
 /// Empty input still yields one (empty) block: a zero-byte gzip or zstd
 /// file is not a valid one.
 pub(crate) fn par_blocks<F>(
-    mut input: impl Read,
-    mut output: impl Write,
+    input: impl Read,
+    output: impl Write,
     block_size: usize,
     threads: usize,
     make: &(dyn Fn() -> io::Result<F> + Sync),
@@ -40,10 +42,7 @@ pub(crate) fn par_blocks<F>(
 where
     F: FnMut(&[u8], &mut Vec<u8>) -> io::Result<()>,
 {
-    let threads = util::cores::threads(threads);
-    let max_in_flight = 2 * threads as u64;
-    type Job = (u64, Vec<u8>, Vec<u8>);
-    type Done = (u64, io::Result<()>, Vec<u8>, Vec<u8>);
+    let threads = util::threads(threads);
     let (job_tx, job_rx) = mpsc::channel::<Job>();
     let job_rx = Mutex::new(job_rx);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
@@ -54,84 +53,143 @@ where
         for _ in 0..threads {
             let done_tx = done_tx.clone();
             let job_rx = &job_rx;
-            s.spawn(move || {
-                let mut codec = None;
-                loop {
-                    // The lock is held only while waiting for one job.
-                    let job = match job_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((seq, block, mut out)) = job else {
-                        return;
-                    };
-                    // A codec that panics must not leave the caller waiting
-                    // for this block forever.
-                    let r = catch_unwind(AssertUnwindSafe(|| {
-                        if codec.is_none() {
-                            codec = Some(make()?);
-                        }
-                        match codec.as_mut() {
-                            Some(f) => f(&block, &mut out),
-                            None => Err(io::Error::other("no codec")),
-                        }
-                    }))
-                    .unwrap_or_else(|_| Err(io::Error::other("a compression thread panicked")));
-                    if done_tx.send((seq, r, block, out)).is_err() {
-                        return;
-                    }
-                }
-            });
+            s.spawn(move || work(job_rx, &done_tx, make));
         }
         drop(done_tx);
+        let mut order = Order {
+            input,
+            output,
+            block_size,
+            max_in_flight: 2 * threads as u64,
+            stats: PackStats::default(),
+            next_read: 0,
+            next_write: 0,
+            eof: false,
+            ready: BTreeMap::new(),
+            spare_in: Vec::new(),
+            spare_out: Vec::new(),
+        };
+        order.run(&job_tx, &done_rx)
+    })
+}
 
-        let mut stats = PackStats::default();
-        let (mut next_read, mut next_write) = (0u64, 0u64);
-        let mut eof = false;
-        let mut ready: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        let mut spare_in: Vec<Vec<u8>> = Vec::new();
-        let mut spare_out: Vec<Vec<u8>> = Vec::new();
-        loop {
-            while !eof && next_read - next_write < max_in_flight {
-                let mut block = spare_in.pop().unwrap_or_default();
-                block.clear();
-                let n = (&mut input)
-                    .take(block_size as u64)
-                    .read_to_end(&mut block)?;
-                if n < block_size {
-                    eof = true;
-                }
-                if n == 0 && next_read > 0 {
-                    break;
-                }
-                stats.input_bytes += n as u64;
-                let out = spare_out.pop().unwrap_or_default();
-                job_tx
-                    .send((next_read, block, out))
-                    .map_err(|_| io::Error::other("the compression threads stopped"))?;
-                next_read += 1;
+/// A block to encode: (sequence number, input, output buffer to fill).
+type Job = (u64, Vec<u8>, Vec<u8>);
+/// An encoded block: (sequence number, result, input, output).
+type Done = (u64, io::Result<()>, Vec<u8>, Vec<u8>);
+
+/// A worker: encodes jobs until the queue closes, with a codec of its own.
+fn work<F>(
+    job_rx: &Mutex<mpsc::Receiver<Job>>,
+    done_tx: &mpsc::Sender<Done>,
+    make: &(dyn Fn() -> io::Result<F> + Sync),
+) where
+    F: FnMut(&[u8], &mut Vec<u8>) -> io::Result<()>,
+{
+    let mut codec = None;
+    loop {
+        // The lock is held only while waiting for one job.
+        let job = match job_rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((seq, block, mut out)) = job else {
+            return;
+        };
+        // A codec that panics must not leave the caller waiting for this
+        // block forever.
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            if codec.is_none() {
+                codec = Some(make()?);
             }
-            if next_write == next_read {
+            match codec.as_mut() {
+                Some(f) => f(&block, &mut out),
+                None => Err(io::Error::other("no codec")),
+            }
+        }))
+        .unwrap_or_else(|_| Err(io::Error::other("a compression thread panicked")));
+        if done_tx.send((seq, r, block, out)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The calling thread's side: reads blocks into jobs, and writes the
+/// encoded blocks in input order, buffers reused.
+struct Order<R, W> {
+    input: R,
+    output: W,
+    block_size: usize,
+    max_in_flight: u64,
+    stats: PackStats,
+    next_read: u64,
+    next_write: u64,
+    eof: bool,
+    ready: BTreeMap<u64, Vec<u8>>,
+    spare_in: Vec<Vec<u8>>,
+    spare_out: Vec<Vec<u8>>,
+}
+
+impl<R: Read, W: Write> Order<R, W> {
+    fn run(
+        &mut self,
+        job_tx: &mpsc::Sender<Job>,
+        done_rx: &mpsc::Receiver<Done>,
+    ) -> io::Result<PackStats> {
+        loop {
+            self.fill(job_tx)?;
+            if self.next_write == self.next_read {
                 break;
             }
-            let (seq, r, block, out) = done_rx
-                .recv()
-                .map_err(|_| io::Error::other("the compression threads stopped"))?;
+            let (seq, r, block, out) = done_rx.recv().map_err(|_| stopped())?;
             r?;
-            spare_in.push(block);
-            ready.insert(seq, out);
-            while let Some(out) = ready.remove(&next_write) {
-                output.write_all(&out)?;
-                stats.output_bytes += out.len() as u64;
-                stats.blocks += 1;
-                next_write += 1;
-                spare_out.push(out);
-            }
+            self.spare_in.push(block);
+            self.ready.insert(seq, out);
+            self.write_ready()?;
         }
-        drop(job_tx);
-        output.flush()?;
-        Ok(stats)
-    })
+        self.output.flush()?;
+        Ok(self.stats)
+    }
+
+    /// Reads blocks and queues them while fewer than `max_in_flight` are.
+    fn fill(&mut self, job_tx: &mpsc::Sender<Job>) -> io::Result<()> {
+        while !self.eof && self.next_read - self.next_write < self.max_in_flight {
+            let mut block = self.spare_in.pop().unwrap_or_default();
+            block.clear();
+            let n = (&mut self.input)
+                .take(self.block_size as u64)
+                .read_to_end(&mut block)?;
+            if n < self.block_size {
+                self.eof = true;
+            }
+            if n == 0 && self.next_read > 0 {
+                break;
+            }
+            self.stats.input_bytes += n as u64;
+            let out = self.spare_out.pop().unwrap_or_default();
+            job_tx
+                .send((self.next_read, block, out))
+                .map_err(|_| stopped())?;
+            self.next_read += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the encoded blocks that are next in order.
+    fn write_ready(&mut self) -> io::Result<()> {
+        while let Some(out) = self.ready.remove(&self.next_write) {
+            self.output.write_all(&out)?;
+            self.stats.output_bytes += out.len() as u64;
+            self.stats.blocks += 1;
+            self.next_write += 1;
+            self.spare_out.push(out);
+        }
+        Ok(())
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("the compression threads stopped")
 }
 
 // ---------------------------------------------------------------------------
@@ -175,7 +233,7 @@ pub fn compress_zstd(
             format!("zstd level {} is out of range (1-22)", opts.level),
         ));
     }
-    if opts.block_size == 0 || opts.block_size > mgzip::member::MAX_BLOCK {
+    if opts.block_size == 0 || opts.block_size > mgzip::MAX_BLOCK {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("zstd block size {} is out of range", opts.block_size),
@@ -234,7 +292,7 @@ pub fn compress_xz(
             format!("xz preset {} is out of range (0-9)", opts.preset),
         ));
     }
-    let threads = u32::try_from(util::cores::threads(opts.threads)).unwrap_or(u32::MAX);
+    let threads = u32::try_from(util::threads(opts.threads)).unwrap_or(u32::MAX);
     let stream = liblzma::stream::MtStreamBuilder::new()
         .threads(threads)
         .preset(opts.preset)

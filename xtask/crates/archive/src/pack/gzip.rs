@@ -5,9 +5,7 @@
 use std::io::{self, Read, Write};
 
 use super::blocks::{self, PackStats};
-use mgzip::member::{
-    member_header, DEFAULT_BLOCK, DEFAULT_LEVEL, HEADER_LEN, MAX_BLOCK, TRAILER_LEN,
-};
+use mgzip::{member_header, DEFAULT_BLOCK, DEFAULT_LEVEL, HEADER_LEN, MAX_BLOCK, TRAILER_LEN};
 
 /// Options for [`compress`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

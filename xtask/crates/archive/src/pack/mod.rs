@@ -4,7 +4,12 @@
 //! ordered block pipeline the gzip and zstd compressors share); the tar of
 //! one image (`archive`) and the parts it is split into (`split`).
 
-pub mod archive;
-pub mod blocks;
-pub mod gzip;
-pub mod split;
+mod archive;
+mod blocks;
+mod gzip;
+mod split;
+
+pub use archive::{pack_image, Codec, Packed, MEMBER};
+pub use blocks::{compress_xz, compress_zstd, PackStats, XzOptions, ZstdOptions};
+pub use gzip::{compress as compress_gzip, GzipOptions};
+pub use split::{Part, Splitter};

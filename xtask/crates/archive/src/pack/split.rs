@@ -11,8 +11,11 @@ use util::fs::TempFile;
 
 /// One part, complete but still under its temporary name.
 pub struct Part {
+    /// The part's file name.
     pub name: String,
+    /// Its size in bytes.
     pub size: u64,
+    /// The part, written under a temporary name until committed.
     pub file: TempFile,
 }
 
@@ -30,6 +33,8 @@ pub struct Splitter<'a> {
 }
 
 impl<'a> Splitter<'a> {
+    /// A splitter writing parts of `part_size` bytes (at most `max_parts`)
+    /// into `dir`, part `i` named `name_of(i)`.
     pub fn new(
         dir: &Path,
         part_size: u64,

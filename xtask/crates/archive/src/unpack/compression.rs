@@ -11,11 +11,15 @@ use util::fmt::hex;
 /// releases have been renamed, and `split` parts carry no hint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// gzip, single or multi-member.
     Gzip,
+    /// xz, single or multi-stream.
     Xz,
+    /// zstd.
     Zstd,
     /// Recognised only to say so in errors; not read.
     Bzip2,
+    /// No compression recognised.
     None,
 }
 
@@ -77,13 +81,14 @@ impl Compression {
 
     /// Recognises the magic bytes; anything unknown is `None`. Six bytes
     /// are enough; fewer just match less.
-    pub fn detect(head: &[u8]) -> Compression {
+    pub(crate) fn detect(head: &[u8]) -> Compression {
         TABLE
             .iter()
             .find(|f| !f.magic.is_empty() && head.starts_with(f.magic))
             .map_or(Compression::None, |f| f.compression)
     }
 
+    /// The name said in messages: `gzip`, `xz`, ….
     pub fn name(self) -> &'static str {
         self.row().name
     }
@@ -102,7 +107,10 @@ impl Compression {
     /// A decoder of `input`; None for a format this tool does not read.
     /// Multi-member gzip and multi-stream xz are read whole: `GzDecoder`
     /// would stop silently after the first member.
-    pub fn decoder<'a>(self, input: impl Read + 'a) -> Option<io::Result<Box<dyn Read + 'a>>> {
+    pub(crate) fn decoder<'a>(
+        self,
+        input: impl Read + 'a,
+    ) -> Option<io::Result<Box<dyn Read + 'a>>> {
         let dec: io::Result<Box<dyn Read + 'a>> = match self {
             // Members that carry their sizes (what `pack` writes) inflate
             // on every core; any other gzip streams serially.
@@ -124,7 +132,7 @@ impl Compression {
 /// A short description of what `head` (a stream's first bytes) looks like,
 /// for errors: "gzip data", "a tar archive", "a qcow2 image", "an HTML
 /// page", ….
-pub fn what_it_is(head: &[u8]) -> String {
+pub(crate) fn what_it_is(head: &[u8]) -> String {
     match Compression::detect(head) {
         Compression::None => {}
         c => return format!("{} data", c.name()),

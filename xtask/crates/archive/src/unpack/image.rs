@@ -9,11 +9,11 @@ use anyhow::{bail, Result};
 
 use super::compression::what_it_is;
 use super::sums::base_name;
-use super::tar::{checksum_ok, Entries, MemberKind};
+use super::tar::{checksum_ok, Entries, Entry, MemberKind};
 use super::write::{copy_hashed, preallocate, Budget};
 use super::{local, unsupported, Ctx, Request, REDO};
-use qcow2::convert::ConvertStats;
-use qcow2::stream::StreamConvert;
+use qcow2::ConvertStats;
+use qcow2::StreamConvert;
 use util::fmt::human_bytes;
 use util::fs::TempFile;
 use util::io::read_full;
@@ -100,134 +100,177 @@ fn from_tar(
     req: &Request,
     space_check: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<Written> {
-    let dest = req.dest;
-    let mut members: Vec<String> = Vec::new();
-    let mut member_count = 0usize;
-    let mut refused: Vec<String> = Vec::new();
+    let mut seen = Seen::default();
     let mut found: Option<Written> = None;
     while let Some(e) = entries.next_entry()? {
-        member_count += 1;
-        if members.len() < LIST_MAX {
+        seen.member(&e);
+        if !is_qcow2_name(&e.name) {
+            continue;
+        }
+        if e.kind != MemberKind::Regular || unsafe_path(&e.name) {
+            seen.refuse(&e);
+            continue;
+        }
+        if let Some(prev) = &found {
+            return Err(unsupported(format!(
+                "{} holds more than one qcow2 image ({} and {}); cannot tell which \
+                 to use (members: {}); pick another --version",
+                ctx.content(),
+                clean(&prev.member, 200),
+                clean(&e.name, 200),
+                seen.list()
+            )));
+        }
+        found = Some(write_member(&mut entries, e, ctx, req, space_check)?);
+    }
+    seen.verdict(found, ctx)
+}
+
+/// Streams the image member `e` into the temporary file of `req.dest` (and
+/// with `req.raw`, the raw image in the same pass), hashing it.
+fn write_member(
+    entries: &mut Entries,
+    e: Entry,
+    ctx: &Ctx,
+    req: &Request,
+    space_check: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<Written> {
+    let size = e.size;
+    space_check(size).map_err(local)?;
+    let mut temp = TempFile::create(req.dest).map_err(local)?;
+    let tmp_path = temp.path().to_path_buf();
+    preallocate(temp.file(), size, &tmp_path).map_err(local)?;
+    let budget = Budget {
+        max: size,
+        watch: None,
+    };
+    let mut raw = match req.raw {
+        Some(raw_dest) => Some(raw_converter(raw_dest, &mut temp, size)?),
+        None => None,
+    };
+    let (written, sha256) = copy_hashed(
+        &mut entries.data(),
+        temp.file(),
+        &tmp_path,
+        ctx,
+        &budget,
+        raw.as_mut().map(|(_, c)| c),
+    )?;
+    if written < size {
+        bail!(
+            "{}: the tar archive is truncated: member {} ends after {} of {} \
+             ({written} of {size} bytes); the download is incomplete: {REDO}",
+            ctx.source,
+            clean(&e.name, 200),
+            human_bytes(written),
+            human_bytes(size)
+        );
+    }
+    // A qcow2 the converter refuses is refused here, before anything is
+    // installed, but judged once the sha256 is known: a refusal of a bad
+    // download is the download's fault, of a good one the image's.
+    let raw = raw.map(|(raw_temp, conv)| {
+        let stats = conv.finish(temp.file());
+        (
+            raw_temp,
+            stats.map(Into::into).map_err(|e| format!("{e:#}")),
+        )
+    });
+    Ok(Written {
+        temp,
+        size,
+        sha256,
+        member: e.name,
+        raw,
+    })
+}
+
+/// The raw image written in the same pass as the qcow2 of `size` bytes in
+/// `qcow2`: its clusters as they stream past, the rest when it is complete.
+fn raw_converter(
+    raw_dest: &Path,
+    qcow2: &mut TempFile,
+    size: u64,
+) -> Result<(TempFile, StreamConvert)> {
+    let raw_temp = TempFile::create(raw_dest).map_err(local)?;
+    let file = raw_temp.try_clone_file().map_err(local)?;
+    let mut conv = StreamConvert::new(
+        size,
+        &qcow2.path().display().to_string(),
+        file,
+        &raw_temp.path().display().to_string(),
+        true,
+    );
+    conv.prefer_reflink(qcow2.file());
+    Ok((raw_temp, conv))
+}
+
+/// The members a walk saw, for its errors: the first [`LIST_MAX`] named
+/// (bounded: a hostile archive may hold millions), and the images refused.
+#[derive(Default)]
+struct Seen {
+    listed: Vec<String>,
+    count: usize,
+    refused: Vec<String>,
+}
+
+impl Seen {
+    fn member(&mut self, e: &Entry) {
+        self.count += 1;
+        if self.listed.len() < LIST_MAX {
             // Names may be long (PAX); errors only need a recognisable prefix.
             let short = clean(&e.name, 200);
-            members.push(if e.kind == MemberKind::Regular {
+            self.listed.push(if e.kind == MemberKind::Regular {
                 short
             } else {
                 format!("{short} ({})", e.kind.label())
             });
         }
-        let wanted = is_qcow2_name(&e.name);
-        if wanted && e.kind == MemberKind::Regular && !unsafe_path(&e.name) {
-            if let Some(prev) = &found {
-                return Err(unsupported(format!(
-                    "{} holds more than one qcow2 image ({} and {}); cannot tell which \
-                     to use (members: {}); pick another --version",
-                    ctx.content(),
-                    clean(&prev.member, 200),
-                    clean(&e.name, 200),
-                    list_members(&members, member_count)
-                )));
-            }
-            let size = e.size;
-            space_check(size).map_err(local)?;
-            let mut temp = TempFile::create(dest).map_err(local)?;
-            let tmp_path = temp.path().to_path_buf();
-            preallocate(temp.file(), size, &tmp_path).map_err(local)?;
-            let budget = Budget {
-                max: size,
-                watch: None,
-            };
-            // The raw image is written in the same pass: its clusters as
-            // they stream past, the rest when the qcow2 is complete.
-            let mut raw = match req.raw {
-                Some(raw_dest) => {
-                    let raw_temp = TempFile::create(raw_dest).map_err(local)?;
-                    let file = raw_temp.try_clone_file().map_err(local)?;
-                    let mut conv = StreamConvert::new(
-                        size,
-                        &tmp_path.display().to_string(),
-                        file,
-                        &raw_temp.path().display().to_string(),
-                        true,
-                    );
-                    conv.prefer_reflink(temp.file());
-                    Some((raw_temp, conv))
-                }
-                None => None,
-            };
-            let (written, sha256) = copy_hashed(
-                &mut entries.data(),
-                temp.file(),
-                &tmp_path,
-                ctx,
-                &budget,
-                raw.as_mut().map(|(_, c)| c),
-            )?;
-            if written < size {
-                bail!(
-                    "{}: the tar archive is truncated: member {} ends after {} of {} \
-                     ({written} of {size} bytes); the download is incomplete: {REDO}",
-                    ctx.source,
-                    clean(&e.name, 200),
-                    human_bytes(written),
-                    human_bytes(size)
-                );
-            }
-            let raw = match raw {
-                Some((raw_temp, conv)) => {
-                    // A qcow2 the converter refuses is refused here, before
-                    // anything is installed.
-                    // Judged once the sha256 is known: a refusal of a bad
-                    // download is the download's fault, of a good one the image's.
-                    let stats = conv.finish(temp.file()).map(Into::into);
-                    Some((raw_temp, stats.map_err(|e| format!("{e:#}"))))
-                }
-                None => None,
-            };
-            found = Some(Written {
-                temp,
-                size,
-                sha256,
-                member: e.name,
-                raw,
-            });
-            continue;
-        }
-        if wanted {
-            let why = if e.kind != MemberKind::Regular {
-                e.kind.label()
-            } else if e.name.starts_with('/') {
-                "absolute path"
-            } else {
-                "path with `..`"
-            };
-            // Bounded: a hostile archive may hold millions of these.
-            if refused.len() < LIST_MAX {
-                refused.push(format!("{} ({why})", clean(&e.name, 200)));
-            }
+    }
+
+    /// A `.qcow2` member that is not a regular file, or whose path is unsafe.
+    fn refuse(&mut self, e: &Entry) {
+        let why = if e.kind != MemberKind::Regular {
+            e.kind.label()
+        } else if e.name.starts_with('/') {
+            "absolute path"
+        } else {
+            "path with `..`"
+        };
+        if self.refused.len() < LIST_MAX {
+            self.refused
+                .push(format!("{} ({why})", clean(&e.name, 200)));
         }
     }
-    // Members that are all there, well-formed, and not an image we take:
-    // the archive as made, not a transfer's fault.
-    match found {
-        Some(w) => Ok(w),
-        None if !refused.is_empty() => Err(unsupported(format!(
-            "{} holds no usable qcow2 image: refused {} (links, devices and paths outside \
-             the archive are never extracted); members: {}; pick another --version",
-            ctx.content(),
-            refused.join(", "),
-            list_members(&members, member_count)
-        ))),
-        // Zeros alone may be a hole where a transfer wrote nothing.
-        None if member_count == 0 => bail!(
-            "{} is an empty tar archive, not a disk image; {REDO}",
-            ctx.content()
-        ),
-        None => Err(unsupported(format!(
-            "{} holds no .qcow2 file (members: {}); pick another --version",
-            ctx.content(),
-            list_members(&members, member_count)
-        ))),
+
+    fn list(&self) -> String {
+        list_members(&self.listed, self.count)
+    }
+
+    /// The image `found`, or why there is none. Members that are all
+    /// there, well-formed, and not an image we take: the archive as made,
+    /// not a transfer's fault.
+    fn verdict(self, found: Option<Written>, ctx: &Ctx) -> Result<Written> {
+        match found {
+            Some(w) => Ok(w),
+            None if !self.refused.is_empty() => Err(unsupported(format!(
+                "{} holds no usable qcow2 image: refused {} (links, devices and paths outside \
+                 the archive are never extracted); members: {}; pick another --version",
+                ctx.content(),
+                self.refused.join(", "),
+                self.list()
+            ))),
+            // Zeros alone may be a hole where a transfer wrote nothing.
+            None if self.count == 0 => bail!(
+                "{} is an empty tar archive, not a disk image; {REDO}",
+                ctx.content()
+            ),
+            None => Err(unsupported(format!(
+                "{} holds no .qcow2 file (members: {}); pick another --version",
+                ctx.content(),
+                self.list()
+            ))),
+        }
     }
 }
 

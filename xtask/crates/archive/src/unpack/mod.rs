@@ -10,12 +10,12 @@
 //! (checksum files), `compression` (the formats), `tar` (the walker),
 //! `image` (which member is the image), `write` (the writer).
 
-pub mod compression;
+mod compression;
 mod image;
-pub mod sums;
+mod sums;
 mod tar;
 mod write;
-pub mod xz;
+mod xz;
 
 use std::cell::Cell;
 use std::io::{self, Cursor, Read};
@@ -24,93 +24,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub use compression::Compression;
-use qcow2::convert::ConvertStats;
+use qcow2::ConvertStats;
 pub use sums::{expected_sha256, parse_sums, SumEntry};
 use util::fmt::{hex, human_bytes};
 use util::io::{drain, read_full};
+pub use xz::XzMtDecoder;
 
-/// The advice every "the download is bad" error ends with.
-pub const REDO: &str = "delete the downloads with --force or re-run";
-
-/// The archive's content is bad (corrupt or truncated compressed data, a
-/// broken tar, a sha256 mismatch): the bytes downloaded are at fault, not
-/// this machine. `at` is how far into the input (the compressed stream) the
-/// fault showed, when it could be placed; the caller uses it to throw away
-/// the part that holds it.
-#[derive(Debug)]
-pub struct BadContent {
-    pub at: Option<u64>,
-    pub msg: String,
-}
-
-impl BadContent {
-    /// The fault without the advice to fetch again (the clause before it
-    /// too: "the download is corrupt"), for when the bytes are known to be
-    /// as published.
-    pub fn fault(&self) -> &str {
-        let m = &self.msg;
-        m.rfind(REDO)
-            .and_then(|i| m[..i].rfind("; "))
-            .map_or(m, |j| &m[..j])
-    }
-}
-
-impl std::fmt::Display for BadContent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
-    }
-}
-impl std::error::Error for BadContent {}
-
-/// The archive decodes, but holds what this tool does not read: another
-/// compression format, two images or none, a member larger than any file
-/// can be. That is the archive as it was made, so fetching it again cannot
-/// change it (unless a part fails its digest, which is checked apart).
-#[derive(Debug)]
-pub struct Unsupported(pub String);
-
-impl std::fmt::Display for Unsupported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Unsupported {}
-
-fn unsupported(msg: String) -> anyhow::Error {
-    anyhow::Error::new(Unsupported(msg))
-}
-
-/// The image is as published (its sha256 matches) but cannot be converted
-/// (an encrypted image, a backing file, broken tables): fetching it again
-/// will not help.
-#[derive(Debug)]
-pub struct BadImage(pub String);
-
-impl std::fmt::Display for BadImage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for BadImage {}
-
-/// A failure of this machine (disk full, permissions), not of the archive.
-#[derive(Debug)]
-struct Local(String);
-
-impl std::fmt::Display for Local {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Local {}
-
-fn local(e: anyhow::Error) -> anyhow::Error {
-    // A full disk keeps its type: it decides the exit code.
-    if e.is::<util::fs::NoSpace>() {
-        return e;
-    }
-    anyhow::Error::new(Local(format!("{e:#}")))
-}
+pub use crate::error::REDO;
+use crate::error::{local, unsupported, Error};
 
 // ---------------------------------------------------------------------------
 // Unpacking
@@ -118,8 +39,11 @@ fn local(e: anyhow::Error) -> anyhow::Error {
 /// The image written by [`unpack_qcow2`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpacked {
+    /// Where the image is: the request's `dest`.
     pub path: PathBuf,
+    /// Its size in bytes.
     pub size: u64,
+    /// Its SHA-256, hashed as it was written.
     pub sha256: [u8; 32],
     /// The tar member it came from; empty for a bare (possibly compressed)
     /// qcow2.
@@ -133,6 +57,7 @@ pub struct Unpacked {
 pub struct Request<'a> {
     /// Names the input in messages.
     pub source: &'a str,
+    /// The final name of the image.
     pub dest: &'a Path,
     /// The sums file's sha256 of the image.
     pub expected: Option<[u8; 32]>,
@@ -203,15 +128,14 @@ pub fn unpack(
     };
     let r = unpack_inner(&mut tracked, req, space_check);
     r.map_err(|e| {
-        let classified =
-            e.is::<Local>() || e.is::<BadContent>() || e.is::<BadImage>() || e.is::<Unsupported>();
+        let classified = e.is::<Error>();
         if classified || state.failed.get() {
             e
         } else {
             // A fault seen once the input has ended (a gzip CRC, the last
             // tar block) cannot be placed: it may lie anywhere before.
             let at = (!state.eof.get()).then(|| state.bytes.get());
-            anyhow::Error::new(BadContent {
+            anyhow::Error::new(Error::BadContent {
                 at,
                 msg: format!("{e:#}"),
             })
@@ -224,8 +148,25 @@ fn unpack_inner(
     req: &Request,
     space_check: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<Unpacked> {
-    let (source, dest, expected) = (req.source, req.dest, req.expected);
-    let state = tracked.state;
+    let source = req.source;
+    let out = decode(tracked, req, space_check)?;
+    // A decoder may stop at the end of its last stream; the parts reader only
+    // checks a part's digest when it reaches that part's end.
+    drain(tracked).map_err(|e| input_error(source, e))?;
+    if let Some(want) = req.expected.filter(|want| *want != out.sha256) {
+        return Err(mismatch(req, &out, &want));
+    }
+    commit(out, req)
+}
+
+/// Recognises the compression by its magic bytes and writes the image
+/// through its decoder, read to the end.
+fn decode(
+    tracked: &mut Tracked<'_, &mut (impl Read + Send)>,
+    req: &Request,
+    space_check: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<image::Written> {
+    let source = req.source;
     let mut magic = [0u8; 6];
     let n = read_full(tracked, &mut magic).map_err(|e| input_error(source, e))?;
     if n == 0 {
@@ -235,28 +176,50 @@ fn unpack_inner(
     let ctx = Ctx {
         source,
         kind,
-        state,
+        state: tracked.state,
     };
-    let out = {
-        let head = Cursor::new(&magic[..n]).chain(&mut *tracked);
-        let Some(dec) = kind.decoder(head) else {
-            return Err(unsupported(format!(
-                "{source} is {}-compressed, which this tool does not read; \
-                 pick a release with a .gz, .xz or .zst image",
-                kind.name()
-            )));
-        };
-        let mut dec = dec.map_err(|e| ctx.read_error(e))?;
-        let out = image::extract(&mut *dec, &ctx, req, space_check)?;
-        // The tar ends before the stream does (record padding), and the
-        // decoder checks its CRC only at the end of each member/stream.
-        drain(&mut *dec).map_err(|e| ctx.read_error(e))?;
-        out
+    let head = Cursor::new(&magic[..n]).chain(&mut *tracked);
+    let Some(dec) = kind.decoder(head) else {
+        return Err(unsupported(format!(
+            "{source} is {}-compressed, which this tool does not read; \
+             pick a release with a .gz, .xz or .zst image",
+            kind.name()
+        )));
     };
-    // A decoder may stop at the end of its last stream; the parts reader only
-    // checks a part's digest when it reaches that part's end.
-    drain(tracked).map_err(|e| input_error(source, e))?;
+    let mut dec = dec.map_err(|e| ctx.read_error(e))?;
+    let out = image::extract(&mut *dec, &ctx, req, space_check)?;
+    // The tar ends before the stream does (record padding), and the
+    // decoder checks its CRC only at the end of each member/stream.
+    drain(&mut *dec).map_err(|e| ctx.read_error(e))?;
+    Ok(out)
+}
 
+/// The image's sha256 is not `want`. The fault may be in any part: no
+/// place to point at.
+fn mismatch(req: &Request, out: &image::Written, want: &[u8; 32]) -> anyhow::Error {
+    let source = req.source;
+    let what = if out.member.is_empty() {
+        "the image".to_string()
+    } else {
+        format!("the image ({})", util::text::clean(&out.member, 200))
+    };
+    let (got, want) = (hex(&out.sha256), hex(want));
+    let msg = match req.mismatch_advice {
+        None => format!(
+            "{source}: {what} has SHA-256 {got} but the published checksum is {want}; \
+             the download is corrupt: {REDO}"
+        ),
+        Some(advice) => format!(
+            "{source}: {what} has SHA-256 {got} but the checksum file gives {want}; {advice}"
+        ),
+    };
+    anyhow::Error::new(Error::BadContent { at: None, msg })
+}
+
+/// Puts the checked image (and the raw image, unless the converter refused
+/// the qcow2) under their final names.
+fn commit(out: image::Written, req: &Request) -> Result<Unpacked> {
+    let source = req.source;
     let image::Written {
         temp,
         size,
@@ -264,38 +227,11 @@ fn unpack_inner(
         member,
         raw,
     } = out;
-    if let Some(want) = expected {
-        if want != sha256 {
-            let what = if member.is_empty() {
-                "the image".to_string()
-            } else {
-                format!("the image ({})", util::text::clean(&member, 200))
-            };
-            // The fault may be in any part: no place to point at.
-            return Err(anyhow::Error::new(BadContent {
-                at: None,
-                msg: match req.mismatch_advice {
-                    None => format!(
-                        "{source}: {what} has SHA-256 {} but the published checksum is {}; \
-                         the download is corrupt: {REDO}",
-                        hex(&sha256),
-                        hex(&want)
-                    ),
-                    Some(advice) => format!(
-                        "{source}: {what} has SHA-256 {} but the checksum file gives {}; \
-                         {advice}",
-                        hex(&sha256),
-                        hex(&want)
-                    ),
-                },
-            }));
-        }
-    }
     temp.commit()
         .with_context(|| format!("{source}: cannot put the image in place"))
         .map_err(local)?;
     let raw = match raw {
-        Some((_, Err(why))) => return Err(anyhow::Error::new(BadImage(why))),
+        Some((_, Err(why))) => return Err(anyhow::Error::new(Error::BadImage(why))),
         Some((temp, Ok(stats))) => {
             temp.commit()
                 .with_context(|| format!("{source}: cannot put the raw image in place"))
@@ -305,7 +241,7 @@ fn unpack_inner(
         None => None,
     };
     Ok(Unpacked {
-        path: dest.to_path_buf(),
+        path: req.dest.to_path_buf(),
         size,
         sha256,
         member,

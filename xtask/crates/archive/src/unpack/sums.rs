@@ -13,7 +13,9 @@ const LIST_MAX: usize = 20;
 /// One line of a `sha256sum` / `shasum -a 256` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SumEntry {
+    /// The digest the line gives.
     pub sha256: [u8; 32],
+    /// The file name the line gives (as written, maybe with a directory).
     pub path: String,
 }
 

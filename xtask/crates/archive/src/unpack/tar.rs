@@ -16,7 +16,7 @@ const MAX_PAX: u64 = 1024 * 1024;
 
 /// How a member is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberKind {
+pub(crate) enum MemberKind {
     Regular,
     Directory,
     Symlink,
@@ -42,7 +42,7 @@ impl MemberKind {
         }
     }
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             MemberKind::Regular => "file",
             MemberKind::Directory => "directory",
@@ -58,16 +58,31 @@ impl MemberKind {
 
 /// One member: its name (PAX and GNU long names applied), kind and size.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub name: String,
     pub kind: MemberKind,
     pub size: u64,
 }
 
+/// What extension headers said about the member that follows them.
+#[derive(Default)]
+struct Ext {
+    long_name: Option<Vec<u8>>,
+    pax_path: Option<Vec<u8>>,
+    pax_size: Option<u64>,
+}
+
+impl Ext {
+    /// A member was promised: the stream may not end here.
+    fn promised(&self) -> bool {
+        self.long_name.is_some() || self.pax_path.is_some() || self.pax_size.is_some()
+    }
+}
+
 /// The entries of a tar stream, one at a time. The data of the entry last
 /// returned is read with [`Entries::data`], or skipped by the next call to
 /// [`Entries::next_entry`].
-pub struct Entries<'a, 'c> {
+pub(crate) struct Entries<'a, 'c> {
     src: &'a mut dyn Read,
     ctx: &'a Ctx<'c>,
     first: Option<[u8; 512]>,
@@ -93,36 +108,18 @@ impl<'a, 'c> Entries<'a, 'c> {
 
     /// The next member, or None at the end of the archive (the zero blocks,
     /// or a clean end of the stream between members, as GNU tar accepts).
-    pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+    pub(crate) fn next_entry(&mut self) -> Result<Option<Entry>> {
         if let Some((data, pad)) = self.pending.take() {
             self.skip_exact(data + pad)?;
         }
         if self.done {
             return Ok(None);
         }
-        let mut long_name: Option<Vec<u8>> = None;
-        let mut pax_path: Option<Vec<u8>> = None;
-        let mut pax_size: Option<u64> = None;
+        let mut ext = Ext::default();
         loop {
-            let block = match self.first.take() {
-                Some(b) => b,
-                None => {
-                    let mut b = [0u8; 512];
-                    match read_full(self.src, &mut b).map_err(|e| self.ctx.read_error(e))? {
-                        // Unless a header promised a member that never came.
-                        0 if long_name.is_none() && pax_path.is_none() && pax_size.is_none() => {
-                            self.done = true;
-                            return Ok(None);
-                        }
-                        512 => b,
-                        _ => bail!(
-                            "{}: the tar archive is truncated at byte {} (inside a member \
-                             header); the download is incomplete: {REDO}",
-                            self.ctx.source,
-                            self.pos
-                        ),
-                    }
-                }
+            let Some(block) = self.next_block(&ext)? else {
+                self.done = true;
+                return Ok(None);
             };
             let header_pos = self.pos;
             self.pos += 512;
@@ -141,52 +138,25 @@ impl<'a, 'c> Entries<'a, 'c> {
                 || etype.is_gnu_longlink()
                 || etype.is_pax_local_extensions()
                 || etype.is_pax_global_extensions();
-            let header_size = || {
-                header.entry_size().map_err(|e| {
+            let size = match (is_extension, ext.pax_size.take()) {
+                (false, Some(s)) => s,
+                _ => header.entry_size().map_err(|e| {
                     self.ctx
                         .corrupt_tar(format_args!("at byte {header_pos}: {e}"))
-                })
-            };
-            let size = match (is_extension, pax_size.take()) {
-                (false, Some(s)) => s,
-                _ => header_size()?,
+                })?,
             };
             let padded = size
                 .checked_add(511)
                 .map(|s| s & !511)
                 .ok_or_else(|| self.oversize(header_pos, &size.to_string()))?;
-
-            if etype.is_gnu_longname() || etype.is_pax_local_extensions() {
-                let data =
-                    self.extension_data(size, padded, header_pos, etype.is_gnu_longname())?;
-                if etype.is_gnu_longname() {
-                    let mut data = data;
-                    while data.last() == Some(&0) {
-                        data.pop();
-                    }
-                    long_name = Some(data);
-                } else {
-                    for (key, value) in parse_pax(&data).map_err(|why| {
-                        self.ctx
-                            .corrupt_tar(format_args!("bad PAX header at byte {header_pos}: {why}"))
-                    })? {
-                        match key {
-                            b"path" => pax_path = Some(value.to_vec()),
-                            b"size" => pax_size = Some(self.pax_size(value, header_pos)?),
-                            _ => {}
-                        }
-                    }
-                }
-                continue;
-            }
             if is_extension {
-                // Long link names and global PAX headers change nothing we use.
-                self.skip_exact(padded)?;
+                self.extension(etype, size, padded, header_pos, &mut ext)?;
                 continue;
             }
-            let name_bytes = pax_path
+            let name_bytes = ext
+                .pax_path
                 .take()
-                .or_else(|| long_name.take())
+                .or_else(|| ext.long_name.take())
                 .unwrap_or_else(|| header.path_bytes().into_owned());
             self.pending = Some((size, padded - size));
             return Ok(Some(Entry {
@@ -197,11 +167,66 @@ impl<'a, 'c> Entries<'a, 'c> {
         }
     }
 
+    /// The next header block; None at a clean end of the stream, unless an
+    /// extension header in `ext` promised a member that never came.
+    fn next_block(&mut self, ext: &Ext) -> Result<Option<[u8; 512]>> {
+        if let Some(b) = self.first.take() {
+            return Ok(Some(b));
+        }
+        let mut b = [0u8; 512];
+        match read_full(self.src, &mut b).map_err(|e| self.ctx.read_error(e))? {
+            0 if !ext.promised() => Ok(None),
+            512 => Ok(Some(b)),
+            _ => bail!(
+                "{}: the tar archive is truncated at byte {} (inside a member \
+                 header); the download is incomplete: {REDO}",
+                self.ctx.source,
+                self.pos
+            ),
+        }
+    }
+
+    /// Reads an extension header (of `size` bytes, `padded` with its
+    /// padding, at `at`) into `ext`: a GNU long name or PAX records. Long
+    /// link names and global PAX headers change nothing we use.
+    fn extension(
+        &mut self,
+        etype: tar::EntryType,
+        size: u64,
+        padded: u64,
+        at: u64,
+        ext: &mut Ext,
+    ) -> Result<()> {
+        if !(etype.is_gnu_longname() || etype.is_pax_local_extensions()) {
+            return self.skip_exact(padded);
+        }
+        let mut data = self.extension_data(size, padded, at, etype.is_gnu_longname())?;
+        if etype.is_gnu_longname() {
+            while data.last() == Some(&0) {
+                data.pop();
+            }
+            ext.long_name = Some(data);
+            return Ok(());
+        }
+        let records = parse_pax(&data).map_err(|why| {
+            self.ctx
+                .corrupt_tar(format_args!("bad PAX header at byte {at}: {why}"))
+        })?;
+        for (key, value) in records {
+            match key {
+                b"path" => ext.pax_path = Some(value.to_vec()),
+                b"size" => ext.pax_size = Some(self.pax_size(value, at)?),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The data of the entry last returned; reading it to its end consumes
     /// it. Padding after it is skipped by the next [`Entries::next_entry`],
     /// and a stream that ends in the padding of a complete member is
     /// tolerated, as a missing end-of-archive marker is.
-    pub fn data(&mut self) -> EntryData<'_, 'a, 'c> {
+    pub(crate) fn data(&mut self) -> EntryData<'_, 'a, 'c> {
         EntryData { entries: self }
     }
 
@@ -277,7 +302,7 @@ impl<'a, 'c> Entries<'a, 'c> {
 }
 
 /// The data of one entry, read through.
-pub struct EntryData<'e, 'a, 'c> {
+pub(crate) struct EntryData<'e, 'a, 'c> {
     entries: &'e mut Entries<'a, 'c>,
 }
 
@@ -313,7 +338,7 @@ impl Read for EntryData<'_, '_, '_> {
 
 /// A tar header checksum: the byte sum with the checksum field read as
 /// spaces. Old tars summed signed bytes; accept either.
-pub fn checksum_ok(block: &[u8]) -> bool {
+pub(crate) fn checksum_ok(block: &[u8]) -> bool {
     let header = tar::Header::from_byte_slice(&block[..512]);
     let Ok(want) = header.cksum() else {
         return false;

@@ -11,7 +11,7 @@ use anyhow::{anyhow, Result};
 use sha2::{Digest, Sha256};
 
 use super::{local, Ctx, REDO};
-use qcow2::stream::StreamConvert;
+use qcow2::StreamConvert;
 use util::fmt::human_bytes;
 use util::io::read_full;
 

@@ -7,7 +7,7 @@ const BUF: usize = 256 << 10;
 
 /// liblzma's multithreaded xz decoder: it decodes blocks in parallel when
 /// their headers record their sizes (what `xz -T0` and
-/// [`crate::pack::blocks::compress_xz`] write) and falls back to one thread
+/// [`crate::pack::compress_xz`] write) and falls back to one thread
 /// otherwise. Like `XzDecoder::new_multi_decoder`, it reads every
 /// concatenated stream (with stream padding) to the end of the input.
 pub struct XzMtDecoder<R: Read> {
@@ -22,7 +22,7 @@ const XZ_MEMLIMIT_THREADING: u64 = 512 << 20;
 impl<R: Read> XzMtDecoder<R> {
     /// `threads`: 0 means one per core.
     pub fn new(inner: R, threads: usize) -> io::Result<Self> {
-        let threads = u32::try_from(util::cores::threads(threads)).unwrap_or(u32::MAX);
+        let threads = u32::try_from(util::threads(threads)).unwrap_or(u32::MAX);
         let mut d = XzMtDecoder {
             dec: None,
             threads,

@@ -37,7 +37,7 @@ use super::{Decoder, Image, Kind, ReadAt};
 use run::{Done, Run, Sink};
 use util::fmt::human_bytes;
 use util::fs::free_space_of;
-use util::reflink::Cloner;
+use util::Cloner;
 
 /// L2 tables tracked in the stream (16 + 16 bytes each); more go to `finish`.
 pub(super) const MAX_TABLES: usize = 1 << 17;
@@ -51,6 +51,7 @@ pub(super) const NOT_READ: u64 = u64::MAX;
 /// What a conversion did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamStats {
+    /// The guest size: the raw image's length.
     pub virtual_size: u64,
     /// Guest bytes written or shared (allocated and not all-zero).
     pub data_bytes: u64,

@@ -10,9 +10,8 @@ use anyhow::{bail, Context, Result};
 
 use super::{MAX_MERGE, MAX_PIECES, MAX_TABLES, NOT_READ};
 use crate::copy::write_nonzero;
-use crate::{
-    be64, subcluster_runs, Decoder, Extent, Header, Kind, L2_COMPRESSED, L2_ZERO, OFFSET_MASK,
-};
+use crate::l2::decode_entry;
+use crate::{Decoder, Extent, Header, Kind, OFFSET_MASK};
 
 /// An L2 table the stream knows of, in L1 order.
 pub(super) struct Table {
@@ -281,7 +280,6 @@ impl Run {
         let idx = self.tables[slot].idx;
         let l2_guest = idx * self.l1_span;
         let n = hdr.l2_entries().min((vsize - l2_guest).div_ceil(cs));
-        let eb = hdr.l2_entry_bytes();
         let room = MAX_PIECES.saturating_sub(self.pieces.len());
         let mut runs = std::mem::take(&mut self.scratch);
         runs.clear();
@@ -309,55 +307,21 @@ impl Run {
             true
         };
         let buf = &self.l2_buf;
-        let ok = (|| {
-            for i in 0..n {
-                let guest = l2_guest + i * cs;
-                let glen = cs.min(vsize - guest);
-                let at = (i * eb) as usize;
-                let entry = be64(buf, at);
-                if entry & L2_COMPRESSED != 0 {
-                    let shift = 62 - (hdr.cluster_bits - 8);
-                    let host = entry & ((1u64 << shift) - 1);
-                    let sectors = ((entry >> shift) & ((1u64 << (hdr.cluster_bits - 8)) - 1)) + 1;
-                    let csize = sectors * 512 - (host & 511);
-                    if host >= self.file_len {
-                        return false;
-                    }
-                    if !add(host, guest, glen, csize.min(self.file_len - host)) {
-                        return false;
-                    }
-                    continue;
-                }
-                let host = entry & OFFSET_MASK;
-                if !host.is_multiple_of(cs) {
-                    return false;
-                }
-                if !hdr.extended_l2 {
-                    if entry & L2_ZERO != 0 && hdr.version < 3 {
-                        return false;
-                    }
-                    if entry & L2_ZERO != 0 || host == 0 {
-                        continue;
-                    }
-                    if host >= self.file_len || !add(host, guest, glen, 0) {
-                        return false;
-                    }
-                    continue;
-                }
-                let bitmap = be64(buf, at + 8);
-                let alloc = bitmap as u32;
-                let zero = (bitmap >> 32) as u32;
-                if alloc & zero != 0 || (alloc != 0 && host == 0) {
-                    return false;
-                }
-                for (start, len) in subcluster_runs(alloc, cs, glen) {
-                    if host + start >= self.file_len || !add(host + start, guest + start, len, 0) {
-                        return false;
-                    }
-                }
+        let mut ok = true;
+        for i in 0..n {
+            let mut fits = true;
+            let r = decode_entry(hdr, self.file_len, buf, l2_guest, i, &mut |e| {
+                let csize = match e.kind {
+                    Kind::Compressed { csize } => csize,
+                    Kind::Data => 0,
+                };
+                fits = fits && add(e.host, e.guest, e.len, csize);
+            });
+            if r.is_err() || !fits {
+                ok = false;
+                break;
             }
-            true
-        })();
+        }
         if ok && total <= self.budget {
             self.budget -= total;
             self.pieces.extend(runs.drain(..).map(Reverse));
