@@ -76,7 +76,7 @@ pub(super) fn copy_hashed(
     out_path: &Path,
     ctx: &Ctx,
     budget: &Budget,
-    mut convert: Option<&mut StreamConvert>,
+    convert: Option<&mut StreamConvert>,
 ) -> Result<(u64, [u8; 32])> {
     std::thread::scope(|s| {
         let (full_tx, full_rx) = mpsc::sync_channel::<(Box<[u8]>, usize)>(IN_FLIGHT);
@@ -84,83 +84,101 @@ pub(super) fn copy_hashed(
         for _ in 0..IN_FLIGHT + 1 {
             let _ = free_tx.send(vec![0u8; CHUNK].into_boxed_slice());
         }
-        let writer = s.spawn(move || -> std::result::Result<(u64, [u8; 32]), WriteStop> {
-            let mut hasher = Sha256::new();
-            let mut n = 0u64;
-            for (buf, len) in full_rx {
-                if n + len as u64 > budget.max {
-                    return Err(WriteStop::TooBig(n + len as u64));
-                }
-                // One statvfs per MiB written costs nothing next to the write.
-                if let Some(dir) = &budget.watch {
-                    if let Ok((free, total)) = util::fs::space(dir) {
-                        if free < (total / 20).min(RESERVE_MAX) + len as u64 {
-                            return Err(WriteStop::LowSpace(free));
-                        }
-                    }
-                }
-                hasher.update(&buf[..len]);
-                out.write_all(&buf[..len]).map_err(WriteStop::Io)?;
-                // An error here is kept by the converter and named by its
-                // `finish`; the unpack itself goes on.
-                if let Some(c) = convert.as_deref_mut() {
-                    let _ = c.feed(&buf[..len]);
-                }
-                n += len as u64;
-                // The reader may be gone after an error; nothing to do then.
-                let _ = free_tx.send(buf);
-            }
-            Ok((n, hasher.finalize().into()))
-        });
-        let mut read_err = None;
-        // Ends when the writer has stopped (it dropped `free_tx`) or at EOF.
-        while let Ok(mut buf) = free_rx.recv() {
-            match read_full(src, &mut buf) {
-                Ok(0) => break,
-                Ok(len) => {
-                    if full_tx.send((buf, len)).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    read_err = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(full_tx);
+        let writer = s.spawn(move || write_hashed(full_rx, free_tx, out, budget, convert));
+        let read_err = feed(src, &free_rx, full_tx);
         let written = writer
             .join()
             .map_err(|_| anyhow!("the writer thread for {} panicked", out_path.display()))?;
-        match written {
-            Err(WriteStop::TooBig(n)) => {
-                return Err(anyhow!(
-                    "{}: the image grows past {} ({} bytes), more than its own qcow2 header \
-                     allows; the archive is bogus: {REDO}",
-                    ctx.source,
-                    human_bytes(budget.max),
-                    n
-                ))
+        match (written, read_err) {
+            (Ok(done), None) => Ok(done),
+            (Err(stop), None)
+            | (Err(stop @ (WriteStop::TooBig(_) | WriteStop::LowSpace(_))), Some(_)) => {
+                Err(stopped(stop, out_path, ctx, budget))
             }
-            Err(WriteStop::LowSpace(free)) => {
-                return Err(local(util::fs::no_space(format!(
-                    "stopped writing {} with only {} left free, to keep the disk from filling; \
-                     free some space or choose another --output",
-                    out_path.display(),
-                    human_bytes(free)
-                ))))
-            }
-            Err(WriteStop::Io(e)) if read_err.is_none() => {
-                return Err(local(anyhow::Error::new(e).context(format!(
-                    "cannot write {}; check free space and permissions, or choose another --output",
-                    out_path.display()
-                ))))
-            }
-            _ => {}
+            // The writer saw only the end of what the reader gave up on.
+            (_, Some(e)) => Err(ctx.read_error(e)),
         }
-        if let Some(e) = read_err {
-            return Err(ctx.read_error(e));
-        }
-        written.map_err(|_| anyhow!("cannot write {}", out_path.display()))
     })
+}
+
+/// The writer thread: hashes and writes each full buffer (and feeds the
+/// stream converter), within the budget, and hands the buffer back.
+fn write_hashed(
+    full_rx: mpsc::Receiver<(Box<[u8]>, usize)>,
+    free_tx: mpsc::Sender<Box<[u8]>>,
+    out: &mut File,
+    budget: &Budget,
+    mut convert: Option<&mut StreamConvert>,
+) -> std::result::Result<(u64, [u8; 32]), WriteStop> {
+    let mut hasher = Sha256::new();
+    let mut n = 0u64;
+    for (buf, len) in full_rx {
+        if n + len as u64 > budget.max {
+            return Err(WriteStop::TooBig(n + len as u64));
+        }
+        // One statvfs per MiB written costs nothing next to the write.
+        if let Some(dir) = &budget.watch {
+            if let Ok((free, total)) = util::fs::space(dir) {
+                if free < (total / 20).min(RESERVE_MAX) + len as u64 {
+                    return Err(WriteStop::LowSpace(free));
+                }
+            }
+        }
+        hasher.update(&buf[..len]);
+        out.write_all(&buf[..len]).map_err(WriteStop::Io)?;
+        // An error here is kept by the converter and named by its
+        // `finish`; the unpack itself goes on.
+        if let Some(c) = convert.as_deref_mut() {
+            let _ = c.feed(&buf[..len]);
+        }
+        n += len as u64;
+        // The reader may be gone after an error; nothing to do then.
+        let _ = free_tx.send(buf);
+    }
+    Ok((n, hasher.finalize().into()))
+}
+
+/// The reading side: fills free buffers from `src` and hands them over,
+/// until EOF, a read error (returned), or the writer has stopped (it
+/// dropped its end of `free`).
+fn feed(
+    src: &mut dyn Read,
+    free: &mpsc::Receiver<Box<[u8]>>,
+    full: mpsc::SyncSender<(Box<[u8]>, usize)>,
+) -> Option<io::Error> {
+    while let Ok(mut buf) = free.recv() {
+        match read_full(src, &mut buf) {
+            Ok(0) => return None,
+            Ok(len) => {
+                if full.send((buf, len)).is_err() {
+                    return None;
+                }
+            }
+            Err(e) => return Some(e),
+        }
+    }
+    None
+}
+
+/// Why the writer stopped, said with the file and what to do.
+fn stopped(stop: WriteStop, out_path: &Path, ctx: &Ctx, budget: &Budget) -> anyhow::Error {
+    match stop {
+        WriteStop::TooBig(n) => anyhow!(
+            "{}: the image grows past {} ({} bytes), more than its own qcow2 header \
+             allows; the archive is bogus: {REDO}",
+            ctx.source,
+            human_bytes(budget.max),
+            n
+        ),
+        WriteStop::LowSpace(free) => local(util::fs::no_space(format!(
+            "stopped writing {} with only {} left free, to keep the disk from filling; \
+             free some space or choose another --output",
+            out_path.display(),
+            human_bytes(free)
+        ))),
+        WriteStop::Io(e) => local(anyhow::Error::new(e).context(format!(
+            "cannot write {}; check free space and permissions, or choose another --output",
+            out_path.display()
+        ))),
+    }
 }
