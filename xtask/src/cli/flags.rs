@@ -1,8 +1,11 @@
-//! The one declaration of every flag of `cargo xtask resources`: its names,
+//! The one declaration of every step of `cargo xtask resources` (its word,
+//! its arguments, its summary and help text) and of every flag: its names,
 //! its value, its help, exactly which steps take it (the full run is one),
 //! and the help and default a step gives it where they differ. Parsing,
 //! which steps accept a flag, each step's `--help` and the reference's flag
-//! table (checked by a test) all come from here.
+//! table (checked by a test) all come from here. A new step is declared
+//! here, parsed into its command in `cli::command`, and run in its module
+//! under `commands/`.
 
 /// A step of `cargo xtask resources`; `Run` is the full run (no step named).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -55,6 +58,131 @@ impl Cmd {
         }
     }
 }
+
+/// What a step is: its arguments after the flags, its one-line summary and
+/// the text of its `--help`.
+pub struct StepDoc {
+    pub cmd: Cmd,
+    pub args: &'static str,
+    pub summary: &'static str,
+    pub text: &'static str,
+}
+
+/// The steps, in help order (the full run is described by the top help).
+pub const STEPS: &[StepDoc] = &[
+    StepDoc {
+        cmd: Cmd::Download,
+        args: "",
+        summary: "fetch kernel, client, disk-image parts and sums",
+        text: "\
+Fetches the release's kernel and test client (installed as `kernel` and `client` in the
+output directory once their digests check) and the disk-image parts and sums (kept in
+the download cache, or with --no-cache in the hidden working directory
+`.downloads/<tag>/`). Partial files are resumed.",
+    },
+    StepDoc {
+        cmd: Cmd::Decompress,
+        args: "",
+        summary: "unpack the archive into disk-image.qcow2 and check it against the sums",
+        text: "\
+Unpacks the downloaded disk image (the parts read in order, their digests checked) into
+`disk-image.qcow2` in the output directory and checks its sha256 against the release's
+`.sums`. Run `download` first (with the same --repo, --github-api, --source, --no-cache).
+With --from DIR, unpacks the parts and sums already in DIR instead (what `pack` wrote,
+a CI artifact, another machine's copy): no network, no release needed. Parts are
+found by their names (disk-image-<os>-<arch>.qcow2.tar.<gz|xz|zst>[.aa, .ab, ...]),
+else DIR's one set of other names (a CI artifact's disk-image.qcow2.tar.gz.aa, ...).
+With --from PREFIX, as `artifacts.sh decompress-split PREFIX` takes it, unpacks
+PREFIX.tar.gz.aa, .ab, ... (or .tar.xz.*, .tar.zst.*, one PREFIX.tar.gz ...) checked
+against PREFIX.sums, whatever the prefix is named (disktmp/disk-image.qcow2).",
+    },
+    StepDoc {
+        cmd: Cmd::Convert,
+        args: " [INPUT [OUTPUT]]",
+        summary: "write the raw disk-image.img that gem5 reads from disk-image.qcow2",
+        text: "\
+Converts a qcow2 image to the raw, sparse image gem5 reads.
+INPUT defaults to <output>/disk-image.qcow2, OUTPUT to <output>/disk-image.img.
+INPUT and OUTPUT must be different files.",
+    },
+    StepDoc {
+        cmd: Cmd::Verify,
+        args: "",
+        summary: "check the installed files (and with --version/--arch/--os-version, the set)",
+        text: "\
+Checks the files in the output directory against manifest.json: kernel and client are
+ELF files of the right architecture, disk-image.qcow2 matches the release's sums,
+disk-image.img has the qcow2's virtual size. One line per file; exit 0 when all hold.
+With --version, --arch, --os-version or --repo, the installed set must also be that one
+(read from the manifest); a difference is named and fails.",
+    },
+    StepDoc {
+        cmd: Cmd::List,
+        args: "",
+        summary: "list the repository's (or a mirror's) releases and what each contains",
+        text: "\
+Lists the repository's releases, newest first, with what each contains for every
+os/arch, then the documentation's support table. With --source DIR, the releases a
+mirror directory holds; a mirror on a web server (--source URL) has no index, so only
+the release its `latest` names is listed.",
+    },
+    StepDoc {
+        cmd: Cmd::Mirror,
+        args: "",
+        summary: "copy a release's assets into a directory others can use as --source",
+        text: "\
+Stores a release's JSON and the assets of one os/arch set (or `--arch all`,
+`--os-version all` for every set), each checked against its digest, as
+MIRROR_DIR/<tag>/release.json + asset files, and MIRROR_DIR/latest naming the tag.
+Other machines then run `cargo xtask resources --source MIRROR_DIR` (or serve
+MIRROR_DIR with any static web server and pass its URL).",
+    },
+    StepDoc {
+        cmd: Cmd::Cache,
+        args: " list|path|prune",
+        summary: "the download cache: `cache list`, `cache prune`, `cache path`",
+        text: "\
+The download cache keeps what runs downloaded (release JSON, kernel, client, disk parts,
+exactly as published and checked), so another checkout, another CI job on this machine,
+or switching back to a tag installs with no download. It lives in $VSWARM_CACHE_DIR,
+else $XDG_CACHE_HOME/vswarm-u, else ~/.cache/vswarm-u.
+    cache list     each cached release, its size and when it was last used
+    cache path     print where the cache is
+    cache prune    remove the least recently used releases beyond --keep N (default 3)
+                   and then beyond --max-size SIZE (default 20G); a release another run
+                   is using is left alone
+After every run the default policy (3 releases, 20 GiB) is applied.",
+    },
+    StepDoc {
+        cmd: Cmd::Pack,
+        args: " DISK",
+        summary: "make a qcow2 into release assets: tar, compressed on every core, split, sums",
+        text: "\
+Packs DISK, a qcow2, into the assets of a release in the output directory (default:
+the current directory): disk-image-<os>-<arch>.qcow2.tar.gz.aa, .ab, ... (a tar with the
+one member temp/disk-image.qcow2, compressed, split with split's suffixes), the .sums
+file naming temp/disk-image.qcow2, and with --kernel/--client their copies. Old readers
+(`cat parts | pigz -dc | tar x`, `sha256sum -c`, artifacts.py) read them unchanged; this
+tool decodes them on every core. DISK must be a qcow2 that `convert` reads. An existing
+set in the output directory is replaced only with --force (its old parts are removed).
+Prints each asset and its size.",
+    },
+    StepDoc {
+        cmd: Cmd::Upload,
+        args: " (--version TAG | --release-id ID) FILES... [--as NAME]",
+        summary: "upload files as assets of a release (needs GH_TOKEN or GITHUB_TOKEN)",
+        text: "\
+Uploads FILES as assets of the release tagged --version in --repo, or of the release
+whose API id is --release-id (else $RELEASE_ID, as upstream's artifacts.sh; with
+--version too, the id's release must carry that tag). With --as NAME, the one FILE
+is uploaded as NAME (gh's FILE#LABEL sets a label, not a name: `#` is not used).
+An asset already there with the same size and digest is skipped, so re-running a cut
+upload completes it; a same-named asset with other content is an error unless --clobber.
+Without a release for the tag, --create makes one (a published pre-release; with
+--draft, a draft). The token comes from GH_TOKEN, else GITHUB_TOKEN, and needs
+`contents: write` on the repository.",
+    },
+];
 
 /// One flag. `default` and `help` hold for every step in `steps` but those
 /// `differs` names; a default is markdown, "" when there is none to show
