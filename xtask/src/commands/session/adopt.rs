@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::guard::State;
+use super::guard::{inspect, refuse_users, State};
 use super::plan::{source_of, Pick, Plan};
 use super::Session;
 use install::layout::{CLIENT, KERNEL, NAMES, QCOW2, RAW};
@@ -64,6 +64,26 @@ impl Reference {
 }
 
 impl Session {
+    /// The user may have changed a file while this ran: a file to be
+    /// replaced must still be absent or the tool's, a kept one still as
+    /// recorded in `new`.
+    pub(crate) fn recheck(&self, new: &Manifest, verdicts: &[(&str, Verdict)]) -> Result<()> {
+        if self.opts.force {
+            return Ok(());
+        }
+        let out = &self.opts.output;
+        let mut now = Vec::new();
+        for (name, v) in verdicts {
+            let s = match v {
+                Verdict::Keep(..) => inspect(out, Some(new), name),
+                Verdict::Make | Verdict::Drop => self.inspect(name),
+                Verdict::Leave | Verdict::Users(_) => continue,
+            };
+            now.push((name.to_string(), s));
+        }
+        refuse_users(out, &now)
+    }
+
     /// Fetches what a comparison needs (the sums; the kernel and client where
     /// the release gives no digest: their bytes are the reference) and reads
     /// the release's sha256 of each file from it.

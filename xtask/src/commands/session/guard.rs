@@ -10,7 +10,6 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::adopt::Verdict;
 use super::Session;
 use install::layout::{QCOW2, RAW};
 use install::manifest::{self, FileEntry, Manifest, SourceAsset};
@@ -51,7 +50,7 @@ impl State {
 /// the pending one of an install that was interrupted). Hashes only when
 /// the modification time changed; the raw image, which has no recorded
 /// hash, is compared with the guest content of the qcow2 beside it.
-fn inspect(out: &Path, m: Option<&Manifest>, name: &str) -> State {
+pub(super) fn inspect(out: &Path, m: Option<&Manifest>, name: &str) -> State {
     let path = out.join(name);
     let meta = match fs::symlink_metadata(&path) {
         Err(_) => return State::Missing,
@@ -152,7 +151,7 @@ fn hash_matches(
 }
 
 /// Fails, naming each file, when any of `states` is the user's.
-fn refuse_users(out: &Path, states: &[(String, State)]) -> Result<()> {
+pub(super) fn refuse_users(out: &Path, states: &[(String, State)]) -> Result<()> {
     let users: Vec<String> = states
         .iter()
         .filter_map(|(_, s)| match s {
@@ -259,26 +258,6 @@ impl Session {
             manifest::store(out, m)?;
         }
         Ok(())
-    }
-
-    /// The user may have changed a file while this ran: a file to be
-    /// replaced must still be absent or the tool's, a kept one still as
-    /// recorded in `new`.
-    pub(crate) fn recheck(&self, new: &Manifest, verdicts: &[(&str, Verdict)]) -> Result<()> {
-        if self.opts.force {
-            return Ok(());
-        }
-        let out = &self.opts.output;
-        let mut now = Vec::new();
-        for (name, v) in verdicts {
-            let s = match v {
-                Verdict::Keep(..) => inspect(out, Some(new), name),
-                Verdict::Make | Verdict::Drop => self.inspect(name),
-                Verdict::Leave | Verdict::Users(_) => continue,
-            };
-            now.push((name.to_string(), s));
-        }
-        refuse_users(out, &now)
     }
 
     /// The manifest to extend with files of the plan's set: the installed
