@@ -269,3 +269,54 @@ fn the_checker_sees_imports() {
         ["crate::a::b", "crate::c::d", "crate::c::e", "super::f::g"]
     );
 }
+
+/// The engine crates' floors, top first: a crate may depend only on crates
+/// on a lower floor. Cargo refuses a circle, but not an arrow back up
+/// (`qcow2` depending on `fetch` would build).
+const FLOORS: &[&[&str]] = &[
+    &["github"],
+    &["fetch", "archive"],
+    &["mgzip", "qcow2", "install"],
+    &["util"],
+];
+
+fn floor(name: &str) -> Option<usize> {
+    FLOORS.iter().position(|f| f.contains(&name))
+}
+
+/// The workspace crates `crates/NAME/Cargo.toml` depends on (any section).
+fn engine_deps(name: &str) -> Vec<String> {
+    let toml = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates")
+        .join(name)
+        .join("Cargo.toml");
+    let text = fs::read_to_string(&toml).unwrap();
+    text.lines()
+        .filter_map(|l| l.split(['=', '.', ' ']).next())
+        .filter(|dep| floor(dep).is_some())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn engine_crates_depend_only_on_lower_floors() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates");
+    let mut seen = 0;
+    for e in fs::read_dir(&crates).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(mine) = floor(&name) else {
+            panic!("crates/{name} is on no floor; add it to FLOORS in tests/layers.rs");
+        };
+        seen += 1;
+        for dep in engine_deps(&name) {
+            let theirs = floor(&dep).unwrap();
+            assert!(
+                theirs > mine,
+                "crates/{name} depends on {dep}, which is not on a lower floor"
+            );
+        }
+    }
+    assert_eq!(seen, FLOORS.iter().map(|f| f.len()).sum::<usize>());
+    // The checker reads a dependency line as the crate it names.
+    assert!(engine_deps("archive").contains(&"qcow2".to_string()));
+}
