@@ -56,11 +56,18 @@ use pool::{Job, Pieces, Pool, Work};
 use scan::{Members, Scan};
 use serial::{SerialMember, SerialState};
 
-/// Members claiming more compressed bytes than this are streamed serially.
-pub const MAX_PARALLEL_MEMBER: u64 = 64 << 20;
-/// The output one buffer holds: a job's, or one piece of a member whose
-/// ISIZE is larger (such a member is inflated and handed on in pieces).
-pub const PIECE: usize = 2 << 20;
+/// Sizes the tests build their members around.
+mod limits {
+    /// Members claiming more compressed bytes than this are streamed serially.
+    pub const MAX_PARALLEL_MEMBER: u64 = 64 << 20;
+    /// The output one buffer holds: a job's, or one piece of a member whose
+    /// ISIZE is larger (such a member is inflated and handed on in pieces).
+    pub const PIECE: usize = 2 << 20;
+}
+#[cfg(feature = "seams")]
+pub use limits::{MAX_PARALLEL_MEMBER, PIECE};
+#[cfg(not(feature = "seams"))]
+use limits::{MAX_PARALLEL_MEMBER, PIECE};
 /// Small members (BGZF's are ≤ 64 KiB) are batched into jobs of up to this
 /// many compressed bytes, so scheduling costs little next to inflating, and
 /// up to a `PIECE` of output.

@@ -4,12 +4,11 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::clone::copy_image_cloning;
-use super::copy::{copy_image, MemSink};
+use super::copy::copy_image;
 use super::Image;
 use util::fs::{self as fsutil, TempFile};
 use util::progress::{Progress, Style};
@@ -24,26 +23,9 @@ pub struct ConvertStats {
     pub data_bytes: u64,
 }
 
-/// Converts an in-memory qcow2 image into a raw image in memory, refusing
-/// virtual sizes above `max_size` (the fuzz target's entry point).
-pub fn convert_bytes(data: &[u8], max_size: u64) -> Result<Vec<u8>> {
-    let img = Image::from_reader(data, "<memory>")?;
-    let size = img.virtual_size();
-    if size > max_size {
-        bail!("<memory>: virtual size {size} is above the limit {max_size}");
-    }
-    let sink = MemSink(Mutex::new(vec![0; size as usize]));
-    copy_image(&img, &sink, true, &|_| {})?;
-    Ok(sink.0.into_inner().unwrap_or_else(|e| e.into_inner()))
-}
-
-/// Converts `input` (qcow2) into the raw image `output`, sparse; `output` is
-/// replaced only once the new image is complete and synced.
-pub fn convert_native(input: &Path, output: &Path, sparse_detect: bool) -> Result<ConvertStats> {
-    convert_file(input, output, sparse_detect, Style::PLAIN)
-}
-
-/// [`convert_native`] showing progress in `style`.
+/// Converts `input` (qcow2) into the raw image `output`, sparse, showing
+/// progress in `style`; `output` is replaced only once the new image is
+/// complete and synced.
 pub fn convert_file(
     input: &Path,
     output: &Path,

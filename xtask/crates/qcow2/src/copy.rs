@@ -35,33 +35,6 @@ impl WriteAt for File {
     }
 }
 
-/// An in-memory raw image of a fixed size.
-pub(crate) struct MemSink(pub Mutex<Vec<u8>>);
-
-impl WriteAt for MemSink {
-    fn write_at_all(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
-        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let dst = usize::try_from(off)
-            .ok()
-            .and_then(|s| v.get_mut(s..s.checked_add(buf.len())?))
-            .ok_or_else(|| std::io::Error::other("write past the virtual size"))?;
-        dst.copy_from_slice(buf);
-        Ok(())
-    }
-}
-
-/// Discards everything but checks that writes stay inside the virtual size.
-pub struct NullSink(pub u64);
-
-impl WriteAt for NullSink {
-    fn write_at_all(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
-        match off.checked_add(buf.len() as u64) {
-            Some(end) if end <= self.0 => Ok(()),
-            _ => Err(std::io::Error::other("write past the virtual size")),
-        }
-    }
-}
-
 /// Writes every allocated extent of `img` into `out` (which must already read
 /// as zeros over the virtual size). `progress` gets guest bytes done. Returns
 /// the bytes written.

@@ -17,6 +17,8 @@ mod copy;
 mod decoder;
 mod extents;
 mod l2;
+#[cfg(feature = "seams")]
+mod seams;
 mod stream;
 
 use std::fs::File;
@@ -27,10 +29,13 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 pub use compare::compare_with_raw;
-pub use convert::{convert_bytes, convert_file, convert_native, ConvertStats};
-pub use copy::{copy_image, NullSink, WriteAt};
+pub use convert::{convert_file, ConvertStats};
+#[cfg(feature = "seams")]
+pub use copy::{copy_image, WriteAt};
 pub(crate) use decoder::Decoder;
 pub(crate) use extents::{Extent, Extents, Kind};
+#[cfg(feature = "seams")]
+pub use seams::{convert_bytes, convert_native, NullSink};
 pub use stream::{StreamConvert, StreamStats};
 
 /// The first four bytes of a qcow2 image.
