@@ -448,7 +448,7 @@ impl<R: ReadAt> Image<R> {
     /// Reads `buf.len()` bytes at `off`; bytes past the end of the file read
     /// as zeros (as QEMU does for a last cluster the file does not fully hold),
     /// but a start at or past the end is an error.
-    pub fn read_padded(&self, buf: &mut [u8], off: u64) -> Result<()> {
+    pub(crate) fn read_padded(&self, buf: &mut [u8], off: u64) -> Result<()> {
         if off >= self.file_len {
             bail!(
                 "{}: a table points at offset {off:#x}, past the end of the file ({} bytes); the file is truncated, re-download it",
