@@ -52,6 +52,16 @@ pub fn have(tool: &str) -> bool {
     testkit::find_tool(tool).is_some()
 }
 
+/// Whether `qemu-img` and `qemu-io` are on PATH; says the test is skipped
+/// where they are not.
+pub fn have_qemu() -> bool {
+    let ok = have("qemu-img") && have("qemu-io");
+    if !ok {
+        eprintln!("skipped: qemu-img/qemu-io not installed (apt-get install qemu-utils)");
+    }
+    ok
+}
+
 /// Every regular file in `dir` and its bytes, sorted by name.
 pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
