@@ -47,9 +47,14 @@ pub fn cache_entry(out: &Path, api: &str, tag: &str) -> std::path::PathBuf {
         .join(tag)
 }
 
-/// Whether `tool` is on PATH (tests that need it say they are skipped).
+/// Whether `tool` is on PATH; says so where it is not (tests that need it
+/// say they are skipped).
 pub fn have(tool: &str) -> bool {
-    testkit::find_tool(tool).is_some()
+    let ok = testkit::find_tool(tool).is_some();
+    if !ok {
+        eprintln!("{tool} not found on PATH; skipping what needs it");
+    }
+    ok
 }
 
 /// Whether `qemu-img` and `qemu-io` are on PATH; says the test is skipped
