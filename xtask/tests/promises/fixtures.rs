@@ -221,18 +221,6 @@ pub fn disk_in(work: &Path) -> DiskFixture {
     pack_disk(&img, "focal", "amd64", 1 << 20, Compression::Gzip, work).unwrap()
 }
 
-/// Polls (bounded) until `cond` holds; panics with `what` otherwise.
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A loopback GitHub with one upstream-style release of `d`.
 pub fn upstream_server(tag: &str, d: &DiskFixture) -> Server {
     Server::start(

@@ -3,7 +3,7 @@
 //! list, what a release lacks, and mirrors made with `mirror`.
 
 use crate::common::*;
-use crate::fixtures::{assert_downloaded, disk_in, upstream_server, wait_until};
+use crate::fixtures::{assert_downloaded, disk_in, upstream_server};
 use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ mod model;
 use crate::common::*;
 use crate::fixtures::{
     assert_downloaded, asset_ranges, disk, disk_if_qemu, disk_in, disk_with_parts, release,
-    run_limited, small_release, upstream_server, wait_until, PART_AA,
+    run_limited, small_release, upstream_server, PART_AA,
 };
 use std::fs;
 use std::path::Path;
