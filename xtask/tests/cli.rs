@@ -360,7 +360,7 @@ fn usage_errors_exit_2_with_one_line() {
 }
 
 // ---------------------------------------------------------------------------
-// 13. The command line.
+// The command line.
 
 #[test]
 fn empty_repeated_or_invalid_values_exit_2_and_long_and_short_forms_agree() {

@@ -107,7 +107,8 @@ impl Rng {
     }
 }
 
-/// Same test data as tests/convert.rs.
+/// Deterministic test data: random-looking runs, repeated bytes, and zero
+/// blocks inside otherwise written regions; `size` bytes.
 fn pattern(size: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; size];
     let mut r = Rng(seed | 1);

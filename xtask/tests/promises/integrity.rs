@@ -773,7 +773,7 @@ fn large_asset_is_fetched_as_parallel_ranges() {
 }
 
 // ---------------------------------------------------------------------------
-// 10. The first real failure is the one named.
+// The first real failure is the one named.
 
 #[test]
 fn the_first_real_failure_is_named() {
@@ -798,7 +798,7 @@ fn the_first_real_failure_is_named() {
 }
 
 // ---------------------------------------------------------------------------
-// 8. A corrupt part without a digest is fetched again, once, in the same run.
+// A corrupt part without a digest is fetched again, once, in the same run.
 
 #[test]
 fn a_garbage_part_is_fetched_again_once() {

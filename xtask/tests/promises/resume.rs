@@ -509,7 +509,7 @@ fn an_interrupted_install_is_never_taken_for_a_whole_set() {
 }
 
 // ---------------------------------------------------------------------------
-// 5. "Up to date" only for a complete, present, unchanged set.
+// "Up to date" only for a complete, present, unchanged set.
 
 #[test]
 fn an_incomplete_manifest_is_never_up_to_date_and_cannot_point_outside() {

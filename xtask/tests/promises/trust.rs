@@ -109,7 +109,7 @@ fn openssl_hash(pem: &Path) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------
-// 1. A file:// URL never reads a local file.
+// A file:// URL never reads a local file.
 
 #[test]
 fn a_file_url_in_a_release_or_a_redirect_is_refused() {
@@ -339,7 +339,7 @@ fn archive_member_names_are_cut_and_cannot_forge_lines() {
 }
 
 // ---------------------------------------------------------------------------
-// 11. Server text reaches the terminal escaped and cut; the token never.
+// Server text reaches the terminal escaped and cut; the token never.
 
 #[test]
 fn server_text_is_escaped_cut_and_never_shows_the_token() {
@@ -436,7 +436,7 @@ fn manifest_text_is_escaped() {
 }
 
 // ---------------------------------------------------------------------------
-// 7. Bad numbers never crash.
+// Bad numbers never crash.
 
 #[test]
 fn bad_timeouts_and_absurd_sizes_are_named_and_allocate_nothing() {
@@ -492,7 +492,7 @@ fn bad_timeouts_and_absurd_sizes_are_named_and_allocate_nothing() {
 }
 
 // ---------------------------------------------------------------------------
-// 9. A bare compressed image cannot fill the disk.
+// A bare compressed image cannot fill the disk.
 
 #[test]
 fn a_bare_image_is_bounded_by_its_header() {
@@ -761,7 +761,7 @@ fn unreachable_api_names_the_host() {
 }
 
 // ---------------------------------------------------------------------------
-// 12. Network conventions.
+// Network conventions.
 
 #[test]
 fn api_calls_are_retried_and_bounded() {

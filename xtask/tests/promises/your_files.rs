@@ -49,7 +49,7 @@ fn write_at(path: &Path, at: u64, data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------
-// 2. Links planted at working names are never followed.
+// Links planted at working names are never followed.
 
 #[test]
 fn links_at_working_names_are_never_followed() {
@@ -244,7 +244,7 @@ fn offline_steps_never_follow_a_linked_working_directory() {
 }
 
 // ---------------------------------------------------------------------------
-// 3. The user's changes are never replaced silently.
+// The user's changes are never replaced silently.
 
 #[test]
 fn changed_installed_files_are_kept_and_touched_ones_rehashed() {
@@ -454,7 +454,7 @@ fn single_steps_leave_another_installed_set_whole() {
 }
 
 // ---------------------------------------------------------------------------
-// 4. A set that fails verification never replaces a good set.
+// A set that fails verification never replaces a good set.
 
 #[test]
 fn a_failing_new_set_leaves_the_old_one() {
@@ -544,7 +544,7 @@ fn disk_full_mid_run_keeps_the_old_set() {
 }
 
 // ---------------------------------------------------------------------------
-// 6. `convert A A` never destroys its input.
+// `convert A A` never destroys its input.
 
 #[test]
 fn convert_onto_its_own_input_is_refused() {
