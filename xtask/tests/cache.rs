@@ -11,7 +11,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use common::*;
 use github::cache::site_of;
@@ -141,18 +141,6 @@ fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
             (p, bytes)
         })
         .collect()
-}
-
-/// Polls (bounded) until `cond` holds; panics with `what` otherwise.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Lines of `text` that speak of the cache.

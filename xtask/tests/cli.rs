@@ -6,19 +6,81 @@
 
 mod common;
 
+use common::*;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-
-use common::*;
-use testkit::{make_qcow2, pack_disk, upstream_assets, Compression, ReleaseSpec, Server, TempDir};
+use testkit::{
+    fake_elf, make_qcow2, pack_disk, upstream_assets, Compression, ReleaseSpec, Server, TempDir,
+};
 
 fn usage_error(args: &[&str]) -> String {
     let run = xtask(args, &[]);
     assert_eq!(run.code, 2, "{args:?}\n{}", run.all());
     assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
     run.stderr
+}
+
+/// An installed v1 focal/amd64 set (without the raw image), or None where
+/// qemu-img is absent.
+fn installed(t: &TempDir) -> Option<(Server, PathBuf)> {
+    if !have("qemu-img") {
+        eprintln!("skipped: qemu-img is not installed");
+        return None;
+    }
+    let img = t.path().join("src.qcow2");
+    make_qcow2(&img, 16, 2).unwrap();
+    let d = pack_disk(&img, "focal", "amd64", 1 << 20, Compression::Gzip, t.path()).unwrap();
+    let server = Server::start(
+        REPO,
+        vec![ReleaseSpec::new(
+            "v1",
+            upstream_assets("focal", "amd64", &d),
+        )],
+    );
+    let out = t.path().join("res");
+    resources(None, &out, &server.api_url(), &["--no-raw"], &[]).ok();
+    Some((server, out))
+}
+
+/// Serves the files under `dir` over plain HTTP on loopback, as any static
+/// web server serves a mirror; the thread ends with the test process.
+fn serve_dir(dir: &Path) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut line = String::new();
+            let mut reader = BufReader::new(&conn);
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let mut h = String::new();
+            while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let file = dir.join(path.trim_start_matches('/'));
+            let body = (!path.contains(".."))
+                .then(|| fs::read(file).ok())
+                .flatten();
+            let mut conn = &conn;
+            let (status, body) = match body {
+                Some(b) => ("200 OK", b),
+                None => ("404 Not Found", Vec::new()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn
+                .write_all(head.as_bytes())
+                .and_then(|_| conn.write_all(&body));
+        }
+    });
+    url
 }
 
 #[test]
@@ -131,28 +193,6 @@ fn cargo_xtask_version_prints_the_tools_version() {
     }
 }
 
-/// An installed v1 focal/amd64 set (without the raw image), or None where
-/// qemu-img is absent.
-fn installed(t: &TempDir) -> Option<(Server, PathBuf)> {
-    if !have("qemu-img") {
-        eprintln!("skipped: qemu-img is not installed");
-        return None;
-    }
-    let img = t.path().join("src.qcow2");
-    make_qcow2(&img, 16, 2).unwrap();
-    let d = pack_disk(&img, "focal", "amd64", 1 << 20, Compression::Gzip, t.path()).unwrap();
-    let server = Server::start(
-        REPO,
-        vec![ReleaseSpec::new(
-            "v1",
-            upstream_assets("focal", "amd64", &d),
-        )],
-    );
-    let out = t.path().join("res");
-    resources(None, &out, &server.api_url(), &["--no-raw"], &[]).ok();
-    Some((server, out))
-}
-
 #[test]
 fn verify_fails_when_the_installed_set_is_not_the_one_named() {
     let t = TempDir::new("cli-verify");
@@ -184,45 +224,6 @@ fn verify_fails_when_the_installed_set_is_not_the_one_named() {
         "{}",
         run.stderr
     );
-}
-
-/// Serves the files under `dir` over plain HTTP on loopback, as any static
-/// web server serves a mirror; the thread ends with the test process.
-fn serve_dir(dir: &Path) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let mut line = String::new();
-            let mut reader = BufReader::new(&conn);
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let mut h = String::new();
-            while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
-                h.clear();
-            }
-            let file = dir.join(path.trim_start_matches('/'));
-            let body = (!path.contains(".."))
-                .then(|| fs::read(file).ok())
-                .flatten();
-            let mut conn = &conn;
-            let (status, body) = match body {
-                Some(b) => ("200 OK", b),
-                None => ("404 Not Found", Vec::new()),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn
-                .write_all(head.as_bytes())
-                .and_then(|_| conn.write_all(&body));
-        }
-    });
-    url
 }
 
 #[test]
@@ -281,5 +282,162 @@ fn list_source_lists_the_mirrors_releases_not_githubs() {
     );
 }
 
+#[test]
+fn help_for_every_step() {
+    for args in [
+        vec!["--help"],
+        vec!["resources", "--help"],
+        vec!["resources", "-h"],
+        vec!["resources", "download", "--help"],
+        vec!["resources", "decompress", "--help"],
+        vec!["resources", "convert", "--help"],
+        vec!["resources", "verify", "--help"],
+        vec!["resources", "list", "--help"],
+        vec!["resources", "mirror", "--help"],
+        vec!["bench", "--help"],
+    ] {
+        let run = xtask(&args, &[]);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stdout.contains("cargo xtask"),
+            "{args:?}: {}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn flags_may_come_before_the_step() {
+    let run = xtask(
+        &[
+            "resources",
+            "--arch",
+            "arm64",
+            "--output",
+            "/nonexistent",
+            "download",
+            "--help",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with("cargo xtask resources download"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    for (args, needle) in [
+        (vec!["resources", "--bogus"], "unknown flag `--bogus`"),
+        (
+            vec!["resources", "download", "--arch", "riscv"],
+            "invalid --arch `riscv`",
+        ),
+        (
+            vec!["resources", "--os-version", "bionic"],
+            "invalid --os-version `bionic`",
+        ),
+        (
+            vec!["resources", "--version", "../../x"],
+            "invalid --version",
+        ),
+        (vec!["resources", "--jobs", "0"], "invalid --jobs"),
+        (vec!["resources", "frobnicate"], "unknown step `frobnicate`"),
+        (vec!["nope"], "unknown task `nope`"),
+    ] {
+        let run = xtask(&args, &[]);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        let first = run.stderr.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("error: ") && first.contains(needle),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
-// The documentation's flag tables, against the declarations.
+// The command line.
+
+#[test]
+fn empty_repeated_or_invalid_values_exit_2_and_long_and_short_forms_agree() {
+    for (args, needle) in [
+        (vec!["resources", "--output", ""], "--output is empty"),
+        (vec!["resources", "--source", ""], "--source is empty"),
+        (
+            vec!["resources", "-a", "amd64", "--arch", "arm64"],
+            "given twice",
+        ),
+        (vec!["resources", "--jobs", "99"], "invalid --jobs"),
+    ] {
+        let run = xtask(&args, &[]);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+    }
+    // `--flag=value` and upstream's short forms reach the same place.
+    let server = Server::start(REPO, vec![bytes_release("v1", "jammy", "arm64", &[100])]);
+    let dir = TempDir::new("h13");
+    let out = format!("--output={}", dir.path().display());
+    let api = format!("--github-api={}", server.api_url());
+    xtask(
+        &[
+            "resources",
+            "download",
+            &out,
+            &api,
+            "-v",
+            "v1",
+            "-a",
+            "arm64",
+            "-l",
+            "jammy",
+        ],
+        &[],
+    )
+    .ok();
+    assert_eq!(
+        fs::read(dir.path().join("kernel")).unwrap(),
+        fake_elf("arm64")
+    );
+}
+
+#[test]
+fn environment_values_are_blamed_on_their_variable() {
+    let out = TempDir::new("net-env");
+    let o = out.path().to_str().unwrap();
+    let file = out.path().join("a-file");
+    fs::write(&file, "mine").unwrap();
+    let f = file.to_str().unwrap();
+    let cases: [(&str, &str, &[&str]); 4] = [
+        (
+            "GITHUB_API_URL",
+            "127.0.0.1:1",
+            &["resources", "download", "-o", o],
+        ),
+        ("RESOURCES", f, &["resources", "download"]),
+        (
+            "VSWARM_RESOURCES_SOURCE",
+            "/nonexistent/mirror",
+            &["resources", "download", "-o", o],
+        ),
+        (
+            "VSWARM_HTTP_TIMEOUT",
+            "soon",
+            &["resources", "download", "-o", o],
+        ),
+    ];
+    for (var, value, args) in cases {
+        let run = xtask(args, &[(var, value)]);
+        run.failed();
+        assert!(
+            run.stderr.contains(&format!("error: {var}")),
+            "{var}={value}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("--github-api:"), "{}", run.stderr);
+    }
+    assert_eq!(fs::read(&file).unwrap(), b"mine");
+}

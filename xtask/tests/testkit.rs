@@ -2,12 +2,15 @@
 //! (routes, pagination, redirects, ranges) and each fault must do exactly what
 //! it promises, or every test built on it proves nothing.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::have;
 use serde_json::Value;
 use testkit::*;
 
@@ -585,13 +588,6 @@ fn fake_elf_headers() {
         assert_eq!(u16::from_le_bytes([e[16], e[17]]), 2, "ET_EXEC");
         assert_eq!(u16::from_le_bytes([e[18], e[19]]), machine);
     }
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 #[test]

@@ -47,9 +47,36 @@ pub fn cache_entry(out: &Path, api: &str, tag: &str) -> std::path::PathBuf {
         .join(tag)
 }
 
-/// Whether `tool` is on PATH (tests that need it say they are skipped).
+/// Whether `tool` is on PATH; says so where it is not (tests that need it
+/// say they are skipped).
 pub fn have(tool: &str) -> bool {
-    testkit::find_tool(tool).is_some()
+    let ok = testkit::find_tool(tool).is_some();
+    if !ok {
+        eprintln!("{tool} not found on PATH; skipping what needs it");
+    }
+    ok
+}
+
+/// Whether `qemu-img` and `qemu-io` are on PATH; says the test is skipped
+/// where they are not.
+pub fn have_qemu() -> bool {
+    let ok = have("qemu-img") && have("qemu-io");
+    if !ok {
+        eprintln!("skipped: qemu-img/qemu-io not installed (apt-get install qemu-utils)");
+    }
+    ok
+}
+
+/// Polls (bounded) until `cond` holds; panics with `what` otherwise.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Every regular file in `dir` and its bytes, sorted by name.

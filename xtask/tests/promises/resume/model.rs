@@ -13,18 +13,15 @@
 //!   in the way, and then installs the set asked for.
 //!
 //! `cargo test` runs a few short sequences with a fixed seed. For more:
-//! `VSWARM_MODEL_SEQUENCES=50 VSWARM_MODEL_STEPS=40 VSWARM_MODEL_SEED=7 cargo test --test model`.
+//! `VSWARM_MODEL_SEQUENCES=50 VSWARM_MODEL_STEPS=40 VSWARM_MODEL_SEED=7 cargo test -p xtask --test promises model`.
 
-mod common;
-
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use common::*;
 use testkit::{
     fake_elf, make_qcow2, pack_disk, sha256_file_hex, sha256_hex, upstream_assets, AssetSpec,
     Compression, DigestMode, DiskFixture, Fault, ReleaseSpec, Server, TempDir, SCRUB_ENV,
@@ -41,6 +38,7 @@ fn env_num(name: &str, default: u64) -> u64 {
 
 /// xorshift64*: reproducible from the seed.
 struct Rng(u64);
+
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;

@@ -3,20 +3,21 @@
 //! write; we read what gzp, Python's mgzip and bgzip write (fixtures); and
 //! hand-built streams with lying sizes, corruption, truncation and failing
 //! readers must decode exactly as the serial reference does, or fail with a
-//! clear error, never panic or hang. Tests needing a CLI that is missing say
-//! so and skip that part.
+//! clear error, never panic or hang; members that inflate to far more than a
+//! piece keep the decoder's peak memory bounded (measured in a child run).
+//! Tests needing a CLI that is missing say so and skip that part.
 
-use std::fs;
-use std::io::{self, Read, Write};
+use crate::common::*;
+use archive::pack::{self as par_pack, GzipOptions, XzOptions, ZstdOptions};
+use archive::unpack::XzMtDecoder;
+use mgzip::{member_header, DecodeStats, ParallelGzDecoder, MAX_PARALLEL_MEMBER, PIECE};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-use archive::pack::GzipOptions;
-use archive::pack::{self as par_pack, XzOptions, ZstdOptions};
-use archive::unpack::XzMtDecoder;
-use mgzip::{DecodeStats, ParallelGzDecoder, MAX_PARALLEL_MEMBER};
+use std::{fs, io};
+use testkit::TempDir;
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -50,20 +51,6 @@ fn sample(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// The fixtures' content: "i i*i\n" for i in 0..6000.
-fn fixture_lines() -> Vec<u8> {
-    (0..6000u64)
-        .flat_map(|i| format!("{} {}\n", i, i * i).into_bytes())
-        .collect()
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/mgzip")
-        .join(name);
-    fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
 struct Scratch(PathBuf);
 
 impl Scratch {
@@ -89,19 +76,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("{tool} not found; skipping the checks that need it");
-    }
-    ok
 }
 
 /// Runs `cmd args… file` and returns its stdout; panics if it fails.
@@ -135,10 +109,6 @@ fn ours(data: &[u8], threads: usize) -> (io::Result<Vec<u8>>, DecodeStats) {
     let mut out = Vec::new();
     let r = d.read_to_end(&mut out).map(|_| out);
     (r, d.stats())
-}
-
-fn decode(data: &[u8], threads: usize) -> Vec<u8> {
-    ours(data, threads).0.expect("decode")
 }
 
 fn flate2(data: &[u8]) -> io::Result<Vec<u8>> {
@@ -202,58 +172,22 @@ fn member(data: &[u8], m: &Member, patch: impl Fn(usize, usize) -> Option<Vec<u8
     h
 }
 
-/// A member whose IG subfield holds `f(true total)`.
-fn ig_member(data: &[u8], f: impl Fn(u64) -> u64) -> Vec<u8> {
-    let m = Member {
-        extra: Some(b"IG\x04\x00\0\0\0\0".to_vec()),
-        name: None,
-    };
-    member(data, &m, |h, d| {
-        Some((f((h + d + 8) as u64) as u32).to_le_bytes().to_vec())
-    })
-}
-
-fn plain_member(data: &[u8]) -> Vec<u8> {
-    member(
-        data,
-        &Member {
-            extra: None,
-            name: None,
-        },
-        |_, _| None,
-    )
-}
-
-/// Input chunks of `data`, `n` members of different sizes.
-fn pieces(data: &[u8], n: usize) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    for i in 0..n {
-        let k = if i + 1 == n {
-            rest.len()
-        } else {
-            (rest.len() / (n - i)) * (i % 3 + 1) / 2
-        };
-        let (a, b) = rest.split_at(k.min(rest.len()));
-        out.push(a);
-        rest = b;
+/// Member boundaries found by following the IG sizes from the start.
+fn walk_ig(data: &[u8]) -> Vec<usize> {
+    let mut at = 0;
+    let mut starts = Vec::new();
+    while at < data.len() {
+        assert_eq!(&data[at..at + 4], &[0x1f, 0x8b, 8, 4], "member at {at}");
+        assert_eq!(&data[at + 10..at + 16], b"\x08\x00IG\x04\x00");
+        starts.push(at);
+        at += u32::from_le_bytes(data[at + 16..at + 20].try_into().unwrap()) as usize;
     }
-    out
+    assert_eq!(at, data.len(), "the last member's size runs past the end");
+    starts
 }
 
-/// A reader that hands out at most `step` bytes per read.
-struct Trickle<'a> {
-    data: &'a [u8],
-    step: usize,
-}
-
-impl Read for Trickle<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.step).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
+fn decode(data: &[u8], threads: usize) -> Vec<u8> {
+    ours(data, threads).0.expect("decode")
 }
 
 /// A reader that fails after `ok` bytes.
@@ -278,18 +212,190 @@ impl Read for FailsAfter<'_> {
     }
 }
 
-/// Member boundaries found by following the IG sizes from the start.
-fn walk_ig(data: &[u8]) -> Vec<usize> {
-    let mut at = 0;
-    let mut starts = Vec::new();
-    while at < data.len() {
-        assert_eq!(&data[at..at + 4], &[0x1f, 0x8b, 8, 4], "member at {at}");
-        assert_eq!(&data[at + 10..at + 16], b"\x08\x00IG\x04\x00");
-        starts.push(at);
-        at += u32::from_le_bytes(data[at + 16..at + 20].try_into().unwrap()) as usize;
+/// The fixtures' content: "i i*i\n" for i in 0..6000.
+fn fixture_lines() -> Vec<u8> {
+    (0..6000u64)
+        .flat_map(|i| format!("{} {}\n", i, i * i).into_bytes())
+        .collect()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/mgzip")
+        .join(name);
+    fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn plain_member(data: &[u8]) -> Vec<u8> {
+    member(
+        data,
+        &Member {
+            extra: None,
+            name: None,
+        },
+        |_, _| None,
+    )
+}
+
+/// A member whose IG subfield holds `f(true total)`.
+fn ig_member(data: &[u8], f: impl Fn(u64) -> u64) -> Vec<u8> {
+    let m = Member {
+        extra: Some(b"IG\x04\x00\0\0\0\0".to_vec()),
+        name: None,
+    };
+    member(data, &m, |h, d| {
+        Some((f((h + d + 8) as u64) as u32).to_le_bytes().to_vec())
+    })
+}
+
+/// Input chunks of `data`, `n` members of different sizes.
+fn pieces(data: &[u8], n: usize) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    for i in 0..n {
+        let k = if i + 1 == n {
+            rest.len()
+        } else {
+            (rest.len() / (n - i)) * (i % 3 + 1) / 2
+        };
+        let (a, b) = rest.split_at(k.min(rest.len()));
+        out.push(a);
+        rest = b;
     }
-    assert_eq!(at, data.len(), "the last member's size runs past the end");
-    starts
+    out
+}
+
+// ---------------------------------------------------------------------------
+// corruption, truncation, failing input
+
+fn three_members() -> (Vec<u8>, Vec<u8>) {
+    let data = sample(300_000, 12);
+    (compress(&data, 100_000, 2), data)
+}
+
+/// A reader that hands out at most `step` bytes per read.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.step).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// BGZF members built by hand (BC = total size - 1), 16 KiB of input each.
+fn fixture_free_bgzf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in data.chunks(16 << 10) {
+        let m = Member {
+            extra: Some(b"BC\x02\x00\0\0".to_vec()),
+            name: None,
+        };
+        out.extend(member(chunk, &m, |h, d| {
+            Some(((h + d + 8 - 1) as u16).to_le_bytes().to_vec())
+        }));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The parallel gzip decoder's memory
+
+/// Set in a child run of this test binary: `THREADS:FILE` to decode.
+const CHILD: &str = "REVIEW3_GZIP_DECODE";
+
+/// In a child run: decodes the file named by `CHILD` and prints the bytes
+/// it gave and the process's peak RSS. Returns whether this is a child.
+fn decode_if_child() -> bool {
+    let Ok(job) = std::env::var(CHILD) else {
+        return false;
+    };
+    let (threads, file) = job.split_once(':').unwrap();
+    let f = fs::File::open(file).unwrap();
+    let mut d = ParallelGzDecoder::with_threads(BufReader::new(f), threads.parse().unwrap());
+    // 1 MiB reads, as the unpacker makes.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        match d.read(&mut buf).unwrap() {
+            0 => break,
+            k => n += k as u64,
+        }
+    }
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib = hwm.split_whitespace().nth(1).unwrap();
+    println!("decoded={n} peak_kib={kib}");
+    true
+}
+
+/// Decodes `gz` with `threads` workers in a child run of this test binary
+/// (only test `name`), so that the peak RSS is the decoder's alone: (bytes
+/// decoded, peak RSS in MiB).
+fn decode_in_child(name: &str, gz: &Path, threads: usize) -> (u64, u64) {
+    // libtest names a test by its path below the crate root: `gzip::NAME`.
+    let test = format!("{}::{name}", module_path!().split_once("::").unwrap().1);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("{threads}:{}", gz.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // libtest's "test NAME ... " may precede it on the line.
+    let rest = text
+        .lines()
+        .find_map(|l| l.split_once("decoded="))
+        .unwrap()
+        .1;
+    let (n, kib) = rest.split_once(" peak_kib=").unwrap();
+    let peak_mib = kib.trim().parse::<u64>().unwrap() >> 10;
+    eprintln!("{name}: {threads} threads, peak RSS {peak_mib} MiB");
+    (n.parse().unwrap(), peak_mib)
+}
+
+/// One gzip member as `pack` writes it (an `IG` total size in FEXTRA)
+/// holding `len` zero bytes.
+fn zeros_member(len: usize) -> Vec<u8> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut crc = flate2::Crc::new();
+    let mut left = len;
+    while left > 0 {
+        let k = left.min(zeros.len());
+        e.write_all(&zeros[..k]).unwrap();
+        crc.update(&zeros[..k]);
+        left -= k;
+    }
+    let body = e.finish().unwrap();
+    let mut m = member_header((20 + body.len() + 8) as u32, 1).to_vec();
+    m.extend(&body);
+    m.extend(crc.sum().to_le_bytes());
+    m.extend((len as u32).to_le_bytes());
+    m
+}
+
+/// Decodes `gz` to the end or the first error: (bytes, error message).
+fn decode_all(gz: &[u8], threads: usize) -> (Vec<u8>, Option<String>) {
+    let mut d = ParallelGzDecoder::with_threads(gz, threads);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match d.read(&mut buf) {
+            Ok(0) => return (out, None),
+            Ok(k) => out.extend_from_slice(&buf[..k]),
+            Err(e) => return (out, Some(e.to_string())),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -728,14 +834,6 @@ fn large_members_are_handed_on_in_pieces() {
     );
 }
 
-// ---------------------------------------------------------------------------
-// corruption, truncation, failing input
-
-fn three_members() -> (Vec<u8>, Vec<u8>) {
-    let data = sample(300_000, 12);
-    (compress(&data, 100_000, 2), data)
-}
-
 #[test]
 fn corrupt_data_names_the_member_and_the_byte() {
     let (gz, data) = three_members();
@@ -891,21 +989,6 @@ fn trickling_input_and_tiny_reads() {
     }
 }
 
-/// BGZF members built by hand (BC = total size - 1), 16 KiB of input each.
-fn fixture_free_bgzf(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for chunk in data.chunks(16 << 10) {
-        let m = Member {
-            extra: Some(b"BC\x02\x00\0\0".to_vec()),
-            name: None,
-        };
-        out.extend(member(chunk, &m, |h, d| {
-            Some(((h + d + 8 - 1) as u16).to_le_bytes().to_vec())
-        }));
-    }
-    out
-}
-
 #[test]
 fn random_damage_matches_the_serial_reference() {
     // Differential check: whatever damage, the parallel decoder gives the
@@ -968,4 +1051,103 @@ fn dropping_the_decoder_mid_stream_stops_its_threads() {
         drop(d);
     }
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+}
+
+#[test]
+fn gzip_members_that_inflate_to_255_mib_keep_the_peak_memory_under_300_mib() {
+    if decode_if_child() {
+        return;
+    }
+    let dir = TempDir::new("r3-bomb");
+    let member = zeros_member(255 << 20);
+    let gz = dir.path().join("bomb.gz");
+    fs::write(&gz, member.repeat(3)).unwrap();
+    let name = "gzip_members_that_inflate_to_255_mib_keep_the_peak_memory_under_300_mib";
+    let (n, peak) = decode_in_child(name, &gz, 2);
+    assert_eq!(n, 3 * (255 << 20));
+    assert!(
+        peak < 300,
+        "peak RSS {peak} MiB decoding 3 members of 255 MiB"
+    );
+}
+
+#[test]
+fn gzip_as_pack_writes_it_decodes_in_under_64_mib_on_16_threads() {
+    if decode_if_child() {
+        return;
+    }
+    let dir = TempDir::new("r3-pack");
+    // 96 MiB like a disk image: noise, text and zeros, in 1 MiB members.
+    let mut data = noise(32 << 20, 7);
+    data.extend(b"lib42.so.7 /usr/share/doc ".repeat(48 << 20 >> 5));
+    data.resize(96 << 20, 0);
+    let mut gz = Vec::new();
+    par_pack::compress_gzip(&data[..], &mut gz, &GzipOptions::default()).unwrap();
+    let path = dir.path().join("pack.gz");
+    fs::write(&path, gz).unwrap();
+    let name = "gzip_as_pack_writes_it_decodes_in_under_64_mib_on_16_threads";
+    let (n, peak) = decode_in_child(name, &path, 16);
+    assert_eq!(n, data.len() as u64);
+    assert!(
+        peak < 64,
+        "peak RSS {peak} MiB decoding pack's 1 MiB members"
+    );
+}
+
+#[test]
+fn members_handed_on_in_pieces_decode_as_the_serial_decoder_does_when_damaged() {
+    // Three members of several pieces each; damage in the second, after
+    // some of its pieces were handed on, must give what the serial decoder
+    // gives: the same bytes (none twice) and the same error.
+    let data = noise(3 * PIECE + 12345, 3);
+    let mut data = [data.clone(), vec![0; PIECE * 5 / 2], data].concat();
+    data.truncate(data.len() / 3 * 3);
+    let third = data.len() / 3;
+    let mut gz = Vec::new();
+    let opts = GzipOptions {
+        block_size: third,
+        ..Default::default()
+    };
+    par_pack::compress_gzip(&data[..], &mut gz, &opts).unwrap();
+    let total = |at: usize| u32::from_le_bytes(gz[at + 16..at + 20].try_into().unwrap()) as usize;
+    let (m1, m2) = (total(0), total(0) + total(total(0)));
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Damage)> = vec![
+        ("none", Box::new(|_| {})),
+        (
+            "deflate data late in it",
+            Box::new(move |g| g[m2 - 300] ^= 0x40),
+        ),
+        ("its CRC", Box::new(move |g| g[m2 - 8] ^= 1)),
+        ("its ISIZE", Box::new(move |g| g[m2 - 4] ^= 1)),
+        (
+            "its size claim, too big",
+            Box::new(move |g| g[m1 + 16] ^= 8),
+        ),
+        (
+            "its size claim, too small",
+            Box::new(move |g| g[m1 + 17] ^= 1),
+        ),
+        (
+            "truncated inside it",
+            Box::new(move |g| g.truncate(m2 - 1000)),
+        ),
+    ];
+    for (what, damage) in cases {
+        let mut bad = gz.clone();
+        damage(&mut bad);
+        let (serial, serial_err) = decode_all(&bad, 0);
+        for threads in [1, 3] {
+            let (par, par_err) = decode_all(&bad, threads);
+            assert_eq!(par_err, serial_err, "{what}, {threads} threads");
+            let n = par.len().min(serial.len());
+            assert!(
+                par[..n] == serial[..n],
+                "{what}, {threads} threads: bytes differ"
+            );
+            if serial_err.is_none() {
+                assert!(par == data, "{what}, {threads} threads");
+            }
+        }
+    }
 }

@@ -1,10 +1,12 @@
-//! The fused (streaming) qcow2 → raw converter against `qemu-img convert -O
-//! raw` and the file-based converter: the qcow2 matrix of tests/convert.rs fed
-//! in random-sized chunks (1 byte to 1 MiB) while written to a file, as the
-//! unpacker does; images whose tables come after their data; hostile mappings
-//! (aliasing, pointing into metadata, past the end); header refusals; byte
-//! mutations; and reflinks on an XFS loop mount the test makes itself.
-//! Tests that need qemu-img or a loop mount say they are skipped and pass.
+//! The qcow2 → raw converters against `qemu-img convert -O raw`: ONE matrix
+//! of images made with qemu-img at test time (skipped with a reason when
+//! qemu-img is absent), each converted by BOTH the built-in file converter
+//! (and its in-memory path) and the stream converter (fed in random-sized
+//! chunks, 1 byte to 1 MiB, while written to a file, as the unpacker does);
+//! committed fixtures with known raw sha256 (always run); hostile headers,
+//! tables and mappings built by patching valid images; byte mutations;
+//! `compare_with_raw`; reflinks on an XFS loop mount the test makes itself;
+//! and full runs on odd-sized and version-2 images.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -12,10 +14,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::{have, have_qemu, resources, REPO};
 use qcow2::Image;
-use qcow2::{convert_bytes, convert_native};
+use qcow2::{compare_with_raw, convert_bytes, convert_native};
 use qcow2::{StreamConvert, StreamStats};
 use sha2::{Digest, Sha256};
+use testkit::{make_qcow2, pack_disk, upstream_assets, Compression, ReleaseSpec, Server, TempDir};
 
 /// A unique directory under `base`, removed on drop.
 struct TmpDir(PathBuf);
@@ -27,7 +31,7 @@ impl TmpDir {
     fn under(base: &Path, tag: &str) -> TmpDir {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = base.join(format!("xtask-stream-{tag}-{}-{n}", std::process::id()));
+        let dir = base.join(format!("xtask-qcow2-{tag}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         TmpDir(dir)
@@ -41,20 +45,6 @@ impl Drop for TmpDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
-}
-
-fn have_qemu() -> bool {
-    let ok = |tool: &str| {
-        Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let have = ok("qemu-img") && ok("qemu-io");
-    if !have {
-        eprintln!("skipped: qemu-img/qemu-io not installed (apt-get install qemu-utils)");
-    }
-    have
 }
 
 fn run(tool: &str, args: &[&str]) {
@@ -117,7 +107,8 @@ impl Rng {
     }
 }
 
-/// Same test data as tests/convert.rs.
+/// Deterministic test data: random-looking runs, repeated bytes, and zero
+/// blocks inside otherwise written regions; `size` bytes.
 fn pattern(size: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; size];
     let mut r = Rng(seed | 1);
@@ -197,21 +188,60 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
 }
 
-/// Stream-converts `qcow2` with a few chunkings; each output must equal
-/// qemu-img's and be no less sparse (one 4 KiB block of slack).
+/// Converts `qcow2` with qemu-img once, then with both converters, each
+/// checked against it; the stream converter's stats (of its last chunking).
 fn check(dir: &TmpDir, qcow2: &Path) -> StreamStats {
-    let mut last = StreamStats::default();
-    let bytes = fs::read(qcow2).unwrap();
-    let theirs_path = dir.join("theirs.img");
+    let theirs = dir.join("theirs.img");
     qemu_img(&[
         "convert",
         "-O",
         "raw",
         qcow2.to_str().unwrap(),
-        theirs_path.to_str().unwrap(),
+        theirs.to_str().unwrap(),
     ]);
-    let theirs = fs::read(&theirs_path).unwrap();
-    let their_blocks = blocks(&theirs_path);
+    check_file(dir, qcow2, &theirs);
+    let stats = check_stream(dir, qcow2, &theirs);
+    let _ = fs::remove_file(&theirs);
+    stats
+}
+
+/// The file converter (and its in-memory path) on `qcow2`: the output must
+/// equal qemu-img's (`theirs`) and be no less sparse (one 4 KiB block of
+/// slack).
+fn check_file(dir: &TmpDir, qcow2: &Path, theirs: &Path) {
+    let ours = dir.join("ours.img");
+    let stats = convert_native(qcow2, &ours, true).unwrap();
+    let (a, b) = (fs::read(&ours).unwrap(), fs::read(theirs).unwrap());
+    assert_eq!(a.len(), b.len(), "{}: size", qcow2.display());
+    assert_eq!(stats.virtual_size, a.len() as u64);
+    if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+        panic!("{}: first difference at byte {i}", qcow2.display());
+    }
+    let (ba, bb) = (blocks(&ours), blocks(theirs));
+    assert!(
+        ba <= bb + 8,
+        "{}: ours uses {ba} sectors, qemu-img's {bb}",
+        qcow2.display()
+    );
+    assert_eq!(compare_with_raw(qcow2, theirs).unwrap(), None);
+    // The in-memory path must agree with the file path.
+    let mem = convert_bytes(&fs::read(qcow2).unwrap(), 1 << 30).unwrap();
+    assert!(
+        mem == b,
+        "{}: in-memory conversion differs",
+        qcow2.display()
+    );
+    let _ = fs::remove_file(&ours);
+}
+
+/// The stream converter on `qcow2` with a few chunkings: each output must
+/// equal qemu-img's (`theirs_path`) and be no less sparse (one 4 KiB block
+/// of slack).
+fn check_stream(dir: &TmpDir, qcow2: &Path, theirs_path: &Path) -> StreamStats {
+    let mut last = StreamStats::default();
+    let bytes = fs::read(qcow2).unwrap();
+    let theirs = fs::read(theirs_path).unwrap();
+    let their_blocks = blocks(theirs_path);
     for seed in 1..=3 {
         let (r, raw, _) = stream(&bytes, &dir.0, seed, false);
         let stats = r.unwrap_or_else(|e| panic!("{}: {e:#}", qcow2.display()));
@@ -283,6 +313,7 @@ fn compressed_zstd() {
 
 #[test]
 fn compressed_512_byte_clusters() {
+    // The descriptor's offset/size split depends on cluster_bits.
     from_raw("c512z", 2 << 20, &["-c", "-o", "cluster_size=512"]);
 }
 
@@ -318,6 +349,7 @@ fn extended_l2_partial_subclusters() {
         ],
     );
     check(&dir, &q);
+    // Compressed clusters with extended L2 entries.
     let raw = write_raw(&dir, 4 << 20, 77);
     let qc = dir.join("c.qcow2");
     qemu_img(&[
@@ -348,6 +380,7 @@ fn zero_clusters() {
         raw.to_str().unwrap(),
         q.to_str().unwrap(),
     ]);
+    // Zero flags on allocated clusters (kept allocation) and on unallocated ones.
     qemu_io(
         &q,
         &[
@@ -367,7 +400,7 @@ fn last_cluster_and_odd_virtual_size() {
     }
     let dir = TmpDir::new("tail");
     for (opts, size) in [
-        ("cluster_size=64k", "10486272"),
+        ("cluster_size=64k", "10486272"), // 10 MiB + 1.5 KiB
         ("cluster_size=2M", "5243392"),
         ("cluster_size=512", "1049088"),
         ("cluster_size=64k,extended_l2=on", "10486272"),
@@ -383,6 +416,7 @@ fn last_cluster_and_odd_virtual_size() {
         // A size that is not a multiple of 512, with data in the last
         // partial sector: qemu-img reads whole sectors only.
         check(&dir, &with_header_size(&q, size - 505));
+        // Compressed last cluster, cut at the virtual size.
         let qc = dir.join("c.qcow2");
         qemu_img(&[
             "convert",
@@ -428,7 +462,24 @@ fn fixtures_match_recorded_sha256() {
     for line in sums.lines().filter(|l| !l.starts_with('#')) {
         let f: Vec<&str> = line.split_whitespace().collect();
         let (sum, size, name) = (f[0], f[1].parse::<u64>().unwrap(), f[2]);
-        let bytes = fs::read(fixtures().join(name)).unwrap();
+        let path = fixtures().join(name);
+        // The file converter and its in-memory path.
+        let out = dir.join(&format!("{name}.img"));
+        let stats = convert_native(&path, &out, true).unwrap();
+        assert_eq!(stats.virtual_size, size, "{name}");
+        let raw = fs::read(&out).unwrap();
+        assert_eq!(sha256(&raw), sum, "{name}");
+        assert_eq!(
+            sha256(&convert_bytes(&fs::read(&path).unwrap(), 1 << 30).unwrap()),
+            sum
+        );
+        assert_eq!(compare_with_raw(&path, &out).unwrap(), None, "{name}");
+        // Without zero detection the content is the same, only denser.
+        let dense = dir.join(&format!("{name}.dense"));
+        convert_native(&path, &dense, false).unwrap();
+        assert_eq!(sha256(&fs::read(&dense).unwrap()), sum, "{name}");
+        // The stream converter, with several chunkings.
+        let bytes = fs::read(&path).unwrap();
         for seed in 0..8 {
             let (r, raw, _) = stream(&bytes, &dir.0, seed, false);
             let stats = r.unwrap();
@@ -440,17 +491,228 @@ fn fixtures_match_recorded_sha256() {
     assert_eq!(n, 5);
 }
 
+#[test]
+fn output_replaced_only_when_complete() {
+    let dir = TmpDir::new("replace");
+    let out = dir.join("disk-image.img");
+    fs::write(&out, b"old good image").unwrap();
+    // A failing conversion leaves the old output and no temporary behind.
+    let bad = dir.join("bad.qcow2");
+    let mut img = fs::read(fixtures().join("plain.qcow2")).unwrap();
+    img.truncate(img.len() / 2);
+    fs::write(&bad, &img).unwrap();
+    assert!(convert_native(&bad, &out, true).is_err());
+    assert_eq!(fs::read(&out).unwrap(), b"old good image");
+    assert_eq!(fs::read_dir(&dir.0).unwrap().count(), 2);
+    convert_native(&fixtures().join("plain.qcow2"), &out, true).unwrap();
+    assert_eq!(fs::metadata(&out).unwrap().len(), 1 << 20);
+}
+
+// ---- hostile images: errors that name the problem, never panics ----
+
+fn plain() -> Vec<u8> {
+    fs::read(fixtures().join("plain.qcow2")).unwrap()
+}
+
+/// A change to a valid image's bytes.
+type Patch = Box<dyn Fn(&mut Vec<u8>)>;
+
+/// The error text of converting `img` from memory and from a file.
+fn refuse(img: &[u8], dir: &TmpDir) -> String {
+    let e = convert_bytes(img, 1 << 30).expect_err("must be refused");
+    let p = dir.join("hostile.qcow2");
+    fs::write(&p, img).unwrap();
+    let fe = convert_native(&p, &dir.join("hostile.img"), true).expect_err("must be refused");
+    let msg = format!("{fe:#}");
+    assert!(
+        msg.contains("hostile.qcow2"),
+        "error must name the file: {msg}"
+    );
+    assert!(!dir.join("hostile.img").exists());
+    format!("{e:#}")
+}
+
+#[test]
+fn refuses_unsupported_features() {
+    let dir = TmpDir::new("features");
+    let cases: Vec<(&str, Patch)> = vec![
+        ("encrypted", Box::new(|b| put32(b, 32, 1))),
+        ("crypt_method=2", Box::new(|b| put32(b, 32, 2))),
+        ("dirty", Box::new(|b| b[79] |= 1)),
+        ("corrupt", Box::new(|b| b[79] |= 2)),
+        ("external data file", Box::new(|b| b[79] |= 4)),
+        ("unknown incompatible", Box::new(|b| b[79] |= 0x20)),
+        ("unknown incompatible", Box::new(|b| b[72] |= 0x80)),
+        ("compression_type", Box::new(|b| b[104] = 9)),
+        ("version 4", Box::new(|b| put32(b, 4, 4))),
+        ("cluster_bits", Box::new(|b| put32(b, 20, 22))),
+        ("cluster_bits", Box::new(|b| put32(b, 20, 8))),
+        ("not a qcow2", Box::new(|b| b[0] = b'X')),
+        ("header_length", Box::new(|b| put32(b, 100, 50))),
+        (
+            "backing file `base-image.qcow2`",
+            Box::new(|b| {
+                let name = b"base-image.qcow2";
+                b[3000..3000 + name.len()].copy_from_slice(name);
+                put64(b, 8, 3000);
+                put32(b, 16, name.len() as u32);
+            }),
+        ),
+        (
+            "backing file (name out of bounds)",
+            Box::new(|b| {
+                put64(b, 8, u64::MAX - 3);
+                put32(b, 16, u32::MAX);
+            }),
+        ),
+    ];
+    for (want, patch) in cases {
+        let mut img = plain();
+        patch(&mut img);
+        let msg = refuse(&img, &dir);
+        assert!(msg.contains(want), "want `{want}` in: {msg}");
+    }
+}
+
+#[test]
+fn refuses_bad_tables() {
+    let dir = TmpDir::new("tables");
+    let base = plain();
+    let l1 = get64(&base, 40) as usize;
+    let l2 = (get64(&base, l1) & 0x00ff_ffff_ffff_fe00) as usize;
+    let cases: Vec<(&str, Patch)> = vec![
+        ("too large", Box::new(|b| put32(b, 36, 0x7fff_ffff))),
+        ("too large", Box::new(|b| put64(b, 24, u64::MAX))),
+        ("too large", Box::new(|b| put64(b, 24, 1 << 60))),
+        ("too small", Box::new(|b| put32(b, 36, 0))),
+        ("outside the file", Box::new(|b| put64(b, 40, 1 << 50))),
+        ("outside the file", Box::new(|b| put64(b, 40, !0xfff))),
+        (
+            "unaligned",
+            Box::new(move |b| put64(b, l1, (1 << 63) | 0x1200)),
+        ),
+        ("past the end", Box::new(move |b| put64(b, l1, 1 << 40))),
+        (
+            "past the end",
+            Box::new(move |b| put64(b, l2, (1 << 63) | (1 << 40))),
+        ),
+        (
+            "unaligned",
+            Box::new(move |b| put64(b, l2, (1 << 63) | 0x10200)),
+        ),
+        (
+            "past the end",
+            Box::new(move |b| put64(b, l2, (1 << 62) | (1 << 50))),
+        ),
+        // A compressed descriptor whose data is garbage.
+        (
+            "decompress",
+            Box::new(move |b| put64(b, l2, (1 << 62) | 0x200)),
+        ),
+    ];
+    for (want, patch) in cases {
+        let mut img = base.clone();
+        patch(&mut img);
+        let msg = refuse(&img, &dir);
+        assert!(msg.contains(want), "want `{want}` in: {msg}");
+    }
+    // Truncated files: inside the header, inside the L1 table, before the data.
+    for cut in [0, 3, 50, 100, l1 + 4, l2 + 8, base.len() - 4096 * 3] {
+        let msg = refuse(&base[..cut], &dir);
+        assert!(!msg.is_empty());
+    }
+}
+
+#[test]
+fn extended_l2_invalid_bitmap() {
+    let dir = TmpDir::new("bitmap");
+    let base = fs::read(fixtures().join("extl2.qcow2")).unwrap();
+    let l1 = get64(&base, 40) as usize;
+    let l2 = (get64(&base, l1) & 0x00ff_ffff_ffff_fe00) as usize;
+    let mut img = base.clone();
+    put64(&mut img, l2 + 8, get64(&base, l2 + 8) | (1 << 32) | 1); // alloc and zero
+    assert!(refuse(&img, &dir).contains("subcluster bitmap"));
+    let mut img = base.clone();
+    put64(&mut img, l2 + 16, 0); // no host cluster but allocated subclusters
+    put64(&mut img, l2 + 24, 1);
+    assert!(refuse(&img, &dir).contains("subcluster bitmap"));
+}
+
+/// Cheap in-test fuzzing: byte mutations of every fixture must give a result
+/// or an error, never a panic or an allocation from an unchecked value.
+#[test]
+fn mutations_never_panic() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for name in ["plain", "v2", "zstd", "deflate", "extl2"] {
+        let base = fs::read(fixtures().join(format!("{name}.qcow2"))).unwrap();
+        // Every header byte, set to a few telling values.
+        for at in 0..112.min(base.len()) {
+            for v in [0u8, 1, 0x7f, 0x80, 0xff] {
+                let mut img = base.clone();
+                img[at] = v;
+                let _ = convert_bytes(&img, 64 << 20);
+            }
+        }
+        // Random flips anywhere (tables, compressed streams).
+        for _ in 0..300 {
+            let mut img = base.clone();
+            for _ in 0..1 + rnd() % 4 {
+                let at = (rnd() % img.len() as u64) as usize;
+                img[at] ^= 1 << (rnd() % 8);
+            }
+            let _ = convert_bytes(&img, 64 << 20);
+        }
+    }
+}
+
+#[test]
+fn compare_with_raw_finds_first_difference() {
+    let dir = TmpDir::new("compare");
+    let q = fixtures().join("plain.qcow2");
+    let raw = dir.join("plain.img");
+    convert_native(&q, &raw, true).unwrap();
+    assert_eq!(compare_with_raw(&q, &raw).unwrap(), None);
+    let good = fs::read(&raw).unwrap();
+    // One flipped byte: in data, in a zero cluster, in an unallocated range.
+    for at in [5usize, 4096 + 17, 300 * 1024 + 1, 700_000, (1 << 20) - 1] {
+        let mut b = good.clone();
+        b[at] ^= 0x40;
+        fs::write(&raw, &b).unwrap();
+        assert_eq!(compare_with_raw(&q, &raw).unwrap(), Some(at as u64));
+    }
+    fs::write(&raw, &good[..good.len() - 10]).unwrap();
+    assert_eq!(
+        compare_with_raw(&q, &raw).unwrap(),
+        Some(good.len() as u64 - 10)
+    );
+    let mut longer = good.clone();
+    longer.push(0);
+    fs::write(&raw, &longer).unwrap();
+    assert_eq!(compare_with_raw(&q, &raw).unwrap(), Some(good.len() as u64));
+    let img = Image::open(&q).unwrap();
+    assert_eq!(img.virtual_size(), 1 << 20);
+}
+
 // ---- rearranged and hostile images, built by patching real ones ----
 
 const COPIED: u64 = 1 << 63;
+
 const MASK: u64 = 0x00ff_ffff_ffff_fe00;
 
 fn get64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
 }
+
 fn put64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_be_bytes());
 }
+
 fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_be_bytes());
 }
@@ -999,4 +1261,188 @@ fn no_reflink_on_tmpfs_or_ext4() {
     let stats = r.unwrap();
     // /tmp may be on a reflink file system; then the data is shared.
     assert_eq!(stats.cloned > 0, cloning);
+}
+
+/// `qemu-img convert -O raw`: the raw image's bytes, or qemu-img's error.
+fn qemu_raw_or_error(qcow2: &Path, out: &Path) -> Result<Vec<u8>, String> {
+    let o = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(qcow2)
+        .arg(out)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+    }
+    let b = fs::read(out).unwrap();
+    fs::remove_file(out).unwrap();
+    Ok(b)
+}
+
+/// Serves `qcow2` packed like upstream as release v1.
+fn serve(qcow2: &Path, work: &Path) -> Server {
+    fs::create_dir_all(work).unwrap();
+    let d = pack_disk(qcow2, "focal", "amd64", 1 << 20, Compression::Gzip, work).unwrap();
+    Server::start(
+        REPO,
+        vec![ReleaseSpec::new(
+            "v1",
+            upstream_assets("focal", "amd64", &d),
+        )],
+    )
+}
+
+/// A 4 MiB image whose last 64 KiB hold data, its header patched to state
+/// 505 bytes less: `qemu-img create` rounds sizes up to 512, so only a
+/// patched header has such a size, and the last partial sector holds data.
+fn odd_sized_image(dir: &Path) -> PathBuf {
+    let q = dir.join("odd.qcow2");
+    make_qcow2(&q, 4, 1).unwrap();
+    let mut b = fs::read(&q).unwrap();
+    put64(&mut b, 24, (4 << 20) - 505);
+    fs::write(&q, b).unwrap();
+    q
+}
+
+/// Every file under `dir`, at any depth.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            v.extend(files_under(&e.path()));
+        } else {
+            v.push(e.path().display().to_string());
+        }
+    }
+    v
+}
+
+/// A version-2 image with data, one of whose L2 entries has the zero flag
+/// set: the allocated one at guest 0 (`alloc`) or the unallocated one after
+/// it.
+fn v2_with_zero_flag(dir: &Path, alloc: bool) -> PathBuf {
+    let q = dir.join(format!("v2-zero-{alloc}.qcow2"));
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-o", "compat=0.10"])
+        .arg(&q)
+        .arg("4M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("qemu-io")
+        .args([
+            "-c",
+            "write -q -P 0x11 0 64k",
+            "-c",
+            "write -q -P 0x22 128k 64k",
+        ])
+        .arg(&q)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut b = fs::read(&q).unwrap();
+    let l1 = get64(&b, 40) as usize;
+    let l2 = (get64(&b, l1) & 0x00ff_ffff_ffff_fe00) as usize;
+    let at = l2 + if alloc { 0 } else { 8 };
+    let e = get64(&b, at);
+    put64(&mut b, at, e | 1);
+    fs::write(&q, b).unwrap();
+    q
+}
+
+#[test]
+fn an_odd_sized_image_gives_qemu_imgs_raw_image_in_every_converter() {
+    if !have("qemu-img") {
+        eprintln!("skipped: qemu-img is not installed");
+        return;
+    }
+    let fx = TempDir::new("r3-odd-fx");
+    let q = odd_sized_image(fx.path());
+    let theirs = qemu_raw_or_error(&q, &fx.path().join("theirs.img")).unwrap();
+    assert_eq!(
+        theirs.len(),
+        (4 << 20) - 512,
+        "qemu-img reads whole sectors"
+    );
+
+    // The full run: the one-pass converter, then verify (size) and --deep.
+    let server = serve(&q, &fx.path().join("pack"));
+    let out = TempDir::new("r3-odd");
+    let api = server.api_url();
+    resources(None, out.path(), &api, &["--version", "v1"], &[]).ok();
+    let raw = fs::read(out.path().join("disk-image.img")).unwrap();
+    assert_eq!(raw.len(), theirs.len(), "the full run's raw image");
+    assert!(
+        raw == theirs,
+        "the full run's raw image differs from qemu-img's"
+    );
+    resources(Some("verify"), out.path(), &api, &["--deep"], &[]).ok();
+
+    // `convert`, built in and with qemu-img, give the same bytes.
+    for (name, extra) in [("ours.img", None), ("qemu.img", Some("--with-qemu-img"))] {
+        let dest = fx.path().join(name);
+        let mut args = vec![q.to_str().unwrap(), dest.to_str().unwrap()];
+        args.extend(extra);
+        resources(Some("convert"), out.path(), &api, &args, &[]).ok();
+        assert!(fs::read(&dest).unwrap() == theirs, "convert {extra:?}");
+    }
+}
+
+#[test]
+fn a_version_2_image_with_a_zero_flag_is_refused_and_nothing_is_installed() {
+    if !have("qemu-img") || !have("qemu-io") {
+        eprintln!("skipped: qemu-img or qemu-io is not installed");
+        return;
+    }
+    let fx = TempDir::new("r3-v2z-fx");
+    for alloc in [true, false] {
+        let q = v2_with_zero_flag(fx.path(), alloc);
+        // qemu-img refuses it (its `check` finds nothing wrong).
+        let err = qemu_raw_or_error(&q, &fx.path().join("q.img")).unwrap_err();
+        assert!(
+            err.contains("Zero cluster entry found in pre-v3 image"),
+            "{err}"
+        );
+
+        // `convert` refuses it, and leaves no output.
+        let out = TempDir::new("r3-v2z");
+        let dest = fx.path().join("ours.img");
+        let run = resources(
+            Some("convert"),
+            out.path(),
+            "http://127.0.0.1:9",
+            &[q.to_str().unwrap(), dest.to_str().unwrap()],
+            &[],
+        );
+        run.failed();
+        assert!(run.stderr.contains("pre-v3"), "{}", run.stderr);
+        assert!(run.stderr.contains(q.to_str().unwrap()), "{}", run.stderr);
+        assert!(!dest.exists());
+
+        // The full run (the one-pass converter): refused, fetched once,
+        // nothing installed.
+        let server = serve(&q, &fx.path().join(format!("pack-{alloc}")));
+        let run = resources(None, out.path(), &server.api_url(), &[], &[]);
+        run.failed();
+        assert!(run.stderr.contains("pre-v3"), "{}", run.stderr);
+        assert!(!run.stderr.contains("fetching again"), "{}", run.stderr);
+        let mut parts: Vec<String> = server
+            .requests()
+            .into_iter()
+            .filter(|r| r.host == "assets" && r.path.contains(".tar.gz."))
+            .map(|r| r.path)
+            .collect();
+        parts.sort();
+        let mut once = parts.clone();
+        once.dedup();
+        assert_eq!(parts, once, "a part was fetched twice");
+        for name in ["disk-image.qcow2", "disk-image.img", "manifest.json"] {
+            assert!(!out.path().join(name).exists(), "{name} was installed");
+        }
+        let left = files_under(out.path());
+        assert!(
+            !left.iter().any(|p| p.contains(".img")),
+            "a raw image was left: {left:?}"
+        );
+    }
 }

@@ -2,13 +2,12 @@
 //! the way upstream's `artifacts.sh` builds them (GNU tar, gzip, split,
 //! sha256sum), plus hostile tars built by hand.
 
-use std::fs;
-use std::io::{self, Read};
+use archive::unpack::*;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use archive::unpack::*;
+use std::{fs, io};
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -140,17 +139,6 @@ impl Read for Parts {
     }
 }
 
-fn unpack_file(input: &Path, dest: &Path, expected: Option<[u8; 32]>) -> anyhow::Result<Unpacked> {
-    let src = input.file_name().unwrap().to_string_lossy().into_owned();
-    unpack_qcow2(
-        Parts::new(vec![input.to_path_buf()]),
-        &src,
-        dest,
-        expected,
-        &mut |_| Ok(()),
-    )
-}
-
 fn sums_of(s: &Scratch) -> [u8; 32] {
     let text = fs::read_to_string(s.path("temp/disk-image.qcow2.sums")).unwrap();
     let entries = parse_sums(&text, "disk-image.qcow2.sums").unwrap();
@@ -176,13 +164,22 @@ fn only_dest(dest: &Path, present: bool) {
     assert_eq!(names, want, "unexpected files in {}", dir.display());
 }
 
-fn assert_err_has(r: anyhow::Result<Unpacked>, needles: &[&str]) -> String {
-    let msg = format!("{:#}", r.expect_err("expected an error"));
-    eprintln!("error: {msg}");
-    for n in needles {
-        assert!(msg.contains(n), "error lacks {n:?}: {msg}");
-    }
-    msg
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn unpack_file(input: &Path, dest: &Path, expected: Option<[u8; 32]>) -> anyhow::Result<Unpacked> {
+    let src = input.file_name().unwrap().to_string_lossy().into_owned();
+    unpack_qcow2(
+        Parts::new(vec![input.to_path_buf()]),
+        &src,
+        dest,
+        expected,
+        &mut |_| Ok(()),
+    )
 }
 
 /// A hand-made tar member header, bypassing the path checks real tools apply.
@@ -210,11 +207,13 @@ fn tar_of(members: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
+fn assert_err_has(r: anyhow::Result<Unpacked>, needles: &[&str]) -> String {
+    let msg = format!("{:#}", r.expect_err("expected an error"));
+    eprintln!("error: {msg}");
+    for n in needles {
+        assert!(msg.contains(n), "error lacks {n:?}: {msg}");
+    }
+    msg
 }
 
 // ---------------------------------------------------------------------------
@@ -659,7 +658,7 @@ fn oversized_extension_header_is_refused_without_allocating() {
 }
 
 /// Throughput measurement on a big archive, not run by default:
-/// `UNPACK_BENCH=/path/x.tar.gz cargo test --release -p xtask --test unpack
+/// `UNPACK_BENCH=/path/x.tar.gz cargo test --release -p xtask --test formats
 /// -- --ignored --nocapture bench`. Writes next to the input, then removes it.
 #[test]
 #[ignore]
