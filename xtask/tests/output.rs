@@ -250,6 +250,69 @@ fn a_full_disk_exits_7() {
     assert_eq!(doc(&run)["error"]["class"], "no_space");
 }
 
+/// Mounts a tmpfs of `size` at `mnt` (root only), unmounted on drop; None
+/// (the test says it is skipped) where mounting is refused.
+fn small_disk(mnt: &Path, size: &str) -> Option<impl Drop> {
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).output();
+        }
+    }
+    fs::create_dir_all(mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(mnt)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipped: mounting a tmpfs was refused (not root?)");
+        return None;
+    }
+    Some(Unmount(mnt.to_path_buf()))
+}
+
+/// The parts fit (they go to the cache, elsewhere); the image does not fit
+/// the output directory. That is this machine's disk, not the download:
+/// exit 7, and no part is blamed or fetched again.
+#[test]
+fn a_full_disk_while_unpacking_exits_7_and_fetches_nothing_again() {
+    let root = TempDir::new("o-full-unpack");
+    let fx = root.path().join("fx");
+    fs::create_dir_all(&fx).unwrap();
+    let Some(d) = disk(&fx) else { return };
+    let mnt = root.path().join("out");
+    let Some(_mounted) = small_disk(&mnt, "1m") else {
+        return;
+    };
+    let server = Server::start(
+        REPO,
+        vec![ReleaseSpec::new(
+            "v1",
+            upstream_assets("focal", "amd64", &d),
+        )],
+    );
+    let run = resources(None, &mnt, &server.api_url(), &["--json"], &[]);
+    assert_eq!(run.code, 7, "{}", run.stderr);
+    assert_eq!(doc(&run)["error"]["class"], "no_space");
+    let published: u64 = d
+        .assets
+        .iter()
+        .map(|a| match &a.body {
+            testkit::Body::Bytes(b) => b.len() as u64,
+            testkit::Body::File(f) => fs::metadata(f).unwrap().len(),
+        })
+        .sum();
+    let served: u64 = d.assets.iter().map(|a| server.served_bytes(&a.name)).sum();
+    assert!(
+        served <= published,
+        "{served} bytes served for {published} published: a part was fetched again after a full disk:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("damaged"), "{}", run.stderr);
+}
+
 #[test]
 fn quiet_says_nothing_but_errors_and_keeps_the_json_document() {
     let spec = bytes_release("v1", "focal", "amd64", &[300_000]);

@@ -99,23 +99,13 @@ fn rank(c: Class) -> u8 {
 fn of(e: &(dyn std::error::Error + 'static)) -> Class {
     if e.is::<Usage>() {
         Class::Usage
-    } else if is_full(e) {
+    } else if util::is_full(e) {
         Class::NoSpace
     } else if e.is::<BadSums>() || e.is::<VerifyFailed>() {
         Class::Integrity
     } else {
         Class::Other
     }
-}
-
-/// An I/O error of a full disk or quota.
-fn is_full(e: &(dyn std::error::Error + 'static)) -> bool {
-    e.downcast_ref::<io::Error>().is_some_and(|io| {
-        matches!(
-            io.raw_os_error(),
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
-        )
-    })
 }
 
 /// The `--json` document: schema 1, what the step reported, and on failure

@@ -64,13 +64,17 @@ pub(crate) fn unsupported(msg: String) -> anyhow::Error {
     anyhow::Error::new(Error::Unsupported(msg))
 }
 
-/// `e` as a failure of this machine; a full disk keeps its type.
+/// `e` as a failure of this machine; a full disk is said as one
+/// ([`util::Error::NoSpace`]), which decides the exit code.
 pub(crate) fn local(e: anyhow::Error) -> anyhow::Error {
     if matches!(
         e.downcast_ref::<util::Error>(),
         Some(util::Error::NoSpace(_))
     ) {
         return e;
+    }
+    if e.chain().any(util::is_full) {
+        return util::fs::no_space(format!("{e:#}; free some space or choose another --output"));
     }
     anyhow::Error::new(Error::Local(format!("{e:#}")))
 }

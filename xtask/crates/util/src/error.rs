@@ -25,6 +25,22 @@ impl Error {
     pub fn find(e: &anyhow::Error) -> Option<&Error> {
         find_in_chain(e)
     }
+
+    /// Whether `e` says the disk is full: a [`Error::NoSpace`], or an I/O
+    /// error of a full disk or quota anywhere in its chain.
+    pub fn is_no_space(e: &anyhow::Error) -> bool {
+        matches!(Error::find(e), Some(Error::NoSpace(_))) || e.chain().any(is_full)
+    }
+}
+
+/// An I/O error of a full disk or quota.
+pub fn is_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<io::Error>().is_some_and(|io| {
+        matches!(
+            io.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+        )
+    })
 }
 
 /// The first `E` in `e`'s chain, looking inside each `io::Error` as well.

@@ -19,5 +19,5 @@ pub mod text;
 pub mod time;
 
 pub use cores::threads;
-pub use error::{find_in_chain, Error};
+pub use error::{find_in_chain, is_full, Error};
 pub use reflink::Cloner;

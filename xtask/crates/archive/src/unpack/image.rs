@@ -30,7 +30,7 @@ pub(super) struct Written {
     pub member: String,
     /// The raw image converted in the same pass, not yet committed, or
     /// why the converter refused the image.
-    pub raw: Option<(TempFile, std::result::Result<ConvertStats, String>)>,
+    pub raw: Option<(TempFile, Result<ConvertStats>)>,
 }
 
 /// Decides between bare qcow2 and tar, and writes the image.
@@ -171,10 +171,7 @@ fn write_member(
     // download is the download's fault, of a good one the image's.
     let raw = raw.map(|(raw_temp, conv)| {
         let stats = conv.finish(temp.file());
-        (
-            raw_temp,
-            stats.map(Into::into).map_err(|e| format!("{e:#}")),
-        )
+        (raw_temp, stats.map(Into::into))
     });
     Ok(Written {
         temp,

@@ -131,6 +131,9 @@ pub fn unpack(
         let classified = e.is::<Error>();
         if classified || state.failed.get() {
             e
+        } else if util::Error::is_no_space(&e) {
+            // This machine's disk, not the download.
+            local(e)
         } else {
             // A fault seen once the input has ended (a gzip CRC, the last
             // tar block) cannot be placed: it may lie anywhere before.
@@ -231,7 +234,8 @@ fn commit(out: image::Written, req: &Request) -> Result<Unpacked> {
         .with_context(|| format!("{source}: cannot put the image in place"))
         .map_err(local)?;
     let raw = match raw {
-        Some((_, Err(why))) => return Err(anyhow::Error::new(Error::BadImage(why))),
+        Some((_, Err(e))) if util::Error::is_no_space(&e) => return Err(local(e)),
+        Some((_, Err(e))) => return Err(anyhow::Error::new(Error::BadImage(format!("{e:#}")))),
         Some((temp, Ok(stats))) => {
             temp.commit()
                 .with_context(|| format!("{source}: cannot put the raw image in place"))
