@@ -158,22 +158,6 @@ pub fn network(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Error::Network(msg.into()))
 }
 
-/// Parses the API's `sha256:<hex>` digest field.
-pub fn parse_digest(field: Option<&str>, asset: &str) -> Result<Option<[u8; 32]>> {
-    let Some(field) = field else { return Ok(None) };
-    let Some(hexs) = field.strip_prefix("sha256:") else {
-        // Another algorithm: nothing we can check, and not an error.
-        return Ok(None);
-    };
-    parse_sha256_hex(hexs.trim()).map(Some).ok_or_else(|| {
-        anyhow!(
-            "asset {}: the release's digest `{}` is not a sha256 hex string",
-            Shown(asset),
-            util::text::clean(field, 80)
-        )
-    })
-}
-
 /// Where the sha256 of an asset the release gives no digest for is kept
 /// once it is downloaded (`.NAME.sha256` beside it): a later run that finds
 /// the file checks it against this, so changed bytes are never used. A

@@ -63,15 +63,39 @@ impl Asset {
     /// The sha256 the release's `digest` gives (`sha256:<hex>`); None when
     /// it gives none or one of another algorithm; an error when it is not hex.
     pub fn sha256(&self) -> Result<Option<[u8; 32]>> {
-        fetch::parse_digest(self.digest.as_deref(), &self.name)
+        let Some(field) = self.digest.as_deref() else {
+            return Ok(None);
+        };
+        let Some(hexs) = sha256_hex_of(field) else {
+            // Another algorithm: nothing we can check, and not an error.
+            return Ok(None);
+        };
+        util::fmt::parse_sha256_hex(hexs.trim())
+            .map(Some)
+            .ok_or_else(|| {
+                anyhow!(
+                    "asset {}: the release's digest `{}` is not a sha256 hex string",
+                    Shown(&self.name),
+                    util::text::clean(field, 80)
+                )
+            })
     }
 
     /// The release's `digest` when it is of an algorithm this tool does not
     /// check (not `sha256:`): the asset is then checked by size (and, for
     /// the disk, by the image's sums) only.
     pub fn unchecked_digest(&self) -> Option<&str> {
-        self.digest.as_deref().filter(|d| !d.starts_with("sha256:"))
+        self.digest
+            .as_deref()
+            .filter(|d| sha256_hex_of(d).is_none())
     }
+}
+
+/// The hex of a `sha256:<hex>` digest field; the algorithm's name in any
+/// case, as the old upload compared it.
+fn sha256_hex_of(field: &str) -> Option<&str> {
+    let (algo, hexs) = field.split_once(':')?;
+    algo.eq_ignore_ascii_case("sha256").then_some(hexs)
 }
 
 /// A release as looked up, with a note when `latest` had to fall back.
@@ -293,6 +317,31 @@ pub fn check_tag(tag: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn asset(digest: Option<&str>) -> Asset {
+        serde_json::from_value(serde_json::json!({
+            "name": "a", "size": 1, "browser_download_url": "http://x/a", "digest": digest,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_sha256_digest_is_read_whatever_the_case_of_its_algorithm() {
+        let hex = "ab".repeat(32);
+        for field in [
+            format!("sha256:{hex}"),
+            format!("SHA256:{}", hex.to_uppercase()),
+        ] {
+            let a = asset(Some(&field));
+            assert_eq!(a.sha256().unwrap(), Some([0xab; 32]), "{field}");
+            assert_eq!(a.unchecked_digest(), None);
+        }
+        let md5 = asset(Some("md5:00"));
+        assert_eq!(md5.sha256().unwrap(), None);
+        assert_eq!(md5.unchecked_digest(), Some("md5:00"));
+        assert!(asset(Some("sha256:zz")).sha256().is_err());
+        assert_eq!(asset(None).sha256().unwrap(), None);
+    }
 
     #[test]
     fn link_header() {
