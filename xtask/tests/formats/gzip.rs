@@ -1151,3 +1151,31 @@ fn members_handed_on_in_pieces_decode_as_the_serial_decoder_does_when_damaged() 
         }
     }
 }
+
+/// gzip and pigz read a name or comment of any length (flate2 caps them at
+/// 64 KiB); so does the decoder, serially and in parallel, and a stream cut
+/// inside such a header is said as that.
+#[test]
+fn file_names_of_any_length_decode_as_gzip_reads_them() {
+    let data = sample(100_000, 7);
+    for len in [70_000, 200_000] {
+        let name = "n".repeat(len);
+        let m = Member {
+            extra: None,
+            name: Some(&name),
+        };
+        let gz = member(&data, &m, |_, _| None);
+        for threads in [0, 2] {
+            let (out, err) = decode_all(&gz, threads);
+            assert_eq!(err, None, "a {len}-byte name, {threads} threads");
+            assert_eq!(out, data, "a {len}-byte name, {threads} threads");
+            let cut = 10 + len / 2;
+            let e = ours(&gz[..cut], threads).0.unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains(&format!("ends early at byte {cut}, inside the header")),
+                "{e}"
+            );
+        }
+    }
+}

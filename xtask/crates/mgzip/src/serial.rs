@@ -3,17 +3,26 @@
 //! `BufRead` and checks its CRC32 and length), for members without a
 //! usable size claim and for those a worker could not decode. The input is
 //! lent to it for the member and given back at its end. Its errors are
-//! said with the member and the input offset where they showed; before
-//! flate2 reads a header, the header is looked at in place so that a stream
-//! that ends there, or a header that is not gzip's, is said exactly.
+//! said with the member and the input offset where they showed. The header
+//! is read and checked by this crate's parser (so that a stream that ends
+//! there, or a header that is not gzip's, is said exactly), and flate2 gets
+//! a plain one in its place: it caps names and comments at 64 KiB, which
+//! gzip and pigz do not.
 
-use std::io::{self, Read};
+use std::io::{self, Chain, Cursor, Read};
 
 use flate2::bufread::GzDecoder;
 
 use super::input::Input;
 use super::member::{HeaderError, HeaderParser};
-use super::MAX_PEEK;
+
+/// The header flate2 reads in place of the member's own: no name, no
+/// comment, no extra field (the member's were read and checked already).
+const PLAIN_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+/// What flate2 reads: the plain header, then the member's deflate data and
+/// trailer, straight from the input.
+type Body<R> = Chain<Cursor<[u8; 10]>, Input<R>>;
 
 pub(super) enum SerialState {
     More,
@@ -30,7 +39,7 @@ pub(super) struct SerialMember<R> {
     /// Output bytes not to hand on: a worker handed them on already.
     skip: u64,
     /// The member being inflated, holding the input.
-    dec: Option<Box<GzDecoder<Input<R>>>>,
+    dec: Option<Box<GzDecoder<Body<R>>>>,
 }
 
 impl<R: Read> SerialMember<R> {
@@ -58,12 +67,13 @@ impl<R: Read> SerialMember<R> {
             let Some(mut inp) = input.take() else {
                 return Err(io::Error::other("gzip decoder: the input is lent out"));
             };
-            let checked = self.check_header(&mut inp);
+            let checked = self.read_header(&mut inp);
             if !matches!(checked, Ok(Header::Member)) {
                 *input = Some(inp);
                 return checked.map(|_| (0, SerialState::StreamEnd));
             }
-            self.dec = Some(Box::new(GzDecoder::new(inp)));
+            let body = Cursor::new(PLAIN_HEADER).chain(inp);
+            self.dec = Some(Box::new(GzDecoder::new(body)));
         }
         let name = self.name();
         let Some(dec) = self.dec.as_mut() else {
@@ -82,11 +92,11 @@ impl<R: Read> SerialMember<R> {
                 Ok(0) => break,
                 Ok(n) if skipping => self.skip -= n as u64,
                 Ok(n) => return Ok((n, SerialState::More)),
-                Err(e) => return Err(explain(e, &name, dec.get_ref())),
+                Err(e) => return Err(explain(e, &name, dec.get_ref().get_ref().1)),
             }
         }
         if let Some(dec) = self.dec.take() {
-            *input = Some(dec.into_inner());
+            *input = Some(dec.into_inner().into_inner().1);
         }
         if self.skip > 0 {
             return Err(io::Error::other(format!(
@@ -97,9 +107,9 @@ impl<R: Read> SerialMember<R> {
         Ok((0, SerialState::MemberDone))
     }
 
-    /// Looks at the next header in place: the end of the stream, or a
-    /// header flate2 may read (one longer than `MAX_PEEK` it reads alone).
-    fn check_header(&mut self, input: &mut Input<R>) -> io::Result<Header> {
+    /// Reads the next member's header (any length) and checks it, or finds
+    /// the end of the stream. An error of the input passes as it is.
+    fn read_header(&mut self, input: &mut Input<R>) -> io::Result<Header> {
         self.start = input.offset;
         if input.fill_buf()?.is_empty() {
             if self.index == 0 {
@@ -107,26 +117,20 @@ impl<R: Read> SerialMember<R> {
             }
             return Ok(Header::StreamEnd);
         }
-        let mut want = 64;
+        let mut parser = HeaderParser::new();
         loop {
-            let data = input.peek(want);
-            let got = data.len();
-            match HeaderParser::new().feed(data) {
-                Ok((_, Some(_))) => return Ok(Header::Member),
-                Ok((_, None)) if got == want && want < MAX_PEEK => {
-                    want = (want * 16).min(MAX_PEEK);
-                }
-                // A read error comes after the bytes before it: flate2
-                // meets it and it is passed on as it is.
-                Ok((_, None)) if got == want || input.err.is_some() => return Ok(Header::Member),
-                Ok((_, None)) => {
-                    return Err(eof(format!(
-                        "the gzip stream ends early at byte {}, inside the header of {}",
-                        self.start + got as u64,
-                        self.name()
-                    )))
-                }
-                Err(e) => return Err(self.bad_header(e)),
+            let data = input.fill_buf()?;
+            if data.is_empty() {
+                return Err(eof(format!(
+                    "the gzip stream ends early at byte {}, inside the header of {}",
+                    input.offset,
+                    self.name()
+                )));
+            }
+            let (used, done) = parser.feed(data).map_err(|e| self.bad_header(e))?;
+            input.consume(used);
+            if done.is_some() {
+                return Ok(Header::Member);
             }
         }
     }
