@@ -969,32 +969,6 @@ fn a_link_at_the_owner_directory_is_never_followed() {
 // ---------------------------------------------------------------------------
 // Caches that cannot be used
 
-/// A tmpfs mounted at a directory, unmounted on drop.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// Mounts a tmpfs with `opts` at `dir`; None (with a note) where mounting
-/// is refused (not root, no CAP_SYS_ADMIN).
-fn tmpfs(dir: &Path, opts: &str) -> Option<Mounted> {
-    fs::create_dir_all(dir).unwrap();
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
-        .arg(dir)
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Some(Mounted(dir.to_path_buf())),
-        _ => {
-            eprintln!("skipped: cannot mount a tmpfs at {} here", dir.display());
-            None
-        }
-    }
-}
-
 #[test]
 fn a_cache_location_that_is_a_file_is_skipped_with_one_line_and_offline_says_why() {
     let tmp = TempDir::new("c-file");

@@ -219,24 +219,9 @@ fn exit_codes_say_the_cause_each_distinct() {
 fn a_full_disk_exits_7() {
     let root = TempDir::new("o-full");
     let mnt = root.path().join("mnt");
-    fs::create_dir_all(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&mnt)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipped: mounting a tmpfs was refused (not root?)");
+    let Some(_mounted) = tmpfs(&mnt, "size=256k") else {
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).output();
-        }
-    }
-    let _guard = Unmount(&mnt);
+    };
     let spec = bytes_release("v1", "focal", "amd64", &[2_000_000]);
     let server = Server::start(REPO, vec![spec]);
     let run = resources(
@@ -250,29 +235,6 @@ fn a_full_disk_exits_7() {
     assert_eq!(doc(&run)["error"]["class"], "no_space");
 }
 
-/// Mounts a tmpfs of `size` at `mnt` (root only), unmounted on drop; None
-/// (the test says it is skipped) where mounting is refused.
-fn small_disk(mnt: &Path, size: &str) -> Option<impl Drop> {
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).output();
-        }
-    }
-    fs::create_dir_all(mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(mnt)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipped: mounting a tmpfs was refused (not root?)");
-        return None;
-    }
-    Some(Unmount(mnt.to_path_buf()))
-}
-
 /// The parts fit (they go to the cache, elsewhere); the image does not fit
 /// the output directory. That is this machine's disk, not the download:
 /// exit 7, and no part is blamed or fetched again.
@@ -283,7 +245,7 @@ fn a_full_disk_while_unpacking_exits_7_and_fetches_nothing_again() {
     fs::create_dir_all(&fx).unwrap();
     let Some(d) = disk(&fx) else { return };
     let mnt = root.path().join("out");
-    let Some(_mounted) = small_disk(&mnt, "1m") else {
+    let Some(_mounted) = tmpfs(&mnt, "size=1m") else {
         return;
     };
     let server = Server::start(

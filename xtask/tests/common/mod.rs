@@ -312,3 +312,30 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A tmpfs mounted at a directory, unmounted on drop.
+pub struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs with `opts` (`size=1m`) at `dir`, made if missing; None
+/// (the test says it is skipped) where mounting is refused (not root, no
+/// CAP_SYS_ADMIN).
+pub fn tmpfs(dir: &Path, opts: &str) -> Option<Mounted> {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+        .arg(dir)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(Mounted(dir.to_path_buf())),
+        _ => {
+            eprintln!("skipped: cannot mount a tmpfs at {} here", dir.display());
+            None
+        }
+    }
+}

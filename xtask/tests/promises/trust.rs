@@ -543,23 +543,9 @@ fn a_bare_image_stops_before_the_disk_is_full() {
     // A header claiming 16 GiB: only free space can stop it. Needs a small
     // file system of our own: a tmpfs, mounted here as root.
     let mnt = TempDir::new("h09-mnt");
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-        .arg(mnt.path())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipped: cannot mount a tmpfs here (not root, or mounting refused)");
+    let Some(_mounted) = tmpfs(mnt.path(), "size=64m") else {
         return;
-    }
-    struct Umount<'a>(&'a Path);
-    impl Drop for Umount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _guard = Umount(mnt.path());
+    };
     let mut head = vec![0u8; 512];
     head[..4].copy_from_slice(b"QFI\xfb");
     head[4..8].copy_from_slice(&3u32.to_be_bytes());
