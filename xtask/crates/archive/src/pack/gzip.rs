@@ -1,6 +1,6 @@
-//! Gzip on every core, in the Mgzip layout (see `unpack::gzip::member`):
-//! the input cut into blocks, each block an independent member whose
-//! header carries its size, compressed by libdeflate.
+//! Gzip on every core, in the Mgzip layout (the member format is
+//! `mgzip`'s): the input cut into blocks, each block an independent member
+//! whose header carries its size, compressed by libdeflate.
 
 use std::io::{self, Read, Write};
 
