@@ -12,8 +12,7 @@ use anyhow::{Context, Result};
 
 use super::measure::{self, fresh_dir, new_log};
 use super::report::{Basis, Round};
-use super::steps::Ctx;
-use super::TAG;
+use super::steps::{resources, Ctx};
 use testkit::Server;
 
 /// The rows of the round.
@@ -125,12 +124,7 @@ fn timed(
     }
     let log = dir.with_extension("log");
     new_log(&log)?;
-    let mut c = Command::new(&ctx.exe);
-    c.arg("resources")
-        .arg("--output")
-        .arg(dir)
-        .args(["--github-api", &ctx.api, "--version", TAG])
-        .args(extra);
+    let mut c = resources(ctx, dir, extra);
     for (k, v) in env {
         c.env(k, v);
     }

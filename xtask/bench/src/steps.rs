@@ -36,6 +36,17 @@ pub fn asset_names(ctx: &Ctx) -> Vec<String> {
     ctx.img.assets().into_iter().map(|a| a.name).collect()
 }
 
+/// `xtask resources --output DIR` against the served release, with `extra`.
+pub fn resources(ctx: &Ctx, dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(&ctx.exe);
+    c.arg("resources")
+        .arg("--output")
+        .arg(dir)
+        .args(["--github-api", &ctx.api, "--version", TAG])
+        .args(extra);
+    c
+}
+
 fn finish_dir(ctx: &Ctx, dir: &Path) -> Result<()> {
     if !ctx.keep {
         std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
@@ -50,18 +61,7 @@ pub fn ours(ctx: &Ctx, r: &mut Round, i: usize, rerun: bool) -> Result<()> {
     fresh_dir(&dir)?;
     let log = dir.with_extension("log");
     new_log(&log)?;
-    let cmd = || {
-        let mut c = Command::new(&ctx.exe);
-        c.arg("resources").arg("--output").arg(&dir).args([
-            "--github-api",
-            &ctx.api,
-            "--version",
-            TAG,
-            "--jobs",
-            &jobs,
-        ]);
-        c
-    };
+    let cmd = || resources(ctx, &dir, &["--jobs", &jobs]);
     let s = measure::run("`xtask resources`", &mut cmd(), &log)?;
     r.add("ours", s);
     // The pipeline reports its two big phases itself; no RSS for those.

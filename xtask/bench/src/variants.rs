@@ -14,8 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use super::measure::{self, fresh_dir, new_log, Sample};
 use super::report::Round;
-use super::steps::{asset_names, asset_url, old_tail, Ctx};
-use super::TAG;
+use super::steps::{asset_names, asset_url, old_tail, resources, Ctx};
 use mgzip::ParallelGzDecoder;
 use testkit::find_tool;
 use util::io::Chain;
@@ -117,12 +116,7 @@ pub fn ours_in(ctx: &Ctx, r: &mut Round, key: &str, dir: &Path, extra: &[&str]) 
     fresh_dir(dir)?;
     let log = dir.with_extension("log");
     new_log(&log)?;
-    let mut c = Command::new(&ctx.exe);
-    c.arg("resources")
-        .arg("--output")
-        .arg(dir)
-        .args(["--github-api", &ctx.api, "--version", TAG])
-        .args(extra);
+    let mut c = resources(ctx, dir, extra);
     let s = measure::run(&format!("`xtask resources` ({key})"), &mut c, &log)?;
     r.add(key, s);
     if key == "ours_xfs" || key == "ours_ext4" {
