@@ -67,10 +67,8 @@ pub(crate) fn unsupported(msg: String) -> anyhow::Error {
 /// `e` as a failure of this machine; a full disk is said as one
 /// ([`util::Error::NoSpace`]), which decides the exit code.
 pub(crate) fn local(e: anyhow::Error) -> anyhow::Error {
-    if matches!(
-        e.downcast_ref::<util::Error>(),
-        Some(util::Error::NoSpace(_))
-    ) {
+    // Anywhere in the chain: a context around it must not hide it.
+    if matches!(util::Error::find(&e), Some(util::Error::NoSpace(_))) {
         return e;
     }
     if e.chain().any(util::is_full) {
